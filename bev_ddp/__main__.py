@@ -1,0 +1,5 @@
+import sys
+
+from bev_ddp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""YAML configs with inheritance, command-line overrides and schema checking.
+
+A config is a YAML file.  ``_base_: other.yaml`` (or a list of files, relative to the including
+file) names configs to start from; the including file overrides their keys.  Overrides given as
+``key.sub=value`` strings are applied last.  When a schema dataclass is given, unknown keys are
+rejected with the closest valid names, so a typo never silently trains the wrong model.
+
+Example::
+
+    cfg = load_config("configs/bev/synth_tiny_fusion.yaml", ["optim.lr=1e-3"], schema=BEVConfig)
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from bev_ddp.errors import ConfigError
+
+BASE_KEY = "_base_"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"config inheritance cycle: {chain}")
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged = OmegaConf.create()
+    for base in bases:
+        merged = OmegaConf.merge(merged, _load_with_bases(path.parent / base, (*seen, path)))
+    return OmegaConf.merge(merged, OmegaConf.create(data))
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            full = f"{prefix}{key}"
+            keys.append(full)
+            keys.extend(_all_keys(node._get_node(key), full + "."))  # type: ignore[attr-defined]
+    return keys
+
+
+def _unknown_keys(cfg: DictConfig, reference: DictConfig, prefix: str = "") -> list[str]:
+    unknown: list[str] = []
+    for key in cfg.keys():
+        full = f"{prefix}{key}"
+        if key not in reference:
+            unknown.append(full)
+            continue
+        sub_cfg, sub_ref = cfg._get_node(key), reference._get_node(key)  # type: ignore[attr-defined]
+        if isinstance(sub_cfg, DictConfig) and isinstance(sub_ref, DictConfig):
+            # a schema field typed as a plain dict accepts any sub-key; a dataclass field does not
+            if dataclasses.is_dataclass(sub_ref._metadata.object_type):  # type: ignore[attr-defined]
+                unknown.extend(_unknown_keys(sub_cfg, sub_ref, full + "."))
+    return unknown
+
+
+def _raise_unknown(unknown: list[str], valid: list[str], source: str) -> None:
+    lines = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        lines.append(f"  {key}{hint}")
+    raise ConfigError(f"unknown config key(s) in {source}:\n" + "\n".join(lines))
+
+
+def apply_overrides(cfg: DictConfig, overrides: Iterable[str], *, strict: bool = True) -> DictConfig:
+    """Apply ``key.sub=value`` overrides; with ``strict`` every key must already exist."""
+    overrides = list(overrides)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+    if not overrides:
+        return cfg
+    patch = OmegaConf.from_dotlist(overrides)
+    if strict:
+        unknown = [k for k in _all_keys(patch) if OmegaConf.select(cfg, k, default="__missing__") == "__missing__"]
+        # only report leaf-most unknown keys once
+        unknown = [k for k in unknown if not any(u != k and k.startswith(u + ".") for u in unknown)]
+        if unknown:
+            _raise_unknown(unknown, _all_keys(cfg), "command-line overrides")
+    try:
+        return OmegaConf.merge(cfg, patch)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad override value: {exc}") from exc
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type | None = None) -> DictConfig:
+    """Load ``path`` with its ``_base_`` chain, validate it against ``schema``, apply overrides.
+
+    Args:
+        path: YAML file.
+        overrides: ``key.sub=value`` strings (OmegaConf dot-list syntax).
+        schema: optional dataclass; keys not in it raise :class:`ConfigError` with close matches,
+            values of the wrong type raise too.  Missing keys take the schema's defaults.
+    """
+    path = Path(path)
+    cfg = _load_with_bases(path)
+    if schema is not None:
+        if not dataclasses.is_dataclass(schema):
+            raise TypeError("schema must be a dataclass type")
+        reference = OmegaConf.structured(schema)
+        unknown = _unknown_keys(cfg, reference)
+        if unknown:
+            _raise_unknown(unknown, _all_keys(reference), str(path))
+        try:
+            cfg = OmegaConf.merge(reference, cfg)  # type: ignore[assignment]
+        except (ConfigKeyError, OmegaConfBaseException) as exc:
+            raise ConfigError(f"config {path}: {exc}") from exc
+    cfg = apply_overrides(cfg, overrides)
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    """Plain-python copy of a config (for checkpoints and logs)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,15 @@
+"""Exceptions raised for bad user input.
+
+Every error that is the user's input's fault (a missing file, a corrupt point cloud, a malformed
+config, a NaN tensor) is an :class:`InputError` whose message names the input, so the command
+line can print it without a traceback.
+"""
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input: the message names the offending file, key or tensor."""
+
+
+class ConfigError(InputError):
+    """A config file or override that does not match the config schema."""
