@@ -1,0 +1,90 @@
+"""Typed containers shared by the dataset, the model and the replay tool.
+
+Frames (right-handed, metres):
+
+* **lidar**: the top LiDAR of the ego vehicle; x forward, y left, z up.  BEV grids are in this frame
+  (after BEV augmentation), indexed ``[C, X, Y]``: row = x, column = y.
+* **camera**: OpenCV convention; x right, y down, z forward (optical axis).
+* **image**: pixels, u right, v down, origin at the top-left corner of the top-left pixel.
+
+A *sample* (one keyframe, as yielded by :class:`bev_ddp.data.nuscenes.NuScenesBEVDataset` and
+assembled by the replay tool) is a dict with:
+
+========================  ==========================  ==============================================
+key                       shape / type                meaning
+========================  ==========================  ==============================================
+``img``                   float32 [N_cam, 3, H, W]    normalised images (ImageNet mean/std)
+``geometry``              :class:`CameraGeometry`     everything the view transform needs
+``points``                float32 [N_pts, 5]          x, y, z (m, lidar frame after BEV aug),
+                                                      intensity, time lag (s) of the sweep
+``gt_masks_bev``          float32 [6, 200, 200]       map classes ``[C, X, Y]`` (absent at inference)
+``camera_valid``          bool [N_cam]                False where a camera image is missing
+``meta``                  dict                        token, scene, timestamp (µs), flags, ...
+========================  ==========================  ==============================================
+
+:func:`collate_samples` stacks these into a batch: tensors gain a leading ``B`` and ``points``
+becomes a list of B tensors (clouds differ in size).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+
+@dataclass
+class CameraGeometry:
+    """Camera geometry of one sample (or a batch: every tensor gains a leading ``B``).
+
+    Attributes:
+        intrinsics: [N_cam, 4, 4] pinhole intrinsics K padded to 4×4 (pixels of the *original*
+            image).
+        camera2lidar: [N_cam, 4, 4] rigid transform, camera frame → lidar frame.
+        img_aug: [N_cam, 4, 4] image augmentation, original pixel (u, v) → augmented pixel
+            (resize, crop, flip, rotate), identity when none.
+        lidar_aug: [4, 4] BEV augmentation applied to the points and labels (rotation, scale,
+            flip, translation), lidar frame → augmented lidar frame; identity when none.
+        camera2ego: [N_cam, 4, 4] camera → ego vehicle frame (for information and replay).
+        lidar2ego: [4, 4] lidar → ego vehicle frame.
+    """
+
+    intrinsics: torch.Tensor
+    camera2lidar: torch.Tensor
+    img_aug: torch.Tensor
+    lidar_aug: torch.Tensor
+    camera2ego: torch.Tensor
+    lidar2ego: torch.Tensor
+
+    def lidar2image(self) -> torch.Tensor:
+        """[..., N_cam, 4, 4]: augmented-lidar point → augmented image pixel (homogeneous)."""
+        lidar2camera = torch.linalg.inv(self.camera2lidar)
+        undo_bev_aug = torch.linalg.inv(self.lidar_aug).unsqueeze(-3)  # [..., 1, 4, 4]
+        return self.img_aug @ self.intrinsics @ lidar2camera @ undo_bev_aug
+
+    def to(self, *args: Any, **kwargs: Any) -> "CameraGeometry":
+        return CameraGeometry(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+
+    @staticmethod
+    def stack(items: list["CameraGeometry"]) -> "CameraGeometry":
+        return CameraGeometry(
+            **{f.name: torch.stack([getattr(g, f.name) for g in items]) for f in fields(CameraGeometry)}
+        )
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch samples: stack tensors, keep ``points`` and ``meta`` as lists."""
+    if not samples:
+        raise ValueError("collate_samples got an empty list")
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if key in ("points", "meta"):
+            batch[key] = values
+        elif isinstance(values[0], CameraGeometry):
+            batch[key] = CameraGeometry.stack(values)
+        elif isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    return batch
