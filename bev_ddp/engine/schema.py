@@ -45,6 +45,8 @@ class TrainSchema:
     eval_interval: int = 0  # 0 = only at the end
     self_aligned_iters: int = 0  # last N iterations use self-aligned denoising (DDP heads, Alg. 4)
     work_dir: str = "work_dirs/run"
+    keep_checkpoints: int = 3  # newest iter_*.pth files kept (0 keeps all); latest.pth always points at the newest
+    find_unused_parameters: bool = False  # DistributedDataParallel option, for models with branches unused in a step
 
 
 @dataclass

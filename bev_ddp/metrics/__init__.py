@@ -1,0 +1,1 @@
+"""Evaluation metrics: BEV IoU (BEVFusion protocol), uncertainty vs error; seg and depth metrics live beside."""

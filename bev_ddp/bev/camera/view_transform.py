@@ -1,0 +1,176 @@
+"""Lift-splat (LSS) view transform: camera features → BEV features (Philion & Fidler, 2020).
+
+1. *Lift*: a 1×1 conv predicts, per feature pixel, a softmax over ``D`` depth bins and a
+   ``C``-channel context; their outer product places the context along the pixel's ray.
+2. *Geometry*: every (pixel, depth bin) of the frustum is taken through the camera geometry to the
+   augmented lidar frame: undo the image augmentation, back-project with the intrinsics, move to
+   the lidar frame, apply the BEV augmentation.
+3. *Splat*: frustum points are summed into the BEV voxel grid with :func:`bev_ddp.ops.bev_pool`;
+   the z cells are stacked into channels.
+
+A BEVFusion-style conv stack then downsamples the BEV map (×2 at the full config:
+[B, 80, 256, 256] → [B, 80, 128, 128]).
+
+Frames and units: metres, lidar frame (x forward, y left, z up); pixels of the augmented image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from bev_ddp.bev.camera.neck import conv_bn_relu
+from bev_ddp.data.structures import CameraGeometry
+from bev_ddp.ops import bev_pool
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An axis of a regular grid: cells of ``step`` metres from ``lower`` to ``upper``."""
+
+    lower: float
+    upper: float
+    step: float
+
+    @property
+    def cells(self) -> int:
+        return int(round((self.upper - self.lower) / self.step))
+
+    @staticmethod
+    def of(values: Sequence[float]) -> "Bound":
+        lower, upper, step = (float(v) for v in values)
+        if step <= 0 or upper <= lower:
+            raise ValueError(f"grid bound must be (lower, upper, step) with upper > lower and step > 0, got {values}")
+        return Bound(lower, upper, step)
+
+
+def make_frustum(
+    *, image_size: tuple[int, int], feature_size: tuple[int, int], depth: Bound
+) -> torch.Tensor:
+    """Frustum of (u, v, d, 1) points: [D, fH, fW, 4].
+
+    ``u, v`` are pixel positions of the feature-map samples in the (augmented) network input
+    (``linspace(0, W-1, fW)`` as BEVFusion), ``d`` the bin depths ``lower, lower+step, ...`` in metres.
+    """
+    image_h, image_w = image_size
+    feat_h, feat_w = feature_size
+    ds = torch.arange(depth.cells, dtype=torch.float32) * depth.step + depth.lower  # [D]
+    us = torch.linspace(0, image_w - 1, feat_w)
+    vs = torch.linspace(0, image_h - 1, feat_h)
+    d, v, u = torch.meshgrid(ds, vs, us, indexing="ij")  # each [D, fH, fW]
+    return torch.stack([u, v, d, torch.ones_like(d)], dim=-1)  # [D, fH, fW, 4]
+
+
+def frustum_to_lidar(frustum: torch.Tensor, geometry: CameraGeometry) -> torch.Tensor:
+    """Take frustum points to the augmented lidar frame.
+
+    Args:
+        frustum: [D, fH, fW, 4] homogeneous (u, v, d, 1) in augmented-image pixels and metres.
+        geometry: batched geometry, tensors [B, N, 4, 4] (``lidar_aug`` [B, 4, 4]).
+
+    Returns:
+        [B, N, D, fH, fW, 3] points (x, y, z) in metres, augmented lidar frame.
+    """
+    undo_img_aug = torch.linalg.inv(geometry.img_aug)  # [B, N, 4, 4]; acts on (u, v), keeps d
+    image2lidar = geometry.lidar_aug.unsqueeze(1) @ geometry.camera2lidar @ torch.linalg.inv(geometry.intrinsics)
+    points = torch.einsum("bnij,dhwj->bndhwi", undo_img_aug, frustum)  # [B, N, D, fH, fW, 4]
+    depth = points[..., 2:3]
+    points = torch.cat([points[..., :2] * depth, depth, points[..., 3:]], dim=-1)  # (u·d, v·d, d, 1)
+    points = torch.einsum("bnij,bndhwj->bndhwi", image2lidar, points)
+    return points[..., :3]
+
+
+class LSSTransform(nn.Module):
+    """Lift-splat view transform with BEVFusion's BEV downsample.
+
+    Args:
+        in_channels: channels of the camera feature map (neck output).
+        out_channels: BEV context channels ``C`` (80 in BEVFusion).
+        image_size: (H, W) network input in pixels.
+        feature_stride: input pixels per feature pixel (8 for the first LSS-FPN level).
+        xbound, ybound, zbound: BEV voxel grid (lower, upper, step) in metres, lidar frame.
+        dbound: depth bins (lower, upper, step) in metres along the optical axis.
+        downsample: stride of the BEV conv stack (1 = no downsample stack).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        image_size: Sequence[int],
+        feature_stride: int,
+        xbound: Sequence[float],
+        ybound: Sequence[float],
+        zbound: Sequence[float],
+        dbound: Sequence[float],
+        downsample: int = 1,
+    ):
+        super().__init__()
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        if self.image_size[0] % feature_stride or self.image_size[1] % feature_stride:
+            raise ValueError(f"image size {self.image_size} must be divisible by the feature stride {feature_stride}")
+        self.feature_size = (self.image_size[0] // feature_stride, self.image_size[1] // feature_stride)
+        self.x, self.y, self.z, self.depth = Bound.of(xbound), Bound.of(ybound), Bound.of(zbound), Bound.of(dbound)
+        self.out_channels = out_channels
+        self.register_buffer(
+            "frustum",
+            make_frustum(image_size=self.image_size, feature_size=self.feature_size, depth=self.depth),
+            persistent=False,
+        )
+        self.depthnet = nn.Conv2d(in_channels, self.depth.cells + out_channels, 1)
+        if downsample > 1:
+            self.downsample: nn.Module = nn.Sequential(
+                conv_bn_relu(out_channels * self.z.cells, out_channels, 3),
+                conv_bn_relu(out_channels, out_channels, 3, stride=downsample),
+                conv_bn_relu(out_channels, out_channels, 3),
+            )
+        else:
+            self.downsample = nn.Identity()
+        self.grid = (self.z.cells, self.x.cells, self.y.cells)  # (Z, X, Y) cells of the splat
+        self.bev_size = tuple(-(-n // downsample) for n in self.grid[1:])  # output (X, Y)
+
+    def lift(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats [B·N, C_in, fH, fW] → depth-weighted context [B·N, D, fH, fW, C]."""
+        x = self.depthnet(feats)  # [B·N, D + C, fH, fW]
+        depth = x[:, : self.depth.cells].softmax(dim=1)
+        context = x[:, self.depth.cells :]
+        x = depth.unsqueeze(1) * context.unsqueeze(2)  # [B·N, C, D, fH, fW]
+        return x.permute(0, 2, 3, 4, 1)  # [B·N, D, fH, fW, C]
+
+    def splat(self, lifted: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """lifted [B, N, D, fH, fW, C], points [B, N, D, fH, fW, 3] (m) → BEV [B, C·Z, X, Y]."""
+        batch = lifted.shape[0]
+        lower = points.new_tensor([self.x.lower, self.y.lower, self.z.lower])
+        step = points.new_tensor([self.x.step, self.y.step, self.z.step])
+        cells = torch.floor((points - lower) / step).long()  # [B, N, D, fH, fW, 3] (x, y, z)
+        batch_index = torch.arange(batch, device=cells.device).view(batch, 1, 1, 1, 1, 1).expand(*cells.shape[:-1], 1)
+        coords = torch.cat([cells, batch_index], dim=-1).reshape(-1, 4)  # [B·N·D·fH·fW, 4] (x, y, z, b)
+        feats = lifted.reshape(-1, lifted.shape[-1])  # [B·N·D·fH·fW, C]
+        bev = bev_pool(feats, coords, batch, self.grid)  # [B, C, Z, X, Y]
+        return torch.cat(bev.unbind(dim=2), dim=1)  # [B, C·Z, X, Y]
+
+    def forward(
+        self, feats: torch.Tensor, geometry: CameraGeometry, camera_valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Camera features → BEV features.
+
+        Args:
+            feats: [B, N, C_in, fH, fW] camera features.
+            geometry: batched :class:`CameraGeometry` ([B, N, 4, 4] tensors).
+            camera_valid: optional bool [B, N]; missing cameras contribute nothing.
+
+        Returns:
+            [B, out_channels, X', Y'] BEV features (after the downsample stack).
+        """
+        batch, cams = feats.shape[:2]
+        if tuple(feats.shape[-2:]) != self.feature_size:
+            raise ValueError(f"camera features are {tuple(feats.shape[-2:])}, expected {self.feature_size}")
+        lifted = self.lift(feats.flatten(0, 1))  # [B·N, D, fH, fW, C]
+        lifted = lifted.view(batch, cams, *lifted.shape[1:])  # [B, N, D, fH, fW, C]
+        if camera_valid is not None:
+            lifted = lifted * camera_valid.to(lifted.dtype).view(batch, cams, 1, 1, 1, 1)
+        points = frustum_to_lidar(self.frustum, geometry.to(feats.dtype))
+        return self.downsample(self.splat(lifted, points))

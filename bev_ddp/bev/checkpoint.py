@@ -1,0 +1,114 @@
+"""Load local weights (a backbone or a whole model) and report what did not match.
+
+Files are read with ``torch.load(weights_only=True)`` (tensors and plain containers only).
+Accepted layouts: a bare state dict, or a dict holding one under ``state_dict`` / ``model``
+(our training checkpoints, mmcv/timm files).  An optional ``prefix`` selects and strips a
+sub-tree (e.g. ``backbone.`` of a detector checkpoint).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bev_ddp.errors import InputError
+
+
+class CheckpointMismatchWarning(UserWarning):
+    """A loaded checkpoint did not cover the module exactly."""
+
+
+@dataclass
+class LoadReport:
+    """What happened when a checkpoint was loaded into a module.
+
+    Attributes:
+        path: the file.
+        loaded: number of tensors copied.
+        missing: module keys the checkpoint lacks (they keep their initial values).
+        unexpected: checkpoint keys the module does not have (ignored).
+        shape_mismatch: ``key: checkpoint shape vs module shape`` (not copied).
+    """
+
+    path: str
+    loaded: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def summary(self, limit: int = 10) -> str:
+        def block(title: str, keys: list[str]) -> str:
+            shown = "\n".join(f"    {k}" for k in keys[:limit])
+            more = f"\n    ... and {len(keys) - limit} more" if len(keys) > limit else ""
+            return f"  {title} ({len(keys)}):\n{shown}{more}"
+
+        lines = [f"checkpoint {self.path}: {self.loaded} tensors loaded"]
+        for title, keys in (("missing in checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected),
+                            ("shape mismatch", self.shape_mismatch)):
+            if keys:
+                lines.append(block(title, keys))
+        return "\n".join(lines)
+
+
+def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Read a state dict from ``path`` (see module docstring); keys under ``prefix`` only, stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint file not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt / unsafe files
+        raise InputError(f"cannot read checkpoint {path}: {exc}") from exc
+    if isinstance(data, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(data.get(key), dict):
+                data = data[key]
+                break
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise InputError(f"checkpoint {path} holds no state dict of tensors")
+    if prefix:
+        data = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+        if not data:
+            raise InputError(f"checkpoint {path} has no key starting with {prefix!r}")
+    return data
+
+
+def load_weights(module: nn.Module, path: str | Path, *, prefix: str = "", strict: bool = False) -> LoadReport:
+    """Copy matching tensors from the checkpoint at ``path`` into ``module``.
+
+    Args:
+        module: the model or sub-module (e.g. the camera backbone).
+        path: local checkpoint file.
+        prefix: only keys starting with it are used, with it removed.
+        strict: raise :class:`InputError` (with the report) unless the keys match exactly.
+
+    Returns:
+        a :class:`LoadReport`; any mismatch is also warned with :class:`CheckpointMismatchWarning`.
+    """
+    state = read_state_dict(path, prefix)
+    own = module.state_dict()
+    report = LoadReport(path=str(path), loaded=0)
+    usable = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.shape_mismatch.append(f"{key}: {tuple(value.shape)} vs {tuple(own[key].shape)}")
+        else:
+            usable[key] = value
+    report.missing = sorted(k for k in own if k not in usable and not any(m.startswith(k + ":") for m in report.shape_mismatch))
+    report.unexpected.sort()
+    if strict and not report.exact:
+        raise InputError("checkpoint does not match the model exactly:\n" + report.summary())
+    module.load_state_dict(usable, strict=False)
+    report.loaded = len(usable)
+    if not report.exact:
+        warnings.warn(report.summary(), CheckpointMismatchWarning, stacklevel=2)
+    return report

@@ -1,0 +1,1 @@
+"""LiDAR branch: hard voxelization and the sparse 3-D convolution encoder (spconv)."""

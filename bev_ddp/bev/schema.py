@@ -1,0 +1,126 @@
+"""Config schema of the BEV map segmentation task (``task: bev``).
+
+Defaults are BEVFusion's fusion-bev256d2-lss segmentation settings on nuScenes with the DDP head;
+YAML files in ``configs/bev/`` override them.  Grid bounds are ``[lower, upper, step]`` in metres
+(lidar frame).  The map-label grid (``data.xbound`` / ``data.ybound``) is also the output grid of
+the head; the encoder grid is ``model.camera.xbound`` (the LiDAR grid must match it after the
+encoder's ×8 downsampling).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from bev_ddp.engine.schema import EvalSchema, OptimSchema, TrainSchema
+
+MAP_CLASSES_DEFAULT = ["drivable_area", "ped_crossing", "walkway", "stop_line", "carpark_area", "divider"]
+
+
+@dataclass
+class BEVDataSchema:
+    """Dataset settings (nuScenes-format dataroot + info files written by ``bev-ddp prepare``)."""
+
+    dataroot: str = "data/nuscenes"
+    info_dir: str = ""  # default: <dataroot>/infos
+    image_size: list[int] = field(default_factory=lambda: [256, 704])  # network input (H, W), pixels
+    load_sweeps: int = 10
+    classes: list[str] = field(default_factory=lambda: list(MAP_CLASSES_DEFAULT))
+    xbound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])  # map-label grid
+    ybound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])
+    aug: dict[str, Any] = field(default_factory=dict)  # passed to the dataset (see bev_ddp.data.nuscenes)
+
+
+@dataclass
+class CameraSchema:
+    """Camera branch: timm backbone → GeneralizedLSSFPN → LSS view transform."""
+
+    backbone: str = "swin_tiny_patch4_window7_224"  # timm model name, built with pretrained=False
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. embed_dim, depths
+    backbone_checkpoint: Optional[str] = None  # local file loaded into the backbone
+    out_indices: list[int] = field(default_factory=lambda: [1, 2, 3])
+    neck_channels: int = 256
+    neck_start_level: int = 0
+    bev_channels: int = 80
+    xbound: list[float] = field(default_factory=lambda: [-51.2, 51.2, 0.4])
+    ybound: list[float] = field(default_factory=lambda: [-51.2, 51.2, 0.4])
+    zbound: list[float] = field(default_factory=lambda: [-10.0, 10.0, 20.0])
+    dbound: list[float] = field(default_factory=lambda: [1.0, 60.0, 0.5])
+    downsample: int = 2
+
+
+@dataclass
+class LiDARSchema:
+    """LiDAR branch: hard voxelization → SparseEncoder."""
+
+    point_features: int = 5  # x, y, z, intensity, time lag
+    voxel_size: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.2])
+    point_cloud_range: list[float] = field(default_factory=lambda: [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0])
+    max_points_per_voxel: int = 10
+    max_voxels: list[int] = field(default_factory=lambda: [90000, 120000])  # train, test
+    sparse_shape: list[int] = field(default_factory=lambda: [1024, 1024, 41])  # (x, y, z)
+    base_channels: int = 16
+    encoder_channels: list[list[int]] = field(default_factory=lambda: [[16, 16, 32], [32, 32, 64], [64, 64, 128], [128, 128]])
+    encoder_paddings: list[Any] = field(default_factory=lambda: [[0, 0, 1], [0, 0, 1], [0, 0, [1, 1, 0]], [0, 0]])
+    output_channels: int = 128
+
+
+@dataclass
+class DecoderSchema:
+    """SECOND + SECONDFPN on the fused BEV map."""
+
+    fuser_channels: int = 256
+    out_channels: list[int] = field(default_factory=lambda: [128, 256])
+    layer_nums: list[int] = field(default_factory=lambda: [5, 5])
+    layer_strides: list[int] = field(default_factory=lambda: [1, 2])
+    fpn_channels: list[int] = field(default_factory=lambda: [256, 256])
+    fpn_strides: list[int] = field(default_factory=lambda: [1, 2])
+
+
+@dataclass
+class DDPSchema:
+    """DDP map decoder (paper §3, Table 5d) on the label grid."""
+
+    map_channels: int = 256
+    embed_dims: int = 256
+    depth: int = 5
+    num_heads: int = 8
+    num_points: int = 4
+    ffn_dims: int = 1024
+    label_scale: float = 0.01
+    schedule: str = "cosine"  # cosine | linear
+    td: float = 1.0
+
+
+@dataclass
+class HeadSchema:
+    """``type``: ``ddp`` (diffusion map decoder) or ``baseline`` (BEVFusion's conv head)."""
+
+    type: str = "ddp"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    input_scope: list[list[float]] = field(default_factory=lambda: [[-51.2, 51.2, 0.8], [-51.2, 51.2, 0.8]])
+    ddp: DDPSchema = field(default_factory=DDPSchema)
+
+
+@dataclass
+class BEVModelSchema:
+    """The model: which modalities, and each part's settings."""
+
+    modalities: list[str] = field(default_factory=lambda: ["camera", "lidar"])
+    camera: CameraSchema = field(default_factory=CameraSchema)
+    lidar: LiDARSchema = field(default_factory=LiDARSchema)
+    decoder: DecoderSchema = field(default_factory=DecoderSchema)
+    head: HeadSchema = field(default_factory=HeadSchema)
+    checkpoint: Optional[str] = None  # local full-model weights loaded after building
+
+
+@dataclass
+class BEVConfig:
+    """Top-level config of ``task: bev``."""
+
+    task: str = "bev"
+    train: TrainSchema = field(default_factory=TrainSchema)
+    optim: OptimSchema = field(default_factory=OptimSchema)
+    eval: EvalSchema = field(default_factory=EvalSchema)
+    data: BEVDataSchema = field(default_factory=BEVDataSchema)
+    model: BEVModelSchema = field(default_factory=BEVModelSchema)

@@ -1,0 +1,50 @@
+"""``bev-ddp eval CONFIG CKPT [key=value ...] --steps 1,3,5 [--out D] [--max-samples N]``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bev_ddp.engine.cli_support import load_task_config, run_command, setup_logging
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="the YAML config the checkpoint was trained with")
+    parser.add_argument("checkpoint", help="a training checkpoint (.pth) or a bare model state dict")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("--steps", default=None, help="sampling step counts, e.g. 1,3,5 (default: the config's eval.steps)")
+    parser.add_argument("--out", help="report folder (default: eval_<checkpoint name> beside the checkpoint)")
+    parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples of the split")
+    parser.add_argument("--split", default=None, help="dataset split (default: the config's eval.split)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from bev_ddp.engine.checkpoint import load_model_weights
+        from bev_ddp.engine.distributed import init_from_env
+        from bev_ddp.engine.evaluation import evaluate_task, parse_steps
+        from bev_ddp.errors import InputError
+
+        info = init_from_env()
+        setup_logging(main_process=info.is_main)
+        cfg, task = load_task_config(args.config, args.overrides)
+        if args.split:
+            cfg.eval.split = args.split
+        if args.max_samples is not None and args.max_samples < 1:
+            raise InputError(f"--max-samples must be >= 1, got {args.max_samples}")
+        try:
+            steps = parse_steps(args.steps if args.steps else list(cfg.eval.steps))
+        except ValueError as exc:
+            raise InputError(f"--steps: {exc}") from exc
+        ckpt = Path(args.checkpoint)
+        out = Path(args.out) if args.out else ckpt.parent / f"eval_{ckpt.stem}"
+        model = task.build_model(cfg)
+        load_model_weights(model, ckpt)
+        model.to(info.device)
+        result = evaluate_task(cfg, task, model, steps=steps, device=info.device, out_dir=out,
+                               max_samples=args.max_samples, progress=not args.no_progress)
+        if info.is_main:
+            print(f"evaluated {result.metrics.get('num_samples')} samples in {result.seconds:.1f} s; report in {out}")
+        return 0
+
+    return run_command("bev-ddp eval", body)

@@ -1,0 +1,185 @@
+"""BEV map labels rasterised with the nuScenes map expansion (``NuScenesMap.get_map_mask``).
+
+Six classes (DESIGN "Map labels and evaluation"): drivable_area, ped_crossing, walkway, stop_line,
+carpark_area and divider (= road_divider ∪ lane_divider).  The label grid covers
+``xbound × ybound`` of the (augmented) lidar frame — 100 m × 100 m at 0.5 m by default — and is
+indexed ``[C, X, Y]``: row ``i`` is lidar ``x = xmin + (i + 0.5)·dx``, column ``j`` is
+``y = ymin + (j + 0.5)·dy``.
+
+Labels follow the BEV augmentation exactly: the map is queried for the patch of the world that the
+augmented grid sees (centre, size and angle moved by the inverse augmentation), so rotation, scale
+and translation never resample a label image; a flip reverses grid columns or rows, which is exact
+because the grid is symmetric about the lidar origin.
+
+The devkit's mask drawing iterates shapely multi-part geometries directly, which shapely ≥ 2
+forbids; :class:`MapExplorer` overrides the two drawing methods to iterate ``.geoms`` (and to draw
+with sub-pixel precision at pixel centres).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import shapely
+from nuscenes.map_expansion import map_api
+from nuscenes.map_expansion.map_api import NuScenesMap, NuScenesMapExplorer
+
+from bev_ddp.data.geometry import heading_yaw
+from bev_ddp.errors import InputError
+
+MAP_CLASSES: tuple[str, ...] = (
+    "drivable_area",
+    "ped_crossing",
+    "walkway",
+    "stop_line",
+    "carpark_area",
+    "divider",
+)
+
+# class -> map-expansion layers whose union forms it
+CLASS_LAYERS: dict[str, tuple[str, ...]] = {
+    "drivable_area": ("drivable_area",),
+    "ped_crossing": ("ped_crossing",),
+    "walkway": ("walkway",),
+    "stop_line": ("stop_line",),
+    "carpark_area": ("carpark_area",),
+    "divider": ("road_divider", "lane_divider"),
+}
+
+MAP_LOCATIONS: tuple[str, ...] = tuple(map_api.locations)
+
+_SHIFT = 4  # cv2 fixed-point bits for sub-pixel vertices
+_LINE_THICKNESS_PX = 2  # as the devkit draws lines
+
+
+def _to_cv_points(coords: np.ndarray) -> np.ndarray:
+    """Canvas coordinates (pixel edges at integers) → cv2 fixed-point pixel-centre coordinates."""
+    return np.round((np.asarray(coords)[:, :2] - 0.5) * (1 << _SHIFT)).astype(np.int32)
+
+
+class MapExplorer(NuScenesMapExplorer):
+    """Devkit explorer whose mask drawing works with shapely 2 multi-part geometries."""
+
+    @staticmethod
+    def mask_for_polygons(polygons, mask: np.ndarray) -> np.ndarray:  # noqa: D401 - devkit signature
+        parts = [g for g in shapely.get_parts(polygons) if g.geom_type == "Polygon" and not g.is_empty]
+        if not parts:
+            return mask
+        exteriors = [_to_cv_points(np.asarray(p.exterior.coords)) for p in parts]
+        interiors = [_to_cv_points(np.asarray(r.coords)) for p in parts for r in p.interiors]
+        cv2.fillPoly(mask, exteriors, 1, lineType=cv2.LINE_8, shift=_SHIFT)
+        if interiors:
+            cv2.fillPoly(mask, interiors, 0, lineType=cv2.LINE_8, shift=_SHIFT)
+        return mask
+
+    @staticmethod
+    def mask_for_lines(lines, mask: np.ndarray) -> np.ndarray:  # noqa: D401 - devkit signature
+        parts = [g for g in shapely.get_parts(lines) if g.geom_type in ("LineString", "LinearRing") and not g.is_empty]
+        if parts:
+            curves = [_to_cv_points(np.asarray(p.coords)) for p in parts]
+            cv2.polylines(mask, curves, False, 1, _LINE_THICKNESS_PX, lineType=cv2.LINE_8, shift=_SHIFT)
+        return mask
+
+
+def load_map(dataroot: str | Path, location: str) -> NuScenesMap:
+    """Load ``dataroot/maps/expansion/<location>.json`` with the devkit, ready for shapely 2.
+
+    Raises:
+        InputError: naming the location or file when the location is unknown to the devkit, the
+            file is missing, is not valid JSON, or lacks a layer the devkit needs.
+    """
+    path = Path(dataroot) / "maps" / "expansion" / f"{location}.json"
+    if location not in MAP_LOCATIONS:
+        raise InputError(f"unknown map location {location!r} (map file {path}); known: {', '.join(MAP_LOCATIONS)}")
+    if not path.is_file():
+        raise InputError(f"map expansion file not found for location {location!r}: {path}")
+    try:
+        nusc_map = NuScenesMap(dataroot=str(dataroot), map_name=location)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"map expansion file {path} is not valid JSON: {exc}") from exc
+    except (KeyError, TypeError, IndexError) as exc:
+        raise InputError(f"map expansion file {path} is malformed: missing or bad entry {exc}") from exc
+    nusc_map.explorer = MapExplorer(nusc_map)
+    return nusc_map
+
+
+def grid_shape(xbound: Sequence[float], ybound: Sequence[float]) -> tuple[int, int]:
+    """(X, Y) number of cells of a BEV grid given ``(min, max, step)`` bounds in metres."""
+    nx = int(round((xbound[1] - xbound[0]) / xbound[2]))
+    ny = int(round((ybound[1] - ybound[0]) / ybound[2]))
+    return nx, ny
+
+
+def _split_flip(aug2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split a 2×2 linear map M into ``F @ S`` with F a y-flip (or identity) and det(S) > 0."""
+    if np.linalg.det(aug2d) > 0:
+        return np.eye(2), aug2d
+    flip = np.diag([1.0, -1.0])
+    return flip, flip @ aug2d
+
+
+def rasterize_map(
+    nusc_map: NuScenesMap,
+    lidar2global: np.ndarray,
+    *,
+    classes: Sequence[str] = MAP_CLASSES,
+    xbound: Sequence[float] = (-50.0, 50.0, 0.5),
+    ybound: Sequence[float] = (-50.0, 50.0, 0.5),
+    lidar_aug: np.ndarray | None = None,
+) -> np.ndarray:
+    """Rasterise map classes around the lidar, in the augmented lidar frame.
+
+    Args:
+        nusc_map: map of the sample's location (see :func:`load_map`).
+        lidar2global: [4, 4] lidar → global transform at the keyframe.
+        classes: class names, each a key of :data:`CLASS_LAYERS`.
+        xbound, ybound: ``(min, max, step)`` of the grid in metres (augmented lidar frame).
+        lidar_aug: [4, 4] BEV augmentation, lidar → augmented lidar (rotation about z, uniform
+            scale, flips, translation); identity when ``None``.
+
+    Returns:
+        bool [C, X, Y] masks.
+    """
+    unknown = [c for c in classes if c not in CLASS_LAYERS]
+    if unknown:
+        raise ValueError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
+    aug = np.eye(4) if lidar_aug is None else np.asarray(lidar_aug, dtype=np.float64)
+    flip, similarity = _split_flip(aug[:2, :2])
+    scale = float(np.sqrt(abs(np.linalg.det(similarity))))
+    if scale <= 0 or not np.isfinite(scale):
+        raise ValueError(f"BEV augmentation is degenerate: {aug[:2, :2].tolist()}")
+    translation = flip @ aug[:2, 3]
+    flipped = not np.allclose(flip, np.eye(2))
+    if flipped and not np.isclose(ybound[0], -ybound[1]):
+        raise ValueError("a flipped BEV augmentation needs a y grid symmetric about 0")
+
+    # pre-flip grid frame g = S·p + t: its centre and x axis in lidar coordinates
+    centre_g = np.array([(xbound[0] + xbound[1]) / 2.0, (ybound[0] + ybound[1]) / 2.0])
+    inv = np.linalg.inv(similarity)
+    centre_lidar = inv @ (centre_g - translation)
+    axis_lidar = inv @ np.array([1.0, 0.0])
+    frame = np.eye(4)
+    frame[:2, :2] = np.array([[axis_lidar[0], -axis_lidar[1]], [axis_lidar[1], axis_lidar[0]]]) * scale
+    frame[:2, 3] = centre_lidar
+    patch2global = np.asarray(lidar2global, dtype=np.float64) @ frame
+    centre_global = patch2global[:2, 3]
+    angle_deg = np.degrees(heading_yaw(patch2global))
+
+    patch_w = (xbound[1] - xbound[0]) / scale  # along the grid x axis
+    patch_h = (ybound[1] - ybound[0]) / scale
+    nx, ny = grid_shape(xbound, ybound)
+    layers = sorted({layer for c in classes for layer in CLASS_LAYERS[c]})
+    masks = nusc_map.get_map_mask(
+        patch_box=(float(centre_global[0]), float(centre_global[1]), patch_h, patch_w),
+        patch_angle=float(angle_deg),
+        layer_names=layers,
+        canvas_size=(ny, nx),
+    )  # [L, Y, X]
+    by_layer = dict(zip(layers, masks.astype(bool).transpose(0, 2, 1)))  # each [X, Y]
+    out = np.stack([np.logical_or.reduce([by_layer[layer] for layer in CLASS_LAYERS[c]]) for c in classes])
+    if flipped:
+        out = out[:, :, ::-1]  # y → -y
+    return np.ascontiguousarray(out)

@@ -1,0 +1,46 @@
+"""Reading and writing nuScenes LiDAR files (``.pcd.bin``: float32 records, little endian).
+
+A nuScenes LiDAR file stores one record per point: ``x, y, z`` (m, sensor frame), ``intensity``
+(0–255) and ``ring`` (laser index).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bev_ddp.errors import InputError
+
+NUSCENES_POINT_DIMS = 5
+
+
+def load_points(path: str | os.PathLike, dims: int = NUSCENES_POINT_DIMS) -> np.ndarray:
+    """Read a ``.pcd.bin`` file into a float32 [N, dims] array.
+
+    Raises:
+        InputError: naming ``path`` when it is missing, truncated (size not a multiple of
+            ``dims * 4`` bytes) or holds non-finite values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"LiDAR file not found: {path}")
+    size = path.stat().st_size
+    record = dims * 4
+    if size % record:
+        raise InputError(
+            f"LiDAR file {path} is truncated or not a {dims}-float32 point file: {size} bytes is not a multiple of {record}"
+        )
+    points = np.fromfile(path, dtype="<f4").reshape(-1, dims)  # [N, dims]
+    if not np.isfinite(points).all():
+        raise InputError(f"LiDAR file {path} holds NaN or infinite values")
+    return points
+
+
+def write_points(path: str | os.PathLike, points: np.ndarray) -> None:
+    """Write a [N, 5] array as a nuScenes ``.pcd.bin`` file (float32, little endian)."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != NUSCENES_POINT_DIMS:
+        raise ValueError(f"points must be [N, {NUSCENES_POINT_DIMS}], got {points.shape}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    points.astype("<f4").tofile(path)

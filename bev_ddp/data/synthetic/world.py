@@ -1,0 +1,254 @@
+"""Generate a synthetic town in real nuScenes format (tables, map expansion, images, LiDAR).
+
+Layout of the written dataroot::
+
+    D/v1.0-mini/*.json                 the 13 nuScenes tables
+    D/maps/expansion/<location>.json   map expansion (NuScenesMap)
+    D/maps/<token>.png                 semantic-prior basemap (NuScenes map table)
+    D/samples/CAM_*/*.jpg              keyframe images rendered from the scene geometry
+    D/samples/LIDAR_TOP/*.pcd.bin      keyframe LiDAR (x, y, z, intensity, ring)
+    D/sweeps/LIDAR_TOP/*.pcd.bin       the 9 sweeps between keyframes (20 Hz)
+    D/synthetic_world.json             generator settings (seed, sizes) to rebuild the scene
+
+Timing follows nuScenes: keyframes at 2 Hz, LiDAR at 20 Hz; cameras are written at keyframes only.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bev_ddp.data.geometry import matrix_to_quaternion
+from bev_ddp.data.lidar_io import write_points
+from bev_ddp.data.sensors import CAMERA_NAMES, CAMERA_RIG, LIDAR_NAME, LidarSpec
+from bev_ddp.data.synthetic.map_expansion import make_token, write_basemap, write_map_expansion
+from bev_ddp.data.synthetic.render import SurfaceRaster, paint_town, render_camera, scan_lidar
+from bev_ddp.data.synthetic.town import Town, build_town
+from bev_ddp.data.synthetic.trajectory import plan_route
+
+WORLD_FILE = "synthetic_world.json"
+KEYFRAME_INTERVAL_US = 500_000
+LIDAR_INTERVAL_US = 50_000
+SWEEPS_PER_KEYFRAME = KEYFRAME_INTERVAL_US // LIDAR_INTERVAL_US  # 10 LiDAR frames per keyframe
+FIRST_TIMESTAMP_US = 1_533_151_600_000_000
+
+CATEGORIES = ["vehicle.car", "human.pedestrian.adult", "movable_object.barrier", "static_object.bicycle_rack"]
+ATTRIBUTES = ["vehicle.parked", "vehicle.moving", "pedestrian.standing"]
+VISIBILITIES = [("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100")]
+
+
+@dataclass(frozen=True)
+class WorldSettings:
+    """Generator settings, stored in ``synthetic_world.json``.
+
+    Attributes:
+        seed: master seed; every random stream derives from it.
+        num_scenes, samples_per_scene: scenes and keyframes per scene.
+        image_size: (H, W) of the written camera images (intrinsics are scaled to it).
+        location: nuScenes map name the town is written under (the devkit knows only the four
+            real ones).
+        lidar_azimuth_steps: LiDAR columns per revolution.
+        town_size: side of the square town, m.
+        version: table folder name.
+    """
+
+    seed: int = 0
+    num_scenes: int = 2
+    samples_per_scene: int = 10
+    image_size: tuple[int, int] = (225, 400)
+    location: str = "singapore-onenorth"
+    lidar_azimuth_steps: int = 720
+    town_size: float = 320.0
+    version: str = "v1.0-mini"
+
+
+def _rng(settings: WorldSettings, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([settings.seed, *stream])
+
+
+def build_scene(settings: WorldSettings) -> tuple[Town, SurfaceRaster]:
+    """The town and its ground raster for ``settings`` (identical on every call)."""
+    town = build_town(_rng(settings, 0), size=settings.town_size)
+    return town, paint_town(town)
+
+
+def _ego_pose(x: float, y: float, yaw: float) -> np.ndarray:
+    out = np.eye(4)
+    out[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
+    out[:2, 3] = (x, y)
+    return out
+
+
+class _Tables:
+    """The nuScenes tables being written, with prev/next chaining per sensor."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, list[dict]] = {name: [] for name in (
+            "category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
+            "scene", "sample", "sample_data", "sample_annotation", "map")}
+
+    def add_ego_pose(self, token: str, pose: np.ndarray, timestamp: int) -> str:
+        self.data["ego_pose"].append({"token": token, "timestamp": timestamp,
+                                      "rotation": matrix_to_quaternion(pose[:3, :3]),
+                                      "translation": [float(v) for v in pose[:3, 3]]})
+        return token
+
+    def chain(self, records: list[dict]) -> None:
+        for prev, nxt in zip(records[:-1], records[1:]):
+            prev["next"], nxt["prev"] = nxt["token"], prev["token"]
+
+    def write(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, rows in self.data.items():
+            (folder / f"{name}.json").write_text(json.dumps(rows, indent=0), encoding="utf-8")
+
+
+def _static_tables(tables: _Tables, settings: WorldSettings, salt: str) -> dict[str, str]:
+    """Category/attribute/visibility/sensor/calibrated_sensor rows; returns channel → calib token."""
+    for name in CATEGORIES:
+        tables.data["category"].append({"token": make_token(salt, "category", name), "name": name, "description": name})
+    for name in ATTRIBUTES:
+        tables.data["attribute"].append({"token": make_token(salt, "attribute", name), "name": name,
+                                         "description": name})
+    for token, level in VISIBILITIES:
+        tables.data["visibility"].append({"token": token, "level": level, "description": f"visibility {level}"})
+    calib: dict[str, str] = {}
+    lidar = LidarSpec()
+    for channel in (*CAMERA_NAMES, LIDAR_NAME):
+        sensor_token = make_token(salt, "sensor", channel)
+        modality = "lidar" if channel == LIDAR_NAME else "camera"
+        tables.data["sensor"].append({"token": sensor_token, "channel": channel, "modality": modality})
+        if modality == "camera":
+            spec = CAMERA_RIG[channel]
+            transform, intrinsic = spec.camera2ego(), spec.intrinsics(settings.image_size).tolist()
+        else:
+            transform, intrinsic = lidar.lidar2ego(), []
+        calib[channel] = make_token(salt, "calibrated_sensor", channel)
+        tables.data["calibrated_sensor"].append({
+            "token": calib[channel], "sensor_token": sensor_token,
+            "translation": [float(v) for v in transform[:3, 3]],
+            "rotation": matrix_to_quaternion(transform[:3, :3]),
+            "camera_intrinsic": intrinsic,
+        })
+    return calib
+
+
+def _write_scene(root: Path, tables: _Tables, settings: WorldSettings, town: Town, raster: SurfaceRaster,
+                 calib: dict[str, str], scene_index: int, salt: str) -> str:
+    """Drive one scene through the town and write its records and files; returns the log token."""
+    rng = _rng(settings, 1, scene_index)
+    speed = float(rng.uniform(4.0, 9.0))  # m/s
+    num_frames = SWEEPS_PER_KEYFRAME * settings.samples_per_scene  # LiDAR frames at 20 Hz
+    route = plan_route(town, rng, speed * num_frames * LIDAR_INTERVAL_US / 1e6 + 1.0)
+    start_us = FIRST_TIMESTAMP_US + scene_index * 3_600_000_000
+    log_name = f"synth-{settings.seed}-{scene_index:04d}"
+    log_token = make_token(salt, "log", scene_index)
+    scene_token = make_token(salt, "scene", scene_index)
+    tables.data["log"].append({"token": log_token, "logfile": log_name, "vehicle": "synth-car",
+                               "date_captured": "2018-08-01", "location": settings.location})
+    lidar = LidarSpec()
+    lidar2ego = lidar.lidar2ego()
+    sample_tokens = [make_token(salt, "sample", scene_index, k) for k in range(settings.samples_per_scene)]
+    lidar_records: list[dict] = []
+    camera_records: dict[str, list[dict]] = {c: [] for c in CAMERA_NAMES}
+    samples = []
+    for frame in range(num_frames):
+        timestamp = start_us + frame * LIDAR_INTERVAL_US
+        pose = _ego_pose(*route.pose(speed * frame * LIDAR_INTERVAL_US / 1e6))
+        key = (frame + 1) % SWEEPS_PER_KEYFRAME == 0  # 9 sweeps precede every keyframe
+        k = frame // SWEEPS_PER_KEYFRAME  # the keyframe this frame belongs to
+        folder = "samples" if key else "sweeps"
+        name = f"{folder}/{LIDAR_NAME}/{log_name}__{LIDAR_NAME}__{timestamp}.pcd.bin"
+        frame_rng = _rng(settings, 2, scene_index, frame)
+        write_points(root / name, scan_lidar(town, raster, pose @ lidar2ego, lidar, settings.lidar_azimuth_steps,
+                                             frame_rng))
+        token = make_token(salt, "sample_data", scene_index, LIDAR_NAME, frame)
+        lidar_records.append({
+            "token": token, "sample_token": sample_tokens[k],
+            "ego_pose_token": tables.add_ego_pose(token, pose, timestamp),
+            "calibrated_sensor_token": calib[LIDAR_NAME], "timestamp": timestamp, "fileformat": "pcd",
+            "is_key_frame": key, "height": 0, "width": 0, "filename": name, "prev": "", "next": "",
+        })
+        if not key:
+            continue
+        samples.append({"token": sample_tokens[k], "timestamp": timestamp, "scene_token": scene_token,
+                        "prev": "", "next": ""})
+        for cam_index, channel in enumerate(CAMERA_NAMES):
+            spec = CAMERA_RIG[channel]
+            image = render_camera(town, raster, pose @ spec.camera2ego(), spec.intrinsics(settings.image_size),
+                                  settings.image_size, _rng(settings, 3, scene_index, frame, cam_index))
+            name = f"samples/{channel}/{log_name}__{channel}__{timestamp}.jpg"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.rgb).save(root / name, quality=92)
+            token = make_token(salt, "sample_data", scene_index, channel, frame)
+            camera_records[channel].append({
+                "token": token, "sample_token": sample_tokens[k],
+                "ego_pose_token": tables.add_ego_pose(token, pose, timestamp),
+                "calibrated_sensor_token": calib[channel], "timestamp": timestamp, "fileformat": "jpg",
+                "is_key_frame": True, "height": settings.image_size[0], "width": settings.image_size[1],
+                "filename": name, "prev": "", "next": "",
+            })
+    tables.chain(lidar_records)
+    tables.chain(samples)
+    for records in camera_records.values():
+        tables.chain(records)
+        tables.data["sample_data"].extend(records)
+    tables.data["sample_data"].extend(lidar_records)
+    tables.data["sample"].extend(samples)
+    tables.data["scene"].append({
+        "token": scene_token, "log_token": log_token, "nbr_samples": len(samples),
+        "first_sample_token": samples[0]["token"], "last_sample_token": samples[-1]["token"],
+        "name": f"synth-{scene_index:04d}", "description": f"synthetic town drive, seed {settings.seed}",
+    })
+    return log_token
+
+
+def generate_world(out_dir: str | Path, num_scenes: int = 2, samples_per_scene: int = 10, seed: int = 0,
+                   image_size: tuple[int, int] = (225, 400), *, location: str = "singapore-onenorth",
+                   lidar_azimuth_steps: int = 720, town_size: float = 320.0, version: str = "v1.0-mini") -> Path:
+    """Write a synthetic nuScenes-format dataset to ``out_dir`` and return its path.
+
+    Deterministic: the same arguments give byte-identical files.  See the module docstring for the
+    layout; ``NuScenes(version, out_dir)`` and ``NuScenesMap(out_dir, location)`` load it.
+    """
+    if num_scenes < 1 or samples_per_scene < 1:
+        raise ValueError("num_scenes and samples_per_scene must be >= 1")
+    if min(image_size) < 8:
+        raise ValueError(f"image_size {image_size} is too small")
+    settings = WorldSettings(seed=seed, num_scenes=num_scenes, samples_per_scene=samples_per_scene,
+                             image_size=(int(image_size[0]), int(image_size[1])), location=location,
+                             lidar_azimuth_steps=lidar_azimuth_steps, town_size=town_size, version=version)
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    salt = f"synth-{seed}"
+    town, raster = build_scene(settings)
+    tables = _Tables()
+    calib = _static_tables(tables, settings, salt)
+    log_tokens = [_write_scene(root, tables, settings, town, raster, calib, i, salt) for i in range(num_scenes)]
+    map_token = make_token(salt, "map", location)
+    basemap = f"maps/{map_token}.png"
+    write_basemap(root, basemap, town)
+    write_map_expansion(root, location, town, salt)
+    tables.data["map"].append({"token": map_token, "log_tokens": log_tokens, "category": "semantic_prior",
+                               "filename": basemap})
+    tables.write(root / version)
+    (root / WORLD_FILE).write_text(json.dumps(asdict(settings), indent=2), encoding="utf-8")
+    return root
+
+
+def load_settings(dataroot: str | Path) -> WorldSettings:
+    """Read the generator settings of a synthetic dataroot."""
+    from bev_ddp.errors import InputError
+
+    path = Path(dataroot) / WORLD_FILE
+    if not path.is_file():
+        raise InputError(f"not a synthetic dataroot (no {WORLD_FILE}): {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["image_size"] = tuple(data["image_size"])
+        return WorldSettings(**data)
+    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        raise InputError(f"synthetic world file {path} is malformed: {exc}") from exc

@@ -1,0 +1,26 @@
+"""Builder: ``task: depth`` config → :class:`~bev_ddp.depth.model.DDPDepthEstimator`."""
+from __future__ import annotations
+
+from typing import Any
+
+from bev_ddp.depth.encoding import ReLUDepthEncoder
+from bev_ddp.depth.losses import SigLoss
+from bev_ddp.depth.model import DDPDepthEstimator
+from bev_ddp.errors import ConfigError
+from bev_ddp.nn import DDPHead
+from bev_ddp.seg.build import build_decoder, build_encoder, build_window, check_schedule
+
+
+def build_depth_model(cfg: Any) -> DDPDepthEstimator:
+    m = cfg.model
+    if not 0 < m.min_depth < m.max_depth:
+        raise ConfigError(f"need 0 < model.min_depth < model.max_depth, got {m.min_depth}, {m.max_depth}")
+    encoder = build_encoder(m, cfg.data.crop_size or cfg.data.resize or m.inference.window_crop)
+    label_encoder = ReLUDepthEncoder(min_value=m.min_depth, max_value=m.max_depth, scale=m.depth_scale,
+                                     num_bins=m.num_bins)
+    decoder = build_decoder(m, cond_channels=encoder.out_channels, map_channels=label_encoder.channels, out_channels=1)
+    head = DDPHead(decoder=decoder, label_encoder=label_encoder,
+                   objective=SigLoss(min_depth=m.min_depth, max_depth=m.max_depth),
+                   schedule=check_schedule(m.schedule), td=m.td)
+    return DDPDepthEstimator(encoder=encoder, head=head, flip_tta=m.flip_tta, window=build_window(m.inference),
+                             size_divisor=m.inference.size_divisor)

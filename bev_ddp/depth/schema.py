@@ -1,0 +1,58 @@
+"""Config schema of monocular depth (``task: depth``).
+
+Defaults are the KITTI Eigen setting (DepthFormer's, which the paper follows): depth range
+1e-3..80 m, KITTI benchmark crop 352×1216, random 352×704 training crops, Garg evaluation crop,
+horizontal-flip test-time augmentation.  ``configs/depth/`` holds KITTI, NYU and synthetic
+variants.  Sizes are ``[height, width]`` in pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from bev_ddp.engine.schema import EvalSchema, OptimSchema, TrainSchema
+from bev_ddp.seg.schema import BackboneSchema, DecoderSchema, InferenceSchema
+
+
+@dataclass
+class DepthModelSchema:
+    min_depth: float = 1e-3  # metres; output = ReLU(logits) + min_depth
+    max_depth: float = 80.0  # metres; top of the encoding range, larger ground truth is ignored
+    backbone: BackboneSchema = field(default_factory=BackboneSchema)
+    neck_channels: int = 256
+    num_groups: int = 32
+    decoder: DecoderSchema = field(default_factory=DecoderSchema)
+    depth_scale: float = 0.1  # continuous encoding scale
+    num_bins: int = 256  # depth bins whose step-to-step changes make the uncertainty map
+    schedule: str = "cosine"
+    td: float = 1.0
+    flip_tta: bool = True
+    inference: InferenceSchema = field(default_factory=InferenceSchema)
+
+
+@dataclass
+class DepthDataSchema:
+    """``format``: ``kitti`` / ``nyu`` (split files) or ``synthetic`` (export of ``bev-ddp synth``)."""
+
+    format: str = "kitti"
+    root: str = "data/kitti"  # synthetic: the export folder
+    image_root: str = ""  # split-file formats: image / depth roots (default: root)
+    depth_root: str = ""
+    train_split_file: str = "splits/eigen_train_files_with_gt.txt"  # relative to root
+    val_split_file: str = "splits/eigen_test_files_with_gt.txt"
+    png_scale: float = 256.0  # PNG value / png_scale = metres (KITTI 256, NYU 1000; synthetic: meta.json)
+    kb_crop: bool = True
+    resize: Optional[list[int]] = None
+    crop_size: Optional[list[int]] = field(default_factory=lambda: [352, 704])
+    flip_prob: float = 0.5
+    eval_crop: Optional[str] = "garg"  # garg | eigen | nyu | null
+
+
+@dataclass
+class DepthConfig:
+    task: str = "depth"
+    train: TrainSchema = field(default_factory=TrainSchema)
+    optim: OptimSchema = field(default_factory=lambda: OptimSchema(lr=1e-4, schedule="poly", grad_clip=None))
+    eval: EvalSchema = field(default_factory=EvalSchema)
+    data: DepthDataSchema = field(default_factory=DepthDataSchema)
+    model: DepthModelSchema = field(default_factory=DepthModelSchema)

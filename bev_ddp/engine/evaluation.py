@@ -1,0 +1,121 @@
+"""The evaluation loop: one pass over a split, every requested step count per batch.
+
+``model.predict(batch, steps=[...], seed=...)`` runs the encoder once and the DDP sampler once
+per step count; the task's evaluator accumulates every step count's predictions.  Evaluators
+that define ``visuals()`` (first samples' maps, as numpy arrays) get them saved to
+``<out_dir>/visuals.npz`` beside the report so ``bev-ddp report`` can redraw the figures.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bev_ddp.engine.data import build_eval_loader, move_to_device
+from bev_ddp.engine.distributed import get_rank, get_world_size
+from bev_ddp.engine.task import Evaluator, Task
+from bev_ddp.report.writer import VISUALS_FILE
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one evaluation (as returned by the evaluator) and where its report went."""
+
+    metrics: dict[str, Any]
+    seconds: float
+    visuals: dict[str, np.ndarray] = field(default_factory=dict)
+    report_files: list[Path] = field(default_factory=list)
+
+
+def parse_steps(text: str | Sequence[int]) -> list[int]:
+    """``"1,3,5"`` (or a sequence) -> ``[1, 3, 5]``; every count must be a positive integer."""
+    items = [s for s in text.split(",") if s.strip()] if isinstance(text, str) else list(text)
+    try:
+        steps = [int(s) for s in items]
+    except ValueError as exc:
+        raise ValueError(f"steps must be comma-separated positive integers, got {text!r}") from exc
+    if not steps or any(s < 1 for s in steps):
+        raise ValueError(f"steps must be comma-separated positive integers, got {text!r}")
+    return sorted(set(steps))
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    loader: Any,
+    evaluator: Evaluator,
+    *,
+    steps: Sequence[int],
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+) -> EvalResult:
+    """Run ``model.predict`` over ``loader`` and return the evaluator's metrics (all ranks)."""
+    module = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    was_training = module.training
+    module.eval()
+    evaluator.reset()
+    start = time.perf_counter()
+    try:
+        bar = tqdm(loader, desc=f"eval steps {','.join(map(str, steps))}", unit="batch", disable=not progress, leave=False)
+        for batch in bar:
+            batch = move_to_device(batch, device)
+            preds = module.predict(batch, steps=list(steps), seed=seed)
+            evaluator.process(batch, preds)
+        metrics = evaluator.evaluate()
+    finally:
+        module.train(was_training)
+    visuals_fn = getattr(evaluator, "visuals", None)
+    visuals = visuals_fn() if callable(visuals_fn) else {}
+    return EvalResult(metrics=metrics, seconds=time.perf_counter() - start, visuals=visuals)
+
+
+def save_and_report(task: Task, result: EvalResult, out_dir: str | Path) -> list[Path]:
+    """Write ``visuals.npz`` (if any) and the task's report into ``out_dir`` (main rank only)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if result.visuals:
+        np.savez_compressed(out_dir / VISUALS_FILE, **result.visuals)
+    files = list(task.write_report(result.metrics, out_dir))
+    if not (out_dir / "metrics.json").exists():  # a task whose report skips the JSON still leaves it
+        (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
+        files.append(out_dir / "metrics.json")
+    result.report_files = files
+    return files
+
+
+def evaluate_task(
+    cfg: Any,
+    task: Task,
+    model: torch.nn.Module,
+    *,
+    steps: Sequence[int],
+    device: torch.device,
+    out_dir: str | Path | None,
+    max_samples: int | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate ``model`` on ``cfg.eval.split`` and (main rank) write the report to ``out_dir``."""
+    dataset = task.build_dataset(cfg, cfg.eval.split)
+    loader = build_eval_loader(
+        dataset,
+        collate=task.collate,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.train.num_workers,
+        max_samples=max_samples if max_samples is not None else cfg.eval.max_samples,
+        num_replicas=get_world_size(),
+        rank=get_rank(),
+    )
+    evaluator = task.build_evaluator(cfg, steps)
+    result = evaluate_model(
+        model, loader, evaluator, steps=steps, seed=cfg.eval.seed, device=device, progress=progress and get_rank() == 0
+    )
+    if out_dir is not None and get_rank() == 0:
+        save_and_report(task, result, out_dir)
+    return result

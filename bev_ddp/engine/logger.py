@@ -1,0 +1,48 @@
+"""Training logs: one JSON object per line (``log.jsonl``) and TensorBoard scalars (``tb/``)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class MetricLogger:
+    """Writes scalars to ``<work_dir>/log.jsonl`` and a TensorBoard event file in ``<work_dir>/tb``.
+
+    Only the main rank should create one.  Records are appended, so a resumed run continues the
+    same files.
+    """
+
+    def __init__(self, work_dir: str | Path, *, tensorboard: bool = True):
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl_path = self.work_dir / "log.jsonl"
+        self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # heavy import, only when used
+
+            self._tb = SummaryWriter(log_dir=str(self.work_dir / "tb"))
+
+    def log(self, step: int, scalars: dict[str, float], *, prefix: str = "train", extra: dict[str, Any] | None = None) -> None:
+        record = {"kind": prefix, "step": step, **{k: _clean(v) for k, v in scalars.items()}, **(extra or {})}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for key, value in scalars.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

@@ -1,0 +1,185 @@
+"""DDP head: map decoder + label encoder + noise schedule + DDIM sampler (paper Alg. 1, 2, 4).
+
+* :meth:`DDPHead.loss` - Alg. 1: encode the ground truth at the condition resolution, noise it
+  at ``t ~ U(0, 0.999)``, predict the clean map, resize the logits bilinearly to the ground
+  truth's size and apply the task objective.  ``self_aligned=True`` is Alg. 4: the map that
+  gets noised is the model's own one-step prediction from pure noise (no gradient through that
+  pass) instead of the ground truth; used to fine-tune against sampling drift.
+* :meth:`DDPHead.predict` - Alg. 2: DDIM from pure noise for ``steps`` decoder calls, returning
+  the final logits, every step's logits (dynamic inference) and the change-count uncertainty.
+
+Sampling noise: with an integer ``seed`` every sample of the batch starts from the same noise
+map drawn from ``torch.Generator().manual_seed(seed)`` on the CPU, so a sample's prediction
+depends only on its condition and the seed - not on the batch size, its position in the batch,
+the number of ranks or the device's random number generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bev_ddp.diffusion.encoding import MapEncoder
+from bev_ddp.diffusion.sampler import DDIMSampler
+from bev_ddp.diffusion.schedule import NoiseSchedule
+from bev_ddp.diffusion.uncertainty import change_count_uncertainty
+from bev_ddp.errors import InputError
+from bev_ddp.nn.map_decoder import MapDecoder
+
+
+@dataclass
+class DDPOutput:
+    """Result of :meth:`DDPHead.predict`.
+
+    Attributes:
+        logits: [B, K, H, W] final step's prediction (sigmoid for multi-label, softmax for
+            single-label, ``label_encoder.decode`` for continuous targets).
+        step_logits: ``steps`` tensors [B, K, H, W], one per sampling step (dynamic inference).
+        uncertainty: [B, H, W] in [0, 1], normalised count of step-to-step changes of the
+            discretised prediction (0 everywhere for one step).
+    """
+
+    logits: torch.Tensor
+    step_logits: list[torch.Tensor]
+    uncertainty: torch.Tensor
+
+
+def _randn(shape: Sequence[int], *, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``like``'s device/dtype, drawn from ``generator``."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(tuple(shape), generator=generator, device=device).to(device=like.device, dtype=like.dtype)
+
+
+class DDPHead(nn.Module):
+    """Diffusion map head shared by BEV map segmentation, image segmentation and depth.
+
+    Args:
+        decoder: the map decoder; its ``map_channels`` / ``out_channels`` must equal the label
+            encoder's ``channels`` / ``out_channels``.
+        label_encoder: one of :mod:`bev_ddp.diffusion.encoding`.
+        objective: ``(logits [B, K, H, W] at target size, target) -> scalar loss``.
+        schedule: ``"cosine"`` / ``"linear"`` or a :class:`NoiseSchedule`.
+        td: time difference of the sampler (Alg. 2).
+    """
+
+    def __init__(self, *, decoder: MapDecoder, label_encoder: MapEncoder,
+                 objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 schedule: str | NoiseSchedule = "cosine", td: float = 1.0) -> None:
+        super().__init__()
+        if decoder.map_channels != label_encoder.channels:
+            raise InputError(
+                f"decoder map_channels {decoder.map_channels} != label encoder channels {label_encoder.channels}"
+            )
+        if decoder.out_channels != label_encoder.out_channels:
+            raise InputError(
+                f"decoder out_channels {decoder.out_channels} != label encoder out_channels {label_encoder.out_channels}"
+            )
+        if not callable(objective):
+            raise InputError(f"objective must be callable, got {type(objective).__name__}")
+        self.decoder = decoder
+        self.label_encoder = label_encoder
+        self.objective = objective
+        self.schedule = schedule if isinstance(schedule, NoiseSchedule) else NoiseSchedule(name=schedule)
+        self.sampler = DDIMSampler(schedule=self.schedule, td=td)
+
+    def _check_cond(self, cond: torch.Tensor) -> None:
+        if not isinstance(cond, torch.Tensor):
+            raise InputError(f"cond must be a torch.Tensor, got {type(cond).__name__}")
+        if cond.dim() != 4 or cond.shape[1] != self.decoder.cond_channels:
+            raise InputError(f"cond must have shape [B, {self.decoder.cond_channels}, H, W], got {tuple(cond.shape)}")
+        if not cond.is_floating_point():
+            raise InputError(f"cond must be floating point, got {cond.dtype}")
+        if cond.shape[0] == 0:
+            raise InputError("cond is an empty batch")
+        if not bool(torch.isfinite(cond).all()):
+            raise InputError("cond contains NaN or inf")
+
+    def _denoise(self, cond: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return lambda x_t, log_snr: self.decoder(cond, x_t, log_snr)
+
+    # -- training ----------------------------------------------------------------------------
+    def loss(self, cond: torch.Tensor, target: torch.Tensor, *, self_aligned: bool = False,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Training loss (Alg. 1, or Alg. 4 with ``self_aligned``).
+
+        Args:
+            cond: [B, cond_channels, h, w] condition features.
+            target: ground truth at any resolution >= the condition's (see the encoders).
+            self_aligned: noise the model's own prediction instead of the ground truth.
+            generator: source of ``t`` and the noise (global RNG if None).
+        Returns:
+            ``{"loss_ddp": scalar}``.
+        """
+        self._check_cond(cond)
+        if not isinstance(target, torch.Tensor) or target.dim() < 3 or target.shape[0] != cond.shape[0]:
+            got = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
+            raise InputError(f"target must be a tensor with batch size {cond.shape[0]} like cond, got {got}")
+        b, size = cond.shape[0], tuple(cond.shape[-2:])
+        if self_aligned:
+            # Alg. 4: one step from pure noise at t = 1, no gradient through this pass
+            with torch.no_grad():
+                shape = (b, self.decoder.map_channels, *size)
+                first = self.decoder(cond, _randn(shape, like=cond, generator=generator),
+                                     self.schedule.log_snr(torch.ones(b, device=cond.device)))
+            x0 = self.label_encoder.encode_prediction(first)  # [B, D, h, w]; the encoder still learns
+        else:
+            x0 = self.label_encoder.encode(target, size)  # [B, D, h, w]
+        # Alg. 1: corrupt and predict
+        t = self.schedule.sample_times(b, device=cond.device, generator=generator)
+        x_t = self.schedule.q_sample(x0, t, _randn(x0.shape, like=x0, generator=generator))
+        logits = self.decoder(cond, x_t, self.schedule.log_snr(t))  # [B, K, h, w]
+        if tuple(logits.shape[-2:]) != tuple(target.shape[-2:]):
+            logits = F.interpolate(logits, size=tuple(target.shape[-2:]), mode="bilinear", align_corners=False)
+        loss = self.objective(logits, target)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise InputError(f"objective must return a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
+        return {"loss_ddp": loss}
+
+    # -- inference ---------------------------------------------------------------------------
+    def initial_noise(self, cond: torch.Tensor, *, seed: int | Sequence[int] | None = None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Start map ``x_1`` [B, map_channels, h, w] (see the module docstring for ``seed``).
+
+        ``seed`` is an int (same noise for every sample) or one int per sample; ``generator``
+        draws independent noise for each sample; with neither the global RNG is used.
+        """
+        b, size = cond.shape[0], tuple(cond.shape[-2:])
+        one = (1, self.decoder.map_channels, *size)
+        if seed is not None and generator is not None:
+            raise InputError("pass either seed or generator to predict, not both")
+        if seed is None:
+            return _randn((b, *one[1:]), like=cond, generator=generator)
+        seeds = [seed] * b if isinstance(seed, int) else list(seed)
+        if len(seeds) != b or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise InputError(f"seed must be an int or {b} ints (one per sample), got {seed!r}")
+        return torch.cat([_randn(one, like=cond, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+    @torch.no_grad()
+    def predict(self, cond: torch.Tensor, *, steps: int = 3, seed: int | Sequence[int] | None = None,
+                generator: torch.Generator | None = None, output_size: tuple[int, int] | None = None) -> DDPOutput:
+        """Sample a map (Alg. 2).
+
+        Args:
+            cond: [B, cond_channels, h, w] condition features.
+            steps: number of decoder calls (>= 1).
+            seed / generator: noise source (see :meth:`initial_noise`).
+            output_size: optional (H, W); logits are resized bilinearly to it before the
+                discretisation that drives the uncertainty map.
+        Returns:
+            :class:`DDPOutput`.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise InputError(f"steps must be an integer >= 1, got {steps!r}")
+        self._check_cond(cond)
+        noise = self.initial_noise(cond, seed=seed, generator=generator)
+        sampled = self.sampler.sample(noise, steps=steps, denoise=self._denoise(cond),
+                                      encode_prediction=self.label_encoder.encode_prediction)
+        step_logits = sampled.step_predictions
+        if output_size is not None and tuple(output_size) != tuple(cond.shape[-2:]):
+            step_logits = [F.interpolate(x, size=tuple(output_size), mode="bilinear", align_corners=False)
+                           for x in step_logits]
+        uncertainty = change_count_uncertainty([self.label_encoder.discretize(x) for x in step_logits])
+        return DDPOutput(logits=step_logits[-1], step_logits=step_logits, uncertainty=uncertainty)

@@ -1,0 +1,66 @@
+"""Noise-level conditioning of the map decoder: learned sinusoidal embedding of log-SNR + FiLM.
+
+The decoder is told how noisy its input map is through log-SNR (not t), embedded with learned
+random Fourier features (Kingma et al. 2021, "variational diffusion models"):
+``[x, sin(2 pi w x), cos(2 pi w x)]`` with ``freq_dims / 2`` learned frequencies ``w``
+(8 by default -> 17 values), then an MLP ``Linear(17, T) -> GELU -> Linear(T, T)``.
+Every decoder layer owns a :class:`TimeFiLM` that turns this embedding into a per-channel
+``(scale, shift)`` and modulates the queries: ``q * (1 + scale) + shift``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from bev_ddp.errors import InputError
+
+
+class LearnedSinusoidalEmbedding(nn.Module):
+    """``x [B] -> [B, freq_dims + 1]`` = ``[x, sin(2 pi w x), cos(2 pi w x)]`` with learned ``w``.
+
+    Args:
+        freq_dims: even number; ``freq_dims / 2`` learned frequencies (init N(0, 1)).
+    """
+
+    def __init__(self, *, freq_dims: int = 16) -> None:
+        super().__init__()
+        if freq_dims < 2 or freq_dims % 2:
+            raise InputError(f"freq_dims must be an even number >= 2, got {freq_dims}")
+        self.weights = nn.Parameter(torch.randn(freq_dims // 2))
+        self.out_dims = freq_dims + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        angles = x[:, None] * self.weights[None, :] * (2 * math.pi)  # [B, F/2]
+        return torch.cat([x[:, None], angles.sin(), angles.cos()], dim=-1)  # [B, F+1]
+
+
+class TimeEmbedding(nn.Module):
+    """log-SNR [B] -> time embedding [B, time_dims]: sinusoidal features -> Linear -> GELU -> Linear."""
+
+    def __init__(self, *, time_dims: int = 1024, freq_dims: int = 16) -> None:
+        super().__init__()
+        self.features = LearnedSinusoidalEmbedding(freq_dims=freq_dims)
+        self.mlp = nn.Sequential(
+            nn.Linear(self.features.out_dims, time_dims),
+            nn.GELU(),
+            nn.Linear(time_dims, time_dims),
+        )
+        self.time_dims = time_dims
+
+    def forward(self, log_snr: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.features(log_snr))
+
+
+class TimeFiLM(nn.Module):
+    """Per-layer feature-wise modulation by the time embedding: SiLU -> Linear(T, 2C) -> (scale, shift)."""
+
+    def __init__(self, *, time_dims: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.SiLU(), nn.Linear(time_dims, 2 * channels))
+
+    def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+        """x [B, Q, C], time_emb [B, T] -> [B, Q, C]."""
+        scale, shift = self.proj(time_emb)[:, None, :].chunk(2, dim=-1)  # each [B, 1, C]
+        return x * (1 + scale) + shift

@@ -1,0 +1,153 @@
+"""BEV pooling: sum frustum point features into the cells of a BEV voxel grid.
+
+``bev_pool(feats, coords, batch_size, grid)`` is the lift-splat "splat" of BEVFusion: every
+camera frustum point carries a feature vector and the integer voxel it falls into; the output is
+the per-cell *sum*.  Points whose x, y or z fall outside the grid are dropped (they carry no
+gradient).  The compiled kernels sort points by cell rank, find the run starts and reduce each run;
+the backward pass broadcasts each cell's gradient back to its points.
+
+Coordinates: ``coords[:, 0:3]`` are voxel indices (x, y, z) along the ego frame's x (forward),
+y (left) and z (up) axes, ``coords[:, 3]`` is the sample index in the batch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bev_ddp.errors import InputError
+from bev_ddp.ops import _extension
+from bev_ddp.ops._checks import check_same_device, check_tensor
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def _check_grid(grid: object) -> tuple[int, int, int]:
+    try:
+        z, x, y = (int(v) for v in grid)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InputError(f"grid must be a (Z, X, Y) triple of cell counts, got {grid!r}") from None
+    if min(z, x, y) <= 0:
+        raise InputError(f"grid cell counts must be positive, got (Z, X, Y) = {(z, x, y)}")
+    return z, x, y
+
+
+def check_bev_pool_inputs(
+    feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: tuple[int, int, int]
+) -> tuple[int, int, int]:
+    """Validate ``bev_pool`` inputs; returns ``grid`` as ints.
+
+    Raises InputError for wrong types, shapes or dtypes, a non-positive batch size or grid, and
+    batch indices outside ``[0, batch_size)`` (those would otherwise be written out of bounds).
+    """
+    check_tensor("bev_pool feats", feats, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor("bev_pool coords", coords, ndim=2, dtypes=INDEX_DTYPES)
+    check_same_device(feats=feats, coords=coords)
+    if coords.shape[1] != 4:
+        raise InputError(f"bev_pool coords must have shape [N, 4] (x, y, z, b), got {tuple(coords.shape)}")
+    if coords.shape[0] != feats.shape[0]:
+        raise InputError(
+            f"bev_pool feats and coords must have the same number of points, got feats "
+            f"{tuple(feats.shape)} and coords {tuple(coords.shape)}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise InputError(f"bev_pool batch_size must be a positive int, got {batch_size!r}")
+    z, x, y = _check_grid(grid)
+    if batch_size * z * x * y >= 2**63 // max(feats.shape[1], 1):
+        raise InputError(f"bev_pool output of {batch_size}x{feats.shape[1]}x{z}x{x}x{y} is too large")
+    if coords.shape[0] > 0:
+        b = coords[:, 3]
+        lo, hi = int(b.min()), int(b.max())
+        if lo < 0 or hi >= batch_size:
+            raise InputError(
+                f"bev_pool coords batch index (column 3) must lie in [0, {batch_size}), got range [{lo}, {hi}]"
+            )
+    return z, x, y
+
+
+def bev_pool_reference(
+    feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: tuple[int, int, int]
+) -> torch.Tensor:
+    """Pure-PyTorch ``bev_pool`` with ``index_add_`` (differentiable through autograd).
+
+    Args:
+        feats: [N, C] point features (any float dtype; summed in that dtype).
+        coords: [N, 4] int32/int64 voxel indices (x, y, z, b).
+        batch_size: B, number of samples; every ``b`` must lie in [0, B).
+        grid: (Z, X, Y) number of cells per axis; points with x, y or z outside are dropped.
+
+    Returns:
+        [B, C, Z, X, Y] per-cell sums, contiguous, dtype of ``feats``.
+    """
+    nz, nx, ny = check_bev_pool_inputs(feats, coords, batch_size, grid)
+    c = feats.shape[1]
+    coords = coords.long()
+    x, y, z, b = coords.unbind(1)
+    inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny) & (z >= 0) & (z < nz)
+    rank = ((b * nz + z) * nx + x) * ny + y  # flat cell index in [B, Z, X, Y] order
+    out = feats.new_zeros(batch_size * nz * nx * ny, c)  # [B*Z*X*Y, C]
+    out = out.index_add(0, rank[inside], feats[inside])
+    out = out.view(batch_size, nz, nx, ny, c)  # [B, Z, X, Y, C]
+    return out.permute(0, 4, 1, 2, 3).contiguous()  # [B, C, Z, X, Y]
+
+
+class BEVPoolFunction(torch.autograd.Function):
+    """Autograd wrapper of the compiled kernel: forward reduces runs, backward broadcasts cell grads."""
+
+    @staticmethod
+    def forward(ctx, feats, coords, batch_size, grid, module):  # type: ignore[override]
+        nz, nx, ny = grid
+        # ranks [N]: flat cell index of every point (-1 when dropped), reused by backward
+        out, ranks = module.bev_pool_forward(feats, coords, batch_size, nz, nx, ny)
+        ctx.save_for_backward(ranks)
+        ctx.module = module
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        (ranks,) = ctx.saved_tensors
+        grad_feats = ctx.module.bev_pool_backward(grad_out.contiguous(), ranks)
+        return grad_feats, None, None, None, None
+
+
+def _kernel_module(device: torch.device):
+    module = _extension.load(device.type)
+    if module is None or not hasattr(module, "bev_pool_forward"):
+        return None
+    return module
+
+
+def bev_pool(feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: tuple[int, int, int]) -> torch.Tensor:
+    """Sum-pool point features into BEV cells; compiled kernel when built, reference otherwise.
+
+    Args:
+        feats: [N, C] float32 (CPU/CUDA) or float16/bfloat16 (CUDA, fp32 accumulation) features.
+        coords: [N, 4] int32/int64 voxel indices (x, y, z, b).
+        batch_size: B.
+        grid: (Z, X, Y) cell counts; points outside are dropped.
+
+    Returns:
+        [B, C, Z, X, Y] per-cell sums in the dtype of ``feats``.
+    """
+    grid = check_bev_pool_inputs(feats, coords, batch_size, grid)
+    module = _kernel_module(feats.device)
+    if module is None:
+        return bev_pool_reference(feats, coords, batch_size, grid)
+    return BEVPoolFunction.apply(feats.contiguous(), coords.contiguous(), batch_size, grid, module)
+
+
+class BEVPool(nn.Module):
+    """``nn.Module`` form of :func:`bev_pool` for a fixed grid (Z, X, Y)."""
+
+    def __init__(self, *, grid: tuple[int, int, int]):
+        super().__init__()
+        self.grid = _check_grid(grid)
+
+    def forward(self, feats: torch.Tensor, coords: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """feats [N, C], coords [N, 4] (x, y, z, b) -> [B, C, Z, X, Y]."""
+        return bev_pool(feats, coords, batch_size, self.grid)
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}"

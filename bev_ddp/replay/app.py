@@ -1,0 +1,119 @@
+"""Wire a replay run from its settings: model, log source, frame assembly, outputs."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bev_ddp.config import load_config
+from bev_ddp.engine.task import get_task
+from bev_ddp.errors import InputError
+from bev_ddp.replay.bag_source import RosbagSource
+from bev_ddp.replay.controller import StepController
+from bev_ddp.replay.nuscenes_source import NuScenesSceneSource
+from bev_ddp.replay.outputs import GridSpec, ReplayOutputs
+from bev_ddp.replay.runner import FrameHook, ReplayResult, replay
+from bev_ddp.replay.sample import SampleBuilder
+from bev_ddp.replay.sync import FrameAssembler, SyncSettings
+from bev_ddp.replay.topics import load_topic_map
+
+
+@dataclass
+class ReplayRequest:
+    """Settings of one ``bev-ddp replay`` run (see ``bev-ddp replay --help``)."""
+
+    config: Path
+    checkpoint: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    bag: Path | None = None
+    scene: str | None = None
+    dataroot: Path | None = None
+    version: str = "v1.0-mini"
+    topics: Path | None = None
+    out: Path | None = None
+    steps: int = 1
+    latency_budget_ms: float | None = None
+    tolerance_ms: float = 50.0
+    sweeps: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    max_frames: int | None = None
+    png: bool = False
+    mp4: bool = False
+    fps: float = 10.0
+    progress: bool = True
+
+
+def load_model(cfg: Any, checkpoint: Path | None, device: str) -> torch.nn.Module:
+    """Build the config's BEV model and load weights (``checkpoint`` or ``model.checkpoint``)."""
+    from bev_ddp.engine.checkpoint import load_model_weights
+
+    task = get_task(cfg.task)
+    model = task.build_model(cfg)
+    if checkpoint is not None:
+        load_model_weights(model, checkpoint)
+    elif not cfg.model.get("checkpoint"):
+        warnings.warn("no checkpoint given: the replay runs a model with untrained weights", stacklevel=2)
+    return model.to(device).eval()
+
+
+def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
+               on_frame: FrameHook | None = None) -> ReplayResult:
+    """Run one replay; ``model`` replaces the one the config and checkpoint describe."""
+    if request.steps < 1:
+        raise InputError(f"--steps must be ≥ 1, got {request.steps}")
+    if request.tolerance_ms < 0:
+        raise InputError(f"--tolerance-ms must be ≥ 0, got {request.tolerance_ms}")
+    from bev_ddp.bev.schema import BEVConfig
+
+    cfg = load_config(request.config, request.overrides, schema=BEVConfig)
+    if cfg.task != "bev":
+        raise InputError(f"config {request.config} is for task {cfg.task!r}; replay runs BEV models (task: bev)")
+    topics = load_topic_map(request.topics)
+    if request.bag is not None:
+        source: RosbagSource | NuScenesSceneSource = RosbagSource(request.bag, topics=topics)
+        name = request.bag.stem
+    elif request.scene is not None:
+        dataroot = request.dataroot or Path(cfg.data.dataroot)
+        source = NuScenesSceneSource(dataroot, request.scene, version=request.version,
+                                     base_frame=topics.base_frame, world_frame=topics.world_frame)
+        name = source.scene["name"]
+    else:
+        raise InputError("replay needs a bag or a nuScenes scene")
+    if model is None:
+        model = load_model(cfg, request.checkpoint, request.device)
+    sweeps = request.sweeps if request.sweeps is not None else int(cfg.data.load_sweeps)
+    if sweeps < 1:
+        raise InputError(f"--sweeps must be ≥ 1, got {sweeps}")
+    settings = SyncSettings(
+        tolerance_ns=int(round(request.tolerance_ms * 1e6)),
+        num_sweeps=sweeps,
+        base_frame=topics.base_frame,
+        world_frame=topics.world_frame,
+        lidar_frame=topics.lidar_frame,
+    )
+    assembler = FrameAssembler(settings=settings, camera_frames={c.name: c.frame_id for c in topics.cameras})
+    classes = list(cfg.data.classes)
+    grid = GridSpec(xbound=tuple(cfg.data.xbound), ybound=tuple(cfg.data.ybound))
+    out_dir = request.out or Path("work_dirs") / "replay" / name
+    controller = StepController(max_steps=request.steps, budget_ms=request.latency_budget_ms)
+    with ReplayOutputs(out_dir, class_names=classes, grid=grid, png=request.png, mp4=request.mp4,
+                       fps=request.fps) as outputs:
+        return replay(
+            source.events(),
+            assembler=assembler,
+            build_sample=SampleBuilder.from_config(cfg),
+            model=model,
+            outputs=outputs,
+            controller=controller,
+            class_names=classes,
+            seed=request.seed,
+            device=request.device,
+            max_frames=request.max_frames,
+            total=source.count_lidar_messages(),
+            progress=request.progress,
+            on_frame=on_frame,
+        )

@@ -1,0 +1,127 @@
+"""Which topic of a recorded log carries which sensor.
+
+The defaults follow the names of the public nuScenes → ROS 2 / MCAP conversions
+(``/CAM_FRONT/image_rect_compressed``, ``/CAM_FRONT/camera_info``, ``/LIDAR_TOP``, ``/tf``,
+``/tf_static``; sensor frame ids equal to the nuScenes channel names, the vehicle frame
+``base_link`` and the world frame ``map``).  A YAML file overrides any of them::
+
+    lidar:
+      topic: /velodyne_points
+      frame_id: velodyne          # empty: take the frame id from each message header
+    cameras:
+      CAM_FRONT: {image: /front/image_raw, info: /front/camera_info, frame_id: front_optical}
+    base_frame: base_link
+    world_frame: odom             # any frame fixed in the world (odom or map)
+
+Camera names are the nuScenes channel names; cameras not listed keep their defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from bev_ddp.config import load_config
+from bev_ddp.data.sensors import CAMERA_NAMES  # the order the model expects
+from bev_ddp.errors import ConfigError
+
+__all__ = ["CAMERA_NAMES", "TopicMap", "CameraTopics", "TopicMapSchema", "default_topic_map", "load_topic_map"]
+
+
+@dataclass
+class CameraTopicsSchema:
+    """Topics of one camera.  ``image`` may carry ``sensor_msgs/Image`` or ``CompressedImage``."""
+
+    image: str = ""
+    info: str = ""
+    frame_id: str = ""  # empty: the image message's header frame id
+
+
+@dataclass
+class LidarTopicSchema:
+    topic: str = "/LIDAR_TOP"
+    frame_id: str = ""  # empty: the point cloud's header frame id
+
+
+def _default_cameras() -> dict[str, CameraTopicsSchema]:
+    return {
+        name: CameraTopicsSchema(image=f"/{name}/image_rect_compressed", info=f"/{name}/camera_info", frame_id=name)
+        for name in CAMERA_NAMES
+    }
+
+
+@dataclass
+class TopicMapSchema:
+    """YAML schema of a topic map (see the module docstring)."""
+
+    lidar: LidarTopicSchema = field(default_factory=LidarTopicSchema)
+    cameras: dict[str, CameraTopicsSchema] = field(default_factory=_default_cameras)
+    tf: str = "/tf"
+    tf_static: str = "/tf_static"
+    base_frame: str = "base_link"
+    world_frame: str = "map"
+
+
+@dataclass(frozen=True)
+class CameraTopics:
+    name: str
+    image: str
+    info: str
+    frame_id: str
+
+
+@dataclass(frozen=True)
+class TopicMap:
+    """Resolved topic map: every camera of :data:`CAMERA_NAMES` has an entry."""
+
+    lidar_topic: str
+    lidar_frame: str
+    cameras: tuple[CameraTopics, ...]
+    tf: str
+    tf_static: str
+    base_frame: str
+    world_frame: str
+
+    def camera_by_image_topic(self) -> dict[str, CameraTopics]:
+        return {c.image: c for c in self.cameras}
+
+    def camera_by_info_topic(self) -> dict[str, CameraTopics]:
+        return {c.info: c for c in self.cameras if c.info}
+
+
+def _resolve(cfg) -> TopicMap:
+    unknown = sorted(set(cfg.cameras) - set(CAMERA_NAMES))
+    if unknown:
+        raise ConfigError(f"topic map: unknown camera name(s) {unknown}; use {list(CAMERA_NAMES)}")
+    cameras = []
+    for name in CAMERA_NAMES:
+        cam = cfg.cameras[name]
+        if not cam.image:
+            raise ConfigError(f"topic map: camera {name} has no image topic")
+        cameras.append(CameraTopics(name=name, image=cam.image, info=cam.info, frame_id=cam.frame_id))
+    topics = [c.image for c in cameras] + [c.info for c in cameras if c.info] + [cfg.lidar.topic]
+    duplicates = sorted({t for t in topics if topics.count(t) > 1})
+    if duplicates:
+        raise ConfigError(f"topic map: topic(s) {duplicates} assigned to more than one sensor")
+    return TopicMap(
+        lidar_topic=cfg.lidar.topic,
+        lidar_frame=cfg.lidar.frame_id,
+        cameras=tuple(cameras),
+        tf=cfg.tf,
+        tf_static=cfg.tf_static,
+        base_frame=cfg.base_frame,
+        world_frame=cfg.world_frame,
+    )
+
+
+def default_topic_map() -> TopicMap:
+    """The nuScenes-style names (see the module docstring)."""
+    return _resolve(OmegaConf.structured(TopicMapSchema))
+
+
+def load_topic_map(path: str | Path | None) -> TopicMap:
+    """Read a YAML topic map over the defaults; ``None`` gives :func:`default_topic_map`."""
+    if path is None:
+        return default_topic_map()
+    return _resolve(load_config(path, schema=TopicMapSchema))

@@ -1,0 +1,113 @@
+"""Write an evaluation report: console table, ``metrics.json``, CSV, markdown and PNG plots.
+
+The metrics dict (what every task's evaluator returns, JSON-serialisable)::
+
+    {
+      "task": "bev",                       # free text, shown in the title
+      "metric": "IoU",                     # name of the per-class metric
+      "classes": ["drivable_area", ...],   # optional for tasks without classes
+      "num_samples": 81,
+      "display_scale": {"RMSE": 1.0},      # optional; values are shown ×100 (%) unless listed
+      "steps": {                           # one entry per sampling step count (string keys)
+        "1": {
+          "per_class": {"drivable_area": 0.81, ...},          # optional
+          "summary": {"mIoU": 0.52, "mIoU@0.50": 0.50},       # headline scalars, first = headline
+          "per_threshold": {"thresholds": [...], "per_class": {name: [...]}, "mean": [...]},  # optional
+          "uncertainty": {"bin_edges": [...], "pixels": [...], "errors": [...],
+                          "error_rate": [...], "auroc": 0.71, "overall_error_rate": 0.1},     # optional
+        }, ...
+      }
+    }
+
+Files (any optional part missing in the metrics is skipped): ``metrics.json``,
+``per_class_<metric>.csv``, ``report.md``, ``<metric>_vs_threshold.png``, ``metrics_vs_steps.png``,
+``uncertainty_vs_error.png`` and ``maps.png`` (from ``visuals``, or ``visuals.npz`` in ``out_dir``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from bev_ddp.errors import InputError
+from bev_ddp.report import plots, tables
+
+VISUALS_FILE = "visuals.npz"
+
+
+def load_visuals(path: Path) -> dict[str, np.ndarray]:
+    """Arrays saved by the evaluation loop (empty when the file is absent)."""
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"visuals file {path} could not be read: {exc}") from exc
+
+
+def write_report(
+    metrics: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    title: str | None = None,
+    visuals: dict[str, np.ndarray] | None = None,
+    console: Console | bool | None = True,
+) -> list[Path]:
+    """Write every report file of ``metrics`` into ``out_dir``; returns the written paths.
+
+    Args:
+        metrics: see the module docstring.
+        out_dir: created if missing.
+        title: report title (default from ``task`` and ``metric``).
+        visuals: sample maps for ``maps.png``; default: ``out_dir/visuals.npz`` if present.
+        console: print the table (True), to a given rich console, or not at all (False/None).
+    """
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("steps"), dict) or not metrics["steps"]:
+        raise InputError("metrics must be a dict with a non-empty 'steps' mapping (step count -> metrics)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric = str(metrics.get("metric", "score"))
+    title = title or f"{metrics.get('task', 'evaluation')}: per-class {metric}"
+    if console:
+        tables.print_console(metrics, title=title, console=console if isinstance(console, Console) else None)
+    written: list[Path] = []
+    json_path = out_dir / "metrics.json"
+    json_path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    written.append(json_path)
+    if tables.class_names(metrics):
+        written.append(tables.write_csv(metrics, out_dir / f"per_class_{metric.lower()}.csv"))
+    if visuals is None:
+        visuals = load_visuals(out_dir / VISUALS_FILE)
+    figures = [
+        ("Per-class vs threshold", plots.plot_metric_vs_threshold(metrics, out_dir / f"{metric.lower()}_vs_threshold.png")),
+        ("Metrics vs sampling steps", plots.plot_summary_vs_steps(metrics, out_dir / "metrics_vs_steps.png")),
+        ("Uncertainty vs error", plots.plot_uncertainty_vs_error(metrics, out_dir / "uncertainty_vs_error.png")),
+        ("Predictions next to ground truth", plots.plot_maps(visuals, out_dir / "maps.png")),
+    ]
+    md = [f"# {title}", "", f"{metrics.get('num_samples', '?')} samples; values in % unless marked.", ""]
+    md.append(tables.markdown_tables(metrics))
+    for caption, path in figures:
+        if path is not None:
+            written.append(path)
+            md += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md), encoding="utf-8")
+    written.append(md_path)
+    return written
+
+
+def report_from_json(metrics_json: str | Path, out_dir: str | Path, *, console: bool = True) -> list[Path]:
+    """Re-render a report from a ``metrics.json`` (visuals from a ``visuals.npz`` beside it)."""
+    metrics_json = Path(metrics_json)
+    if not metrics_json.is_file():
+        raise InputError(f"metrics file not found: {metrics_json}")
+    try:
+        metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"metrics file {metrics_json} is not valid JSON: {exc}") from exc
+    visuals = load_visuals(metrics_json.parent / VISUALS_FILE)
+    return write_report(metrics, out_dir, visuals=visuals, console=console)
