@@ -88,6 +88,20 @@ def _raise_unknown(unknown: list[str], valid: list[str], source: str) -> None:
     raise ConfigError(f"unknown config key(s) in {source}:\n" + "\n".join(lines))
 
 
+def _in_free_form_dict(cfg: DictConfig, key: str) -> bool:
+    """True when ``key`` lies inside a schema field typed as a plain dict (any sub-key allowed)."""
+    node: Any = cfg
+    for part in key.split(".")[:-1]:
+        if not isinstance(node, DictConfig) or part not in node:
+            return False
+        parent_is_dataclass = dataclasses.is_dataclass(node._metadata.object_type)  # type: ignore[attr-defined]
+        node = node._get_node(part)  # type: ignore[attr-defined]
+        if (parent_is_dataclass and isinstance(node, DictConfig)
+                and not dataclasses.is_dataclass(node._metadata.object_type)):  # type: ignore[attr-defined]
+            return True
+    return False
+
+
 def apply_overrides(cfg: DictConfig, overrides: Iterable[str], *, strict: bool = True) -> DictConfig:
     """Apply ``key.sub=value`` overrides; with ``strict`` every key must already exist."""
     overrides = list(overrides)
@@ -98,7 +112,10 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str], *, strict: bool =
         return cfg
     patch = OmegaConf.from_dotlist(overrides)
     if strict:
-        unknown = [k for k in _all_keys(patch) if OmegaConf.select(cfg, k, default="__missing__") == "__missing__"]
+        unknown = [
+            k for k in _all_keys(patch)
+            if OmegaConf.select(cfg, k, default="__missing__") == "__missing__" and not _in_free_form_dict(cfg, k)
+        ]
         # only report leaf-most unknown keys once
         unknown = [k for k in unknown if not any(u != k and k.startswith(u + ".") for u in unknown)]
         if unknown:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from bev_ddp.data.nuscenes import AugConfig
 from bev_ddp.engine.schema import EvalSchema, OptimSchema, TrainSchema
 
 MAP_CLASSES_DEFAULT = ["drivable_area", "ped_crossing", "walkway", "stop_line", "carpark_area", "divider"]
@@ -27,7 +28,7 @@ class BEVDataSchema:
     classes: list[str] = field(default_factory=lambda: list(MAP_CLASSES_DEFAULT))
     xbound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])  # map-label grid
     ybound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])
-    aug: dict[str, Any] = field(default_factory=dict)  # passed to the dataset (see bev_ddp.data.nuscenes)
+    aug: AugConfig = field(default_factory=AugConfig)  # image + BEV augmentation ranges (training)
 
 
 @dataclass

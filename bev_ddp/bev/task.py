@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from bev_ddp.bev.schema import BEVConfig
@@ -42,11 +43,12 @@ class BEVTask:
             d.dataroot,
             image_size=tuple(d.image_size),
             training=split == "train",
-            aug=dict(d.aug),
+            aug=OmegaConf.to_object(d.aug),
             load_sweeps=d.load_sweeps,
             classes=tuple(d.classes),
             xbound=tuple(d.xbound),
             ybound=tuple(d.ybound),
+            seed=cfg.train.seed,
         )
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise InputError(f"--steps: {exc}") from exc
         ckpt = Path(args.checkpoint)
+        if not ckpt.is_file():
+            raise InputError(f"checkpoint not found: {ckpt}")
         out = Path(args.out) if args.out else ckpt.parent / f"eval_{ckpt.stem}"
         model = task.build_model(cfg)
         load_model_weights(model, ckpt)

@@ -23,7 +23,6 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import shapely
 from nuscenes.map_expansion import map_api
 from nuscenes.map_expansion.map_api import NuScenesMap, NuScenesMapExplorer
 
@@ -55,6 +54,20 @@ _SHIFT = 4  # cv2 fixed-point bits for sub-pixel vertices
 _LINE_THICKNESS_PX = 2  # as the devkit draws lines
 
 
+def _parts(geom, kinds: tuple[str, ...]) -> list:
+    """Non-empty simple parts of ``kinds`` in a (possibly nested) shapely geometry."""
+    out, stack = [], [geom]
+    while stack:
+        g = stack.pop()
+        if g is None or g.is_empty:
+            continue
+        if g.geom_type in kinds:
+            out.append(g)
+        elif hasattr(g, "geoms"):
+            stack.extend(g.geoms)
+    return out
+
+
 def _to_cv_points(coords: np.ndarray) -> np.ndarray:
     """Canvas coordinates (pixel edges at integers) → cv2 fixed-point pixel-centre coordinates."""
     return np.round((np.asarray(coords)[:, :2] - 0.5) * (1 << _SHIFT)).astype(np.int32)
@@ -65,7 +78,7 @@ class MapExplorer(NuScenesMapExplorer):
 
     @staticmethod
     def mask_for_polygons(polygons, mask: np.ndarray) -> np.ndarray:  # noqa: D401 - devkit signature
-        parts = [g for g in shapely.get_parts(polygons) if g.geom_type == "Polygon" and not g.is_empty]
+        parts = _parts(polygons, ("Polygon",))
         if not parts:
             return mask
         exteriors = [_to_cv_points(np.asarray(p.exterior.coords)) for p in parts]
@@ -77,7 +90,7 @@ class MapExplorer(NuScenesMapExplorer):
 
     @staticmethod
     def mask_for_lines(lines, mask: np.ndarray) -> np.ndarray:  # noqa: D401 - devkit signature
-        parts = [g for g in shapely.get_parts(lines) if g.geom_type in ("LineString", "LinearRing") and not g.is_empty]
+        parts = _parts(lines, ("LineString", "LinearRing"))
         if parts:
             curves = [_to_cv_points(np.asarray(p.coords)) for p in parts]
             cv2.polylines(mask, curves, False, 1, _LINE_THICKNESS_PX, lineType=cv2.LINE_8, shift=_SHIFT)

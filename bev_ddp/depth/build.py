@@ -3,12 +3,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 from bev_ddp.depth.encoding import ReLUDepthEncoder
 from bev_ddp.depth.losses import SigLoss
 from bev_ddp.depth.model import DDPDepthEstimator
 from bev_ddp.errors import ConfigError
-from bev_ddp.nn import DDPHead
+from bev_ddp.nn import DDPHead, MapDecoder
 from bev_ddp.seg.build import build_decoder, build_encoder, build_window, check_schedule
+
+
+def init_output_bias(decoder: MapDecoder, value: float) -> None:
+    """Start the depth output at ``value`` m above ``min_depth`` so the ReLU output begins active."""
+    final = [mod for mod in decoder.head.modules() if isinstance(mod, nn.Conv2d)][-1]
+    nn.init.constant_(final.bias, value)
 
 
 def build_depth_model(cfg: Any) -> DDPDepthEstimator:
@@ -19,6 +27,10 @@ def build_depth_model(cfg: Any) -> DDPDepthEstimator:
     label_encoder = ReLUDepthEncoder(min_value=m.min_depth, max_value=m.max_depth, scale=m.depth_scale,
                                      num_bins=m.num_bins)
     decoder = build_decoder(m, cond_channels=encoder.out_channels, map_channels=label_encoder.channels, out_channels=1)
+    init_depth = m.init_depth if m.init_depth is not None else m.max_depth / 4
+    if not m.min_depth < init_depth < m.max_depth:
+        raise ConfigError(f"model.init_depth {init_depth} must lie inside ({m.min_depth}, {m.max_depth})")
+    init_output_bias(decoder, init_depth - m.min_depth)
     head = DDPHead(decoder=decoder, label_encoder=label_encoder,
                    objective=SigLoss(min_depth=m.min_depth, max_depth=m.max_depth),
                    schedule=check_schedule(m.schedule), td=m.td)

@@ -18,6 +18,7 @@ from bev_ddp.seg.schema import BackboneSchema, DecoderSchema, InferenceSchema
 class DepthModelSchema:
     min_depth: float = 1e-3  # metres; output = ReLU(logits) + min_depth
     max_depth: float = 80.0  # metres; top of the encoding range, larger ground truth is ignored
+    init_depth: Optional[float] = None  # metres the output starts at (output-conv bias); default max_depth / 4
     backbone: BackboneSchema = field(default_factory=BackboneSchema)
     neck_channels: int = 256
     num_groups: int = 32

@@ -100,7 +100,9 @@ class LabelEncoder(nn.Module):
         valid = (target >= 0) & ((target < k) | (target == self.ignore_index))
         if not bool(valid.all()):
             bad = target[~valid][0].item()
-            raise InputError(f"single-label target holds {bad}, outside classes 0..{k - 1} and ignore {self.ignore_index}")
+            raise InputError(
+                f"single-label target holds {bad}, outside classes 0..{k - 1} and ignore {self.ignore_index}"
+            )
         idx = torch.where(target == self.ignore_index, torch.full_like(target, k), target)
         return _resize_nearest(idx[:, None], size)[:, 0]  # [B, h, w]
 

@@ -191,7 +191,7 @@ def train_toy(cfg: ToyConfig = ToyConfig()) -> ToyResult:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     if not before:
         before = evaluate_toy(model, val_image, val_labels, cfg.eval_steps, seed=cfg.seed)
     after = evaluate_toy(model, val_image, val_labels, cfg.eval_steps, seed=cfg.seed)

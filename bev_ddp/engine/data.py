@@ -7,7 +7,8 @@ same batches as an uninterrupted run.  It yields ``(index, sample_seed)`` keys a
 generator (torch, numpy, python) seeded from ``sample_seed`` — a pure function of
 ``(seed, epoch, index)`` — and restored afterwards.  Random augmentation therefore does not
 depend on the number of data workers, the number of ranks or on where a run was resumed, and
-it never disturbs the training process's own random state.
+it never disturbs the training process's own random state.  Datasets with a ``set_epoch(epoch)``
+method (their own per-epoch augmentation draw) get it called whenever an epoch starts.
 """
 from __future__ import annotations
 

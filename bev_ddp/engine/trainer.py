@@ -154,8 +154,9 @@ class Trainer:
             LRFactor(oc.schedule, tc.iters, oc.warmup_iters, oc.min_lr_ratio, oc.poly_power),
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.train_set = task.build_dataset(cfg, "train")
         self.loader, self.sampler = build_train_loader(
-            task.build_dataset(cfg, "train"),
+            self.train_set,
             collate=task.collate,
             batch_size=tc.batch_size,
             num_workers=tc.num_workers,
@@ -259,6 +260,8 @@ class Trainer:
         while True:
             if self._batches is None:
                 self.sampler.set_epoch(self.epoch)
+                if callable(getattr(self.train_set, "set_epoch", None)):  # datasets drawing augmentation per epoch
+                    self.train_set.set_epoch(self.epoch)
                 self.sampler.set_start(self.position * bs)
                 self._batches = iter(self.loader)
             try:
@@ -361,6 +364,9 @@ class Trainer:
             "self_aligned": float(self_aligned),
         }
         bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{scalars['lr']:.2e}")
+        if not self.progress and self.dist.is_main:
+            log.info("step %d/%d  loss %.4f  lr %.2e  %.2f it/s%s", self.step, self.cfg.train.iters, means["loss"],
+                     scalars["lr"], rate, "  (self-aligned)" if self_aligned else "")
         if logger is not None:
             logger.log(self.step, scalars, extra={"epoch": self.epoch})
         return means

@@ -75,7 +75,8 @@ class DDPHead(nn.Module):
             )
         if decoder.out_channels != label_encoder.out_channels:
             raise InputError(
-                f"decoder out_channels {decoder.out_channels} != label encoder out_channels {label_encoder.out_channels}"
+                f"decoder out_channels {decoder.out_channels} != "
+                f"label encoder out_channels {label_encoder.out_channels}"
             )
         if not callable(objective):
             raise InputError(f"objective must be callable, got {type(objective).__name__}")

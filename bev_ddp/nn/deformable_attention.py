@@ -79,7 +79,8 @@ class MultiScaleDeformableAttention(nn.Module):
             raise InputError(f"deformable attention value must have shape [{b}, S, {c}], got {tuple(value.shape)}")
         if tuple(reference_points.shape) != (b, q, lv, 2):
             raise InputError(
-                f"deformable attention reference_points must have shape {(b, q, lv, 2)}, got {tuple(reference_points.shape)}"
+                f"deformable attention reference_points must have shape {(b, q, lv, 2)}, "
+                f"got {tuple(reference_points.shape)}"
             )
         if query_pos is not None:
             query = query + query_pos

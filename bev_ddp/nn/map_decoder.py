@@ -15,7 +15,7 @@ to its 0.1M rounding for every L by the ADE20K decode head of the paper's Table 
 time MLP + layers + head conv (256 -> 150) + the class embedding (151 x 256), with the fuse
 conv counted outside the head.  Counting the whole decoder including the fuse conv, the
 configuration that matches within 0.1M is ``cond_channels = map_channels = 256`` (fuse
-512 -> 256); a 512-channel condition (BEV) adds 65,792 parameters.  ``tests/nn`` checks both.
+512 -> 256); a 512-channel condition (BEV) adds 65,536 parameters.  ``tests/nn`` checks both.
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ class DeformableEncoderLayer(nn.Module):
     def forward(self, query: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> torch.Tensor:
         """query [B, Q, C], query_pos [Q, C], reference_points [B, Q, L, 2] -> [B, Q, C]."""
-        attended = self.attention(query, query, reference_points, spatial_shapes, level_start_index, query_pos=query_pos)
+        attended = self.attention(query, query, reference_points, spatial_shapes, level_start_index,
+                                  query_pos=query_pos)
         query = self.norm1(query + self.dropout(attended))
         return self.norm2(query + self.ffn(query))
 
@@ -128,7 +129,8 @@ class MapDecoder(nn.Module):
                 raise InputError(f"MapDecoder {name} must be floating point, got {x.dtype}")
         if x_t.shape[0] != cond.shape[0] or x_t.shape[-2:] != cond.shape[-2:]:
             raise InputError(f"MapDecoder x_t {tuple(x_t.shape)} must match cond {tuple(cond.shape)} in B, H, W")
-        if not isinstance(log_snr, torch.Tensor) or log_snr.shape != (cond.shape[0],) or not log_snr.is_floating_point():
+        batch = cond.shape[0]
+        if not isinstance(log_snr, torch.Tensor) or log_snr.shape != (batch,) or not log_snr.is_floating_point():
             got = tuple(log_snr.shape) if isinstance(log_snr, torch.Tensor) else type(log_snr).__name__
             raise InputError(f"MapDecoder log_snr must be a float tensor of shape [{cond.shape[0]}], got {got}")
 
@@ -147,7 +149,8 @@ class MapDecoder(nn.Module):
         x = self.fuse(torch.cat([x_t.to(cond.dtype), cond], dim=1))  # [B, E, H, W]
         query = x.flatten(2).transpose(1, 2)  # [B, H*W, E]
         query_pos = self.positional_encoding(h, w, device=x.device, dtype=x.dtype)  # [H*W, E]
-        reference_points = pixel_centres(h, w, x.device).to(x.dtype)[None, :, None, :].expand(b, -1, 1, -1)  # [B, H*W, 1, 2]
+        reference_points = pixel_centres(h, w, x.device).to(x.dtype)
+        reference_points = reference_points[None, :, None, :].expand(b, -1, 1, -1)  # [B, H*W, 1, 2]
         spatial_shapes = torch.tensor([[h, w]], dtype=torch.long, device=x.device)  # [1, 2]
         level_start_index = torch.zeros(1, dtype=torch.long, device=x.device)  # [1]
         time_emb = self.time_embedding(log_snr.to(x.dtype))  # [B, T]

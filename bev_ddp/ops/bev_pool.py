@@ -84,10 +84,12 @@ def bev_pool_reference(
     coords = coords.long()
     x, y, z, b = coords.unbind(1)
     inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny) & (z >= 0) & (z < nz)
-    rank = ((b * nz + z) * nx + x) * ny + y  # flat cell index in [B, Z, X, Y] order
-    out = feats.new_zeros(batch_size * nz * nx * ny, c)  # [B*Z*X*Y, C]
-    out = out.index_add(0, rank[inside], feats[inside])
-    out = out.view(batch_size, nz, nx, ny, c)  # [B, Z, X, Y, C]
+    cells = batch_size * nz * nx * ny
+    # flat cell index in [B, Z, X, Y] order; dropped points go to one extra "dump" row, which is
+    # cheaper than gathering the kept feature rows first
+    rank = torch.where(inside, ((b * nz + z) * nx + x) * ny + y, cells)
+    out = feats.new_zeros(cells + 1, c).index_add(0, rank, feats)  # [B*Z*X*Y + 1, C]
+    out = out[:cells].view(batch_size, nz, nx, ny, c)  # [B, Z, X, Y, C]
     return out.permute(0, 4, 1, 2, 3).contiguous()  # [B, C, Z, X, Y]
 
 

@@ -51,10 +51,12 @@ def colourise_scalar(values: np.ndarray, cmap: str = "magma") -> np.ndarray:
     return np.ascontiguousarray(to_view((rgba[..., :3] * 255).round().astype(np.uint8)))
 
 
-def panel(probs: np.ndarray, uncertainty: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """uint8 [H, 2W + 4, 3]: argmax map and uncertainty side by side (white gap of 4 px)."""
-    left = colourise_labels(argmax_labels(probs, threshold))
-    right = colourise_scalar(uncertainty)
+def panel(probs: np.ndarray, uncertainty: np.ndarray, threshold: float = 0.5, min_size: int = 256) -> np.ndarray:
+    """uint8 [s·X, 2·s·Y + 4, 3]: argmax map and uncertainty side by side (white gap of 4 px),
+    enlarged by the integer factor ``s`` (nearest) that makes them at least ``min_size`` px tall."""
+    scale = max(1, -(-min_size // probs.shape[1]))
+    left = colourise_labels(argmax_labels(probs, threshold)).repeat(scale, axis=0).repeat(scale, axis=1)
+    right = colourise_scalar(uncertainty).repeat(scale, axis=0).repeat(scale, axis=1)
     gap = np.full((left.shape[0], 4, 3), 255, dtype=np.uint8)
     return np.concatenate([left, gap, right], axis=1)
 

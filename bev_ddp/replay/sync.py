@@ -77,8 +77,10 @@ class SensorFrame:
         points: float32 [N, 5] x, y, z (m, LiDAR frame), intensity, time lag (s); ``None`` when
             the LiDAR payload was corrupt.
         images / image_stamps_ns: per camera name, uint8 [H, W, 3] RGB and its stamp, or ``None``.
+        image_sizes: per camera, (H, W) of the image (of its CameraInfo when the image is missing).
         intrinsics: per camera, float64 [3, 3] (pixels of the recorded image) or ``None``.
-        camera2lidar / camera2ego: per camera, float64 [4, 4] or ``None``.
+        camera2lidar / camera2ego: per camera, float64 [4, 4] or ``None``; known also for a camera
+            without an image this frame (taken at the LiDAR stamp then).
         lidar2ego: float64 [4, 4] (identity with flag ``lidar_no_base_tf`` when unknown).
         flags: what was missing or degraded; empty for a complete frame.
         meta: source ids (e.g. nuScenes tokens) and the camera time offsets (ms).
@@ -91,6 +93,7 @@ class SensorFrame:
     sweeps_used: int
     images: dict[str, np.ndarray | None]
     image_stamps_ns: dict[str, int | None]
+    image_sizes: dict[str, tuple[int, int] | None]
     intrinsics: dict[str, np.ndarray | None]
     camera2lidar: dict[str, np.ndarray | None]
     camera2ego: dict[str, np.ndarray | None]
@@ -131,6 +134,7 @@ class FrameAssembler:
         self._images: dict[str, deque] = {name: deque() for name in CAMERA_NAMES}
         self._last_image_stamp: dict[str, int] = {}
         self._info: dict[str, CameraInfoMessage] = {}
+        self._camera_frame_ids: dict[str, str] = {}
         self._history: deque[LidarMessage] = deque(maxlen=max(settings.num_sweeps - 1, 0))
         self._pending: deque[_Pending] = deque()
         self._lidar_count = 0
@@ -161,6 +165,8 @@ class FrameAssembler:
             self._info[event.camera] = event
         elif isinstance(event, CameraMessage):
             self._images[event.camera].append(event)
+            if event.frame_id:
+                self._camera_frame_ids[event.camera] = event.frame_id
             self._last_image_stamp[event.camera] = max(self._last_image_stamp.get(event.camera, event.stamp_ns), event.stamp_ns)
             self._prune_images()
         elif isinstance(event, CorruptMessage):
@@ -219,6 +225,7 @@ class FrameAssembler:
 
         images: dict[str, np.ndarray | None] = {}
         image_stamps: dict[str, int | None] = {}
+        image_sizes: dict[str, tuple[int, int] | None] = {}
         intrinsics: dict[str, np.ndarray | None] = {}
         camera2lidar: dict[str, np.ndarray | None] = {}
         camera2ego: dict[str, np.ndarray | None] = {}
@@ -226,33 +233,29 @@ class FrameAssembler:
         for name in CAMERA_NAMES:
             msg = min(self._images[name], key=lambda m: abs(_stamp(m) - t), default=None)
             offsets_ms[name] = None if msg is None else (_stamp(msg) - t) / 1e6
-            images[name], image_stamps[name] = None, None
-            intrinsics[name], camera2lidar[name], camera2ego[name] = None, None, None
+            image, stamp = None, None
             if msg is None or abs(_stamp(msg) - t) > s.tolerance_ns:
                 flags.append(f"camera_missing:{name}")
-                continue
-            if isinstance(msg, CorruptMessage):
+            elif isinstance(msg, CorruptMessage):
                 flags.append(f"camera_corrupt:{name}")
-                continue
-            try:
-                images[name] = msg.decode()
-            except InputError as exc:
-                flags.append(f"camera_corrupt:{name}")
-                meta.setdefault("errors", []).append(str(exc))
-                continue
-            image_stamps[name] = msg.stamp_ns
+            else:
+                try:
+                    image, stamp = msg.decode(), msg.stamp_ns
+                except InputError as exc:
+                    flags.append(f"camera_corrupt:{name}")
+                    meta.setdefault("errors", []).append(str(exc))
+            images[name], image_stamps[name] = image, stamp
+            # calibration, also for a camera without an image this frame (as the dataset keeps it)
             info = self._info.get(name)
-            if info is None:
+            cam_frame = self.camera_frames.get(name) or self._camera_frame_ids.get(name, "")
+            at = t if stamp is None else stamp
+            image_sizes[name] = tuple(image.shape[:2]) if image is not None else (info.size if info else None)
+            intrinsics[name] = None if info is None else self._scaled_intrinsics(info, image_sizes[name])
+            camera2lidar[name] = self._between(lidar_frame, t, cam_frame, at) if lidar_frame and cam_frame else None
+            camera2ego[name] = self.tree.lookup(s.base_frame, cam_frame, at) if cam_frame else None
+            if image is not None and info is None:
                 flags.append(f"camera_no_info:{name}")
-            else:
-                intrinsics[name] = self._scaled_intrinsics(info, images[name].shape[:2])
-            cam_frame = self.camera_frames.get(name, msg.frame_id)
-            if not lidar_frame:
-                camera2lidar[name] = None
-            else:
-                camera2lidar[name] = self._between(lidar_frame, t, cam_frame, msg.stamp_ns)
-            camera2ego[name] = self.tree.lookup(s.base_frame, cam_frame, msg.stamp_ns)
-            if camera2lidar[name] is None:
+            if image is not None and camera2lidar[name] is None:
                 flags.append(f"camera_no_tf:{name}")
         meta["camera_offsets_ms"] = offsets_ms
 
@@ -273,6 +276,7 @@ class FrameAssembler:
             sweeps_used=sweeps_used,
             images=images,
             image_stamps_ns=image_stamps,
+            image_sizes=image_sizes,
             intrinsics=intrinsics,
             camera2lidar=camera2lidar,
             camera2ego=camera2ego,
@@ -281,11 +285,11 @@ class FrameAssembler:
             meta=meta,
         )
 
-    def _scaled_intrinsics(self, info: CameraInfoMessage, image_hw: tuple[int, int]) -> np.ndarray:
+    def _scaled_intrinsics(self, info: CameraInfoMessage, image_hw: tuple[int, int] | None) -> np.ndarray:
         """Intrinsics for the image as decoded (CameraInfo may describe another resolution)."""
         k = info.intrinsics.copy()
         h, w = info.size
-        if h > 0 and w > 0 and (h, w) != tuple(image_hw):
+        if image_hw is not None and h > 0 and w > 0 and (h, w) != tuple(image_hw):
             k[0] *= image_hw[1] / w
             k[1] *= image_hw[0] / h
         return k
@@ -326,7 +330,7 @@ class FrameAssembler:
             keep = np.hypot(pts[:, 0], pts[:, 1]) >= s.sweep_min_range_m
             pts = pts[keep]
             xyz = pts[:, :3].astype(np.float64) @ motion[:3, :3].T + motion[:3, 3]  # [M, 3]
-            lag = np.full((len(pts), 1), (lidar.stamp_ns - sweep.stamp_ns) * 1e-9)
+            lag = np.full((len(pts), 1), (lidar.stamp_ns - sweep.stamp_ns) / 1e9)  # s
             parts.append(np.concatenate([xyz, pts[:, 3:4], lag], axis=1).astype(np.float32))  # [M, 5]
         return np.concatenate(parts, axis=0), len(parts), static
 

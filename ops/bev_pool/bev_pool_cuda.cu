@@ -6,7 +6,8 @@
 //          3. one thread per (run, channel) sums its run in point order and writes the cell.
 // Backward: one thread per (point, channel) copies the cell gradient (0 for dropped points).
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "bev_pool.h"
@@ -67,7 +68,7 @@ std::tuple<at::Tensor, at::Tensor> bev_pool_forward_cuda(const at::Tensor& feats
   const at::Tensor coords = coords_in.contiguous();
   const int64_t n = feats.size(0), channels = feats.size(1);
   const int64_t cells_per_sample = nz * nx * ny;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
 
   at::Tensor ranks = at::empty({n}, coords.options().dtype(at::kLong));
   at::Tensor out = at::zeros({batch_size, channels, nz, nx, ny}, feats.options());
@@ -109,7 +110,7 @@ at::Tensor bev_pool_backward_cuda(const at::Tensor& grad_out, const at::Tensor& 
   if (n == 0 || channels == 0) return grad_feats;
   // [B, C, Z*X*Y] -> [B, Z*X*Y, C]: coalesced row reads per point
   const at::Tensor grad_cells = grad_out.reshape({batch_size, channels, cells_per_sample}).transpose(1, 2).contiguous();
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "bev_pool_backward_cuda", [&] {
     broadcast_grad_kernel<scalar_t><<<num_blocks(n * channels), kThreads, 0, stream>>>(
         grad_cells.data_ptr<scalar_t>(), ranks.data_ptr<int64_t>(), n, channels, batch_size * cells_per_sample,

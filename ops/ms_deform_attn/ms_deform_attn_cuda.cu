@@ -6,7 +6,8 @@
 // the channels, writes its own grad_attn / grad_sampling_locations and atomically adds into an
 // op-math grad_value buffer.  The level table is copied to the device once per call.
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "ms_deform_attn.h"
@@ -151,7 +152,7 @@ at::Tensor ms_deform_attn_forward_cuda(const at::Tensor& value_in, const at::Ten
   auto [shapes, starts] = device_levels(spatial_shapes, level_start_index, d.num_values, value.device());
   at::Tensor out = at::empty({d.batch, d.queries, d.heads * d.dims}, value.options());
   if (out.numel() == 0) return out;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cuda", [&] {
     forward_kernel<scalar_t><<<num_blocks(out.numel()), kThreads, 0, stream>>>(
         value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(), loc.data_ptr<scalar_t>(),
@@ -174,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
   at::Tensor grad_loc = at::zeros(loc.sizes(), loc.options());
   at::Tensor grad_attn = at::zeros(attn.sizes(), attn.options());
   if (attn.numel() > 0 && d.dims > 0) {
-    auto stream = at::cuda::getCurrentCUDAStream();
+    auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
       backward_kernel<scalar_t><<<num_blocks(attn.numel()), kThreads, 0, stream>>>(
           value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(), loc.data_ptr<scalar_t>(),

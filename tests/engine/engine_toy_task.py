@@ -57,11 +57,15 @@ class ToyDataset(Dataset):
         self.training = split == "train"
         self.length = data.num_train if self.training else data.num_val
         self.offset = 0 if self.training else 100_000
+        self.epoch = 0
         g = torch.Generator().manual_seed(1234)
         self.weights = torch.randn(len(CLASSES), data.channels, generator=g)  # [K, C]
 
     def __len__(self) -> int:
         return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         g = torch.Generator().manual_seed(self.offset + index)
@@ -69,6 +73,9 @@ class ToyDataset(Dataset):
         gt = (torch.einsum("kc,cxy->kxy", self.weights, feat) > 0).float()  # [K, S, S]
         if self.training and torch.rand(()) < 0.5:  # augmentation from the global RNG
             feat, gt = feat.flip(-1), gt.flip(-1)
+        own = torch.Generator().manual_seed(10_000 * self.epoch + index)
+        if self.training and torch.rand((), generator=own) < 0.5:  # the dataset's own per-epoch draw
+            feat, gt = feat.transpose(-1, -2), gt.transpose(-1, -2)
         return {"feat": feat, "gt_masks_bev": gt, "meta": {"token": f"toy-{index}"}}
 
 

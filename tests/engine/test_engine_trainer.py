@@ -55,13 +55,14 @@ def test_lr_follows_warmup_then_cosine(tmp_path):
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_resume_is_bit_identical(tmp_path, num_workers):
-    overrides = {"train.iters": 12, "train.checkpoint_interval": 6, "model.noise": 0.3, "train.num_workers": num_workers}
+    # 8 batches per epoch: the checkpoint at step 10 lies inside the second epoch
+    overrides = {"train.iters": 15, "train.checkpoint_interval": 5, "model.noise": 0.3, "train.num_workers": num_workers}
     straight = tmp_path / "straight"
     train(toy_config(**overrides), task=TASK, work_dir=straight, progress=False, final_eval=False)
     # a fresh Trainer (new model, optimizer, loader) continues from the middle checkpoint
     resumed = tmp_path / "resumed"
     train(toy_config(**overrides), task=TASK, work_dir=resumed, progress=False, final_eval=False,
-          resume=straight / "checkpoints" / "iter_0000006.pth")
+          resume=straight / "checkpoints" / "iter_0000010.pth")
     _assert_same_state(_weights(straight / "latest.pth"), _weights(resumed / "latest.pth"))
     # a different seed gives different weights: the comparison above can fail
     other = tmp_path / "other"
@@ -104,3 +105,38 @@ def test_sigint_saves_and_resume_finishes_identically(tmp_path):
     straight = tmp_path / "straight"
     train(toy_config(**overrides), task=TASK, work_dir=straight, progress=False, final_eval=False)
     _assert_same_state(_weights(run / "latest.pth"), _weights(straight / "latest.pth"))
+
+
+def test_dataset_epoch_follows_training_and_resume(tmp_path):
+    from bev_ddp.engine.trainer import Trainer
+
+    cfg = toy_config(**{"train.iters": 10, "train.checkpoint_interval": 9})  # 8 batches per epoch
+    trainer = Trainer(cfg=cfg, task=TASK, work_dir=tmp_path, progress=False, final_eval=False)
+    trainer.run()
+    assert trainer.train_set.epoch == 1 and trainer.epoch == 1 and trainer.position == 2
+    again = Trainer(cfg=cfg, task=TASK, work_dir=tmp_path / "again", progress=False, final_eval=False)
+    again.run(resume=tmp_path / "checkpoints" / "iter_0000009.pth")
+    assert again.train_set.epoch == 1
+
+
+@pytest.mark.cuda
+def test_amp_runs_on_cuda_with_a_grad_scaler(tmp_path):
+    from bev_ddp.engine.trainer import Trainer
+
+    trainer = Trainer(cfg=toy_config(**{"train.iters": 20, "train.amp": True}), task=TASK, work_dir=tmp_path,
+                      progress=False, final_eval=False)
+    assert trainer.amp and trainer.dist.device.type == "cuda"
+    result = trainer.run()
+    assert result.status == "finished"
+    ckpt = load_checkpoint(tmp_path / "latest.pth")
+    assert ckpt["scaler"] is not None and ckpt["scaler"]["scale"] > 0
+
+
+def test_amp_is_off_on_the_cpu(tmp_path):
+    from bev_ddp.engine.trainer import Trainer
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    trainer = Trainer(cfg=toy_config(**{"train.iters": 2, "train.amp": True}), task=TASK, work_dir=tmp_path,
+                      progress=False, final_eval=False)
+    assert not trainer.amp and not trainer.scaler.is_enabled()

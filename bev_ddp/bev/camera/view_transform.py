@@ -51,14 +51,16 @@ def make_frustum(
 ) -> torch.Tensor:
     """Frustum of (u, v, d, 1) points: [D, fH, fW, 4].
 
-    ``u, v`` are pixel positions of the feature-map samples in the (augmented) network input
-    (``linspace(0, W-1, fW)`` as BEVFusion), ``d`` the bin depths ``lower, lower+step, ...`` in metres.
+    ``u, v`` are the centres of the feature pixels in (augmented) input pixels, in the pixel-edge
+    convention of :mod:`bev_ddp.data.transforms` (input pixel (i, j) spans [j, j+1) × [i, i+1)):
+    feature column j covers input columns [j·s, (j+1)·s), centre (j + 0.5)·s.  ``d`` are the bin
+    depths ``lower, lower + step, ...`` in metres along the optical axis.
     """
     image_h, image_w = image_size
     feat_h, feat_w = feature_size
     ds = torch.arange(depth.cells, dtype=torch.float32) * depth.step + depth.lower  # [D]
-    us = torch.linspace(0, image_w - 1, feat_w)
-    vs = torch.linspace(0, image_h - 1, feat_h)
+    us = (torch.arange(feat_w, dtype=torch.float32) + 0.5) * (image_w / feat_w)
+    vs = (torch.arange(feat_h, dtype=torch.float32) + 0.5) * (image_h / feat_h)
     d, v, u = torch.meshgrid(ds, vs, us, indexing="ij")  # each [D, fH, fW]
     return torch.stack([u, v, d, torch.ones_like(d)], dim=-1)  # [D, fH, fW, 4]
 

@@ -49,6 +49,7 @@ def import_spconv() -> ModuleType:
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"spconv\..*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ccimport\..*")
         import spconv.pytorch as sp
         from spconv.core import ConvAlgo
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)

@@ -17,6 +17,7 @@ from bev_ddp.data.synthetic.town import Town
 
 MAP_VERSION = "1.3"
 BASEMAP_RESOLUTION = 0.1  # m per pixel, as the nuScenes semantic prior
+BASEMAP_MARGIN = 10.0  # m of canvas beyond the town's north-east corner
 
 
 def make_token(*parts: object) -> str:
@@ -75,10 +76,10 @@ def town_to_map_json(town: Town, salt: str) -> dict:
         lane_dividers.append({"token": make_token(salt, "lane_divider", i), "line_token": token,
                               "lane_divider_segments": [{"node_token": n, "segment_type": "DOUBLE_DASHED_WHITE"}
                                                         for n in nodes]})
-    x0, y0, x1, y1 = town.bounds
+    _, _, x1, y1 = town.bounds
     return {
         "version": MAP_VERSION,
-        "canvas_edge": [float(x1 + x0), float(y1 + y0)],
+        "canvas_edge": [float(x1 + BASEMAP_MARGIN), float(y1 + BASEMAP_MARGIN)],
         "drivable_area": [{"token": make_token(salt, "drivable_area", 0),
                            "polygon_tokens": [b.add_polygon(p) for p in drivable_parts]}],
         "road_segment": [],
@@ -113,7 +114,8 @@ def write_map_expansion(dataroot: Path, location: str, town: Town, salt: str) ->
 def write_basemap(dataroot: Path, filename: str, town: Town) -> Path:
     """Semantic prior PNG (255 on drivable area and walkways, 0.1 m/px, row 0 = north edge)."""
     x0, y0, x1, y1 = town.bounds
-    width, height = int(np.ceil((x1 + 10) / BASEMAP_RESOLUTION)), int(np.ceil((y1 + 10) / BASEMAP_RESOLUTION))
+    width = int(np.ceil((x1 + BASEMAP_MARGIN) / BASEMAP_RESOLUTION))
+    height = int(np.ceil((y1 + BASEMAP_MARGIN) / BASEMAP_RESOLUTION))
     image = np.zeros((height, width), np.uint8)
     parts = [town.drivable_area] if town.drivable_area.geom_type == "Polygon" else list(town.drivable_area.geoms)
 

@@ -185,7 +185,7 @@ def _place_blocks(town: Town, rng: np.random.Generator) -> list[np.ndarray]:
     return boxes
 
 
-def build_town(rng: np.random.Generator, *, origin: tuple[float, float] = (600.0, 900.0), size: float = 320.0) -> Town:
+def build_town(rng: np.random.Generator, *, origin: tuple[float, float] = (150.0, 200.0), size: float = 320.0) -> Town:
     """Generate a town from ``rng`` (deterministic for a seeded generator)."""
     vertical = [Road(True, p, int(rng.integers(1, 3))) for p in _road_positions(rng, origin[0], size)]
     horizontal = [Road(False, p, int(rng.integers(1, 3))) for p in _road_positions(rng, origin[1], size)]

@@ -15,12 +15,14 @@ Timing follows nuScenes: keyframes at 2 Hz, LiDAR at 20 Hz; cameras are written 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bev_ddp.data.bev_map import MAP_LOCATIONS
 from bev_ddp.data.geometry import matrix_to_quaternion
 from bev_ddp.data.lidar_io import write_points
 from bev_ddp.data.sensors import CAMERA_NAMES, CAMERA_RIG, LIDAR_NAME, LidarSpec
@@ -28,6 +30,7 @@ from bev_ddp.data.synthetic.map_expansion import make_token, write_basemap, writ
 from bev_ddp.data.synthetic.render import SurfaceRaster, paint_town, render_camera, scan_lidar
 from bev_ddp.data.synthetic.town import Town, build_town
 from bev_ddp.data.synthetic.trajectory import plan_route
+from bev_ddp.errors import InputError
 
 WORLD_FILE = "synthetic_world.json"
 KEYFRAME_INTERVAL_US = 500_000
@@ -215,13 +218,23 @@ def generate_world(out_dir: str | Path, num_scenes: int = 2, samples_per_scene: 
     layout; ``NuScenes(version, out_dir)`` and ``NuScenesMap(out_dir, location)`` load it.
     """
     if num_scenes < 1 or samples_per_scene < 1:
-        raise ValueError("num_scenes and samples_per_scene must be >= 1")
-    if min(image_size) < 8:
-        raise ValueError(f"image_size {image_size} is too small")
+        raise InputError(f"num_scenes ({num_scenes}) and samples_per_scene ({samples_per_scene}) must be >= 1")
+    if len(image_size) != 2 or min(image_size) < 8:
+        raise InputError(f"image_size {tuple(image_size)} must be (H, W) with both >= 8 pixels")
+    if lidar_azimuth_steps < 8:
+        raise InputError(f"lidar_azimuth_steps ({lidar_azimuth_steps}) must be >= 8")
+    if location not in MAP_LOCATIONS:
+        raise InputError(f"location {location!r} is not a nuScenes map name; choose from {', '.join(MAP_LOCATIONS)}")
     settings = WorldSettings(seed=seed, num_scenes=num_scenes, samples_per_scene=samples_per_scene,
                              image_size=(int(image_size[0]), int(image_size[1])), location=location,
                              lidar_azimuth_steps=lidar_azimuth_steps, town_size=town_size, version=version)
     root = Path(out_dir)
+    if (root / version).exists() and not (root / WORLD_FILE).is_file():
+        raise InputError(f"refusing to write a synthetic world over {root}: it holds a {version} dataset "
+                         f"that this generator did not write")
+    for folder in ("samples", "sweeps", "maps", version):  # a previous synthetic world is replaced
+        if (root / WORLD_FILE).is_file() and (root / folder).is_dir():
+            shutil.rmtree(root / folder)
     root.mkdir(parents=True, exist_ok=True)
     salt = f"synth-{seed}"
     town, raster = build_scene(settings)
@@ -241,8 +254,6 @@ def generate_world(out_dir: str | Path, num_scenes: int = 2, samples_per_scene: 
 
 def load_settings(dataroot: str | Path) -> WorldSettings:
     """Read the generator settings of a synthetic dataroot."""
-    from bev_ddp.errors import InputError
-
     path = Path(dataroot) / WORLD_FILE
     if not path.is_file():
         raise InputError(f"not a synthetic dataroot (no {WORLD_FILE}): {path}")

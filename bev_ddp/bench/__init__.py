@@ -1,0 +1,1 @@
+"""Benchmarks run by ``bev-ddp bench`` (each module exposes ``add_arguments`` and ``run``)."""

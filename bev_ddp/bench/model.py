@@ -1,0 +1,330 @@
+"""``bev-ddp bench model``: CPU latency and peak memory of the BEV model, DDP steps vs baseline head.
+
+One process, one input (a synthetic batch of 6 images at the config's image size and a LiDAR
+cloud of ``--points`` points), random weights.  The encoders (camera, LiDAR, fuser, SECOND +
+SECONDFPN) run once per repeat and are timed stage by stage with forward hooks; each head variant
+(BEVFusion's conv head, DDP with 1, 3, 5 sampling steps) then runs on the same features.
+
+* latency of a variant = encoder time + head time (median over repeats), in seconds;
+* ratios are against the baseline head, measured in the same run (absolute times depend on the
+  machine and its load; ratios much less so);
+* peak memory = the highest resident-set growth above the level before the part started
+  (sampled every 2 ms from ``/proc/self/statm`` after returning freed heap to the OS); a
+  variant's peak is the larger of the encoder's and its head's.
+
+Results go to the console and, with ``--out``, to a JSON file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+DEFAULT_CONFIG = "configs/bev/nuscenes_fusion_ddp.yaml"
+
+# (label, dotted module path) of the stages timed with hooks, in pipeline order
+STAGES = (
+    ("camera backbone", "camera.backbone"),
+    ("camera neck (LSS-FPN)", "camera.neck"),
+    ("view transform (LSS + bev_pool + downsample)", "camera.view_transform"),
+    ("voxelize", "lidar.voxelizer"),
+    ("sparse encoder", "lidar.sparse_encoder"),
+    ("fuser", "fuser"),
+    ("SECOND", "decoder_backbone"),
+    ("SECONDFPN", "decoder_neck"),
+)
+
+
+# -- memory -------------------------------------------------------------------------------------
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * _page_size()
+    except OSError:
+        return None
+
+
+def _page_size() -> int:
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim_heap() -> None:
+    """Give freed heap back to the OS (glibc), so RSS growth measures the next part only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakRSS:
+    """Context manager: ``.peak`` = highest RSS growth (bytes) inside the block, None if unmeasurable."""
+
+    def __init__(self, interval_s: float = 0.002):
+        self.interval_s = interval_s
+        self.peak: int | None = None
+
+    def __enter__(self) -> "PeakRSS":
+        _trim_heap()
+        self._start = _rss_bytes()
+        self._max = self._start
+        self._stop = threading.Event()
+        if self._start is not None:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            value = _rss_bytes()
+            if value is not None and value > (self._max or 0):
+                self._max = value
+            time.sleep(self.interval_s)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._start is not None:
+            self._thread.join()
+            end = _rss_bytes() or 0
+            self.peak = max(self._max or 0, end) - self._start
+
+
+# -- timing ---------------------------------------------------------------------------------------
+class StageTimer:
+    """Forward hooks that add up the wall time spent in named sub-modules."""
+
+    def __init__(self, model: nn.Module, stages: tuple[tuple[str, str], ...]):
+        self.seconds: dict[str, float] = {}
+        self._handles = []
+        modules = dict(model.named_modules())
+        for label, path in stages:
+            module = modules.get(path)
+            if module is None:
+                continue
+            self.seconds[label] = 0.0
+            self._handles.append(module.register_forward_pre_hook(self._start_hook(label)))
+            self._handles.append(module.register_forward_hook(self._stop_hook(label)))
+        self._started: dict[str, float] = {}
+
+    def _start_hook(self, label: str):
+        def hook(module: nn.Module, inputs: Any) -> None:
+            self._started[label] = time.perf_counter()
+
+        return hook
+
+    def _stop_hook(self, label: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            self.seconds[label] += time.perf_counter() - self._started.pop(label)
+
+        return hook
+
+    def reset(self) -> None:
+        self.seconds = {k: 0.0 for k in self.seconds}
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+@dataclass
+class VariantResult:
+    """Latency (s) and peak memory (MiB) of one head variant, with ratios to the baseline head."""
+
+    name: str
+    head_s: float
+    total_s: float
+    peak_mib: float | None
+    head_peak_mib: float | None
+    total_ratio: float = math.nan
+    head_ratio: float = math.nan
+    peak_ratio: float | None = None
+
+
+@dataclass
+class ModelBenchResult:
+    config: str
+    threads: int
+    repeats: int
+    points: int
+    image_size: list[int]
+    encoder_s: float
+    encoder_peak_mib: float | None
+    stages_s: dict[str, float]
+    variants: list[VariantResult] = field(default_factory=list)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def synthetic_batch(*, image_size: tuple[int, int], num_cams: int, num_points: int, extent: float, seed: int) -> dict:
+    """A batch of one sample: random images, a ring of outward cameras, a random cloud (lidar frame)."""
+    from bev_ddp.data.structures import CameraGeometry, collate_samples
+
+    gen = torch.Generator().manual_seed(seed)
+    h, w = image_size
+    intrinsics = torch.eye(4).repeat(num_cams, 1, 1)
+    intrinsics[:, 0, 0] = intrinsics[:, 1, 1] = 0.5 * w
+    intrinsics[:, 0, 2], intrinsics[:, 1, 2] = w / 2, h / 2
+    camera2lidar = torch.eye(4).repeat(num_cams, 1, 1)
+    for i in range(num_cams):
+        yaw = 2 * math.pi * i / num_cams
+        c, s = math.cos(yaw), math.sin(yaw)
+        camera2lidar[i, :3, :3] = torch.tensor([[s, 0.0, c], [-c, 0.0, s], [0.0, -1.0, 0.0]])  # columns: right, down, forward
+        camera2lidar[i, 2, 3] = 1.5
+    eye = torch.eye(4)
+    points = torch.rand(num_points, 5, generator=gen)
+    points[:, :2] = (points[:, :2] * 2 - 1) * extent
+    points[:, 2] = points[:, 2] * 4 - 2
+    sample = {
+        "img": torch.randn(num_cams, 3, h, w, generator=gen),
+        "geometry": CameraGeometry(intrinsics=intrinsics, camera2lidar=camera2lidar, img_aug=eye.repeat(num_cams, 1, 1),
+                                   lidar_aug=eye.clone(), camera2ego=camera2lidar.clone(), lidar2ego=eye.clone()),
+        "points": points,
+        "camera_valid": torch.ones(num_cams, dtype=torch.bool),
+        "meta": {"token": "bench"},
+    }
+    return collate_samples([sample])
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _mib(value: int | None) -> float | None:
+    return None if value is None else value / 2**20
+
+
+def bench_model(
+    *, config: str, overrides: list[str], steps: list[int], repeats: int, points: int, threads: int, seed: int = 0
+) -> ModelBenchResult:
+    """Build the config's model (DDP head) and a baseline head, then time both on one batch."""
+    from bev_ddp.bev.build import build_bev_model, build_head
+    from bev_ddp.bev.schema import BEVConfig
+    from bev_ddp.config import load_config
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    cfg = load_config(config, overrides, schema=BEVConfig)
+    cfg.model.head.type = "ddp"
+    model = build_bev_model(cfg).eval()
+    head_cfg = cfg.model.head.copy()
+    head_cfg.type = "baseline"
+    baseline_head = build_head(head_cfg, in_channels=model.decoder_neck.out_channels, classes=list(cfg.data.classes),
+                               xbound=cfg.data.xbound, ybound=cfg.data.ybound).eval()
+    extent = float(max(abs(v) for v in cfg.model.lidar.point_cloud_range[:2]))
+    batch = synthetic_batch(image_size=tuple(cfg.data.image_size), num_cams=6, num_points=points, extent=extent, seed=seed)
+
+    timer = StageTimer(model, STAGES)
+    encoder_times: list[float] = []
+    stage_times: dict[str, list[float]] = {label: [] for label in timer.seconds}
+    head_times: dict[str, list[float]] = {}
+    head_peaks: dict[str, int | None] = {}
+    encoder_peak: int | None = None
+    variants = [("baseline head", baseline_head, 1)] + [(f"DDP {s} step{'s' if s > 1 else ''}", model.head, s) for s in steps]
+    with torch.no_grad():
+        for _ in range(repeats):
+            timer.reset()
+            with PeakRSS() as mem:
+                start = time.perf_counter()
+                feats = model.encode(batch)
+                encoder_times.append(time.perf_counter() - start)
+            encoder_peak = max(encoder_peak or 0, mem.peak) if mem.peak is not None else encoder_peak
+            for label, seconds in timer.seconds.items():
+                stage_times[label].append(seconds)
+            for name, head, num_steps in variants:
+                with PeakRSS() as mem:
+                    start = time.perf_counter()
+                    head.predict(feats, steps=[num_steps], seed=seed)
+                    head_times.setdefault(name, []).append(time.perf_counter() - start)
+                if mem.peak is not None:
+                    head_peaks[name] = max(head_peaks.get(name) or 0, mem.peak)
+                else:
+                    head_peaks.setdefault(name, None)
+            del feats
+    timer.remove()
+
+    encoder_s = _median(encoder_times)
+    result = ModelBenchResult(
+        config=config, threads=threads, repeats=repeats, points=points, image_size=list(cfg.data.image_size),
+        encoder_s=encoder_s, encoder_peak_mib=_mib(encoder_peak),
+        stages_s={label: _median(values) for label, values in stage_times.items()},
+    )
+    for name, _, _ in variants:
+        head_s = _median(head_times[name])
+        peak = None if encoder_peak is None or head_peaks[name] is None else max(encoder_peak, head_peaks[name])
+        result.variants.append(VariantResult(name=name, head_s=head_s, total_s=encoder_s + head_s, peak_mib=_mib(peak),
+                                             head_peak_mib=_mib(head_peaks[name])))
+    base = result.variants[0]
+    for v in result.variants:
+        v.total_ratio = v.total_s / base.total_s
+        v.head_ratio = v.head_s / base.head_s
+        v.peak_ratio = None if v.peak_mib is None or not base.peak_mib else v.peak_mib / base.peak_mib
+    return result
+
+
+def print_result(result: ModelBenchResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=140)
+    title = (f"BEV model on CPU ({result.threads} threads, {result.repeats} repeat(s), "
+             f"{result.image_size[0]}x{result.image_size[1]} x 6 images, {result.points} points) - {result.config}")
+    table = Table(title=title)
+    for col in ("variant", "head s", "total s", "total / baseline", "head / baseline", "head peak MiB", "peak MiB",
+                "peak / baseline"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for v in result.variants:
+        table.add_row(v.name, f"{v.head_s:.3f}", f"{v.total_s:.3f}", f"{v.total_ratio:.2f}x", f"{v.head_ratio:.2f}x",
+                      "n/a" if v.head_peak_mib is None else f"{v.head_peak_mib:.0f}",
+                      "n/a" if v.peak_mib is None else f"{v.peak_mib:.0f}",
+                      "n/a" if v.peak_ratio is None else f"{v.peak_ratio:.2f}x")
+    console.print(table)
+    stages = Table(title=f"encoder stages (total {result.encoder_s:.3f} s)")
+    stages.add_column("stage")
+    stages.add_column("s", justify="right")
+    stages.add_column("share", justify="right")
+    for label, seconds in result.stages_s.items():
+        stages.add_row(label, f"{seconds:.3f}", f"{100 * seconds / result.encoder_s:.1f}%")
+    console.print(stages)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"BEV config (default {DEFAULT_CONFIG})")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("--steps", default="1,3,5", help="DDP sampling step counts (default 1,3,5)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed repeats; medians are reported (default 1)")
+    parser.add_argument("--points", type=int, default=250_000, help="LiDAR points in the cloud (10 nuScenes sweeps ~ 250k)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bev_ddp.errors import InputError
+
+    try:
+        steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--steps must be comma-separated integers, got {args.steps!r}") from None
+    if not steps or min(steps) < 1:
+        raise InputError(f"--steps must be positive integers, got {args.steps!r}")
+    if args.repeats < 1 or args.points < 0 or args.threads < 1:
+        raise InputError("--repeats and --threads must be >= 1 and --points >= 0")
+    result = bench_model(config=args.config, overrides=list(args.overrides), steps=steps, repeats=args.repeats,
+                         points=args.points, threads=args.threads)
+    print_result(result)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,232 @@
+"""nuScenes keyframes as BEV map segmentation samples (camera + LiDAR).
+
+Reads the info files written by ``bev-ddp prepare`` (JSON, see :mod:`bev_ddp.data.infos`) and
+yields the sample dict of :mod:`bev_ddp.data.structures`: six normalised images, their
+:class:`CameraGeometry`, LiDAR points with sweeps in the keyframe lidar frame, and six BEV map
+masks rasterised with the nuScenes map expansion.
+
+Bad input: a missing or unreadable camera image gives a zero image with ``camera_valid`` False
+and a logged warning; a missing or truncated sweep is skipped with a warning; a missing or
+truncated keyframe LiDAR file raises :class:`InputError` naming it (or, with
+``allow_missing_lidar=True``, gives an empty cloud and a warning); an unknown map location or a
+malformed map file raises :class:`InputError` naming it.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from bev_ddp.data.bev_map import MAP_CLASSES, load_map, rasterize_map
+from bev_ddp.data.infos import read_infos
+from bev_ddp.data.lidar_io import load_points
+from bev_ddp.data.sensors import CAMERA_NAMES
+from bev_ddp.data.structures import CameraGeometry
+from bev_ddp.data.transforms import (BEVAugConfig, ImageAugConfig, bev_aug_matrix, image_aug_matrix, to_img_aug4,
+                                     warp_image)
+from bev_ddp.errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+SWEEP_MIN_RADIUS = 1.0  # m: sweep points this close to the sensor (the ego car) are dropped
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """Training augmentations; ``training=False`` datasets use the deterministic middle setting."""
+
+    image: ImageAugConfig = field(default_factory=ImageAugConfig)
+    bev: BEVAugConfig = field(default_factory=BEVAugConfig)
+
+
+def _as4(m: Any) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    if m.shape == (3, 3):
+        out = np.eye(4)
+        out[:3, :3] = m
+        return out
+    return m
+
+
+class NuScenesBEVDataset(Dataset):
+    """Keyframes of one split as BEV samples.
+
+    Args:
+        info_path: info JSON of the split (``bev-ddp prepare``).
+        dataroot: nuScenes dataroot the info paths are relative to.
+        image_size: (H, W) of the augmented images.
+        training: random augmentations (image and BEV) when True.
+        aug: augmentation ranges.
+        load_sweeps: LiDAR frames per sample including the keyframe (10 = keyframe + 9 sweeps).
+        classes: map classes of ``gt_masks_bev``.
+        xbound, ybound: (min, max, step) of the BEV label grid, m.
+        seed: base seed of the augmentation generator (combined with the epoch and index).
+        allow_missing_lidar: a missing or truncated keyframe LiDAR gives empty points (with a
+            warning) instead of an error.
+        with_labels: rasterise ``gt_masks_bev`` (False at pure inference).
+    """
+
+    def __init__(
+        self,
+        info_path: str | Path,
+        dataroot: str | Path,
+        image_size: tuple[int, int] = (256, 704),
+        training: bool = False,
+        aug: AugConfig = AugConfig(),
+        load_sweeps: int = 10,
+        classes: Sequence[str] = MAP_CLASSES,
+        xbound: Sequence[float] = (-50.0, 50.0, 0.5),
+        ybound: Sequence[float] = (-50.0, 50.0, 0.5),
+        *,
+        seed: int = 0,
+        allow_missing_lidar: bool = False,
+        with_labels: bool = True,
+    ) -> None:
+        if load_sweeps < 1:
+            raise ValueError("load_sweeps counts the keyframe and must be >= 1")
+        self.info_path = Path(info_path)
+        self.dataroot = Path(dataroot)
+        self.metadata, self.infos = read_infos(self.info_path)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.training = training
+        self.aug = aug
+        self.load_sweeps = load_sweeps
+        self.classes = tuple(classes)
+        self.xbound, self.ybound = tuple(xbound), tuple(ybound)
+        self.seed = seed
+        self.epoch = 0
+        self.allow_missing_lidar = allow_missing_lidar
+        self.with_labels = with_labels
+        self._maps: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draw (the engine calls it once per epoch)."""
+        self.epoch = int(epoch)
+
+    def _generator(self, index: int) -> torch.Generator | None:
+        if not self.training:
+            return None
+        seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        return torch.Generator().manual_seed(seed)
+
+    def _map(self, location: str):
+        if location not in self._maps:
+            self._maps[location] = load_map(self.dataroot, location)
+        return self._maps[location]
+
+    # --- images -----------------------------------------------------------------------------
+    def _load_image(self, cam: dict[str, Any]) -> torch.Tensor | None:
+        path = self.dataroot / cam["path"]
+        try:
+            with Image.open(path) as im:
+                rgb = np.array(im.convert("RGB"), dtype=np.uint8)
+        except FileNotFoundError:
+            log.warning("camera image missing, using a zero image: %s", path)
+            return None
+        except (UnidentifiedImageError, OSError) as exc:
+            log.warning("camera image unreadable (%s), using a zero image: %s", exc, path)
+            return None
+        if rgb.shape[:2] != (cam["height"], cam["width"]):
+            raise InputError(
+                f"camera image {path} is {rgb.shape[1]}x{rgb.shape[0]} but its calibration is for "
+                f"{cam['width']}x{cam['height']}"
+            )
+        return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0  # [3, H, W]
+
+    def _cameras(self, info: dict[str, Any], gen: torch.Generator | None, meta: dict[str, Any]):
+        images, valid, intrinsics, cam2lidar, cam2ego, img_aug = [], [], [], [], [], []
+        for name in CAMERA_NAMES:
+            cam = info["cams"].get(name)
+            if cam is None:
+                raise InputError(f"info file {self.info_path}: sample {info['token']} has no {name}")
+            src = (int(cam["height"]), int(cam["width"]))
+            m = image_aug_matrix(src, self.image_size, self.aug.image, gen)
+            image = self._load_image(cam)
+            if image is None:
+                images.append(torch.zeros(3, *self.image_size))
+                valid.append(False)
+                meta["missing_cameras"].append(name)
+            else:
+                images.append((warp_image(image, m, self.image_size) - IMAGENET_MEAN) / IMAGENET_STD)
+                valid.append(True)
+            intrinsics.append(_as4(cam["intrinsics"]))
+            cam2lidar.append(_as4(cam["camera2lidar"]))
+            cam2ego.append(_as4(cam["camera2ego"]))
+            img_aug.append(to_img_aug4(m))
+        return images, valid, intrinsics, cam2lidar, cam2ego, img_aug
+
+    # --- points -----------------------------------------------------------------------------
+    def _points(self, info: dict[str, Any], meta: dict[str, Any]) -> np.ndarray:
+        path = self.dataroot / info["lidar_path"]
+        try:
+            key = load_points(path)
+        except InputError:
+            if not self.allow_missing_lidar:
+                raise
+            log.warning("keyframe LiDAR missing or corrupt, using no points (degraded mode): %s", path)
+            meta["lidar_missing"] = True
+            key = np.zeros((0, 5), np.float32)
+        clouds = [np.concatenate([key[:, :4], np.zeros((len(key), 1), np.float32)], axis=1)]
+        for sweep in info["sweeps"][: self.load_sweeps - 1]:
+            sweep_path = self.dataroot / sweep["path"]
+            try:
+                pts = load_points(sweep_path)
+            except InputError as exc:
+                log.warning("skipping sweep: %s", exc)
+                meta["skipped_sweeps"].append(sweep["path"])
+                continue
+            pts = pts[np.linalg.norm(pts[:, :2], axis=1) >= SWEEP_MIN_RADIUS]
+            transform = np.asarray(sweep["sensor2lidar"], dtype=np.float64)
+            xyz = pts[:, :3].astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
+            lag = np.full((len(pts), 1), float(sweep["time_lag"]))
+            clouds.append(np.concatenate([xyz, pts[:, 3:4], lag], axis=1).astype(np.float32))
+        return np.concatenate(clouds, axis=0)  # [N, 5]
+
+    # --- sample -----------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        info = self.infos[index]
+        gen = self._generator(index)
+        meta: dict[str, Any] = {
+            "token": info["token"], "scene": info["scene_name"], "timestamp": info["timestamp"],
+            "location": info["location"], "index": index, "missing_cameras": [], "skipped_sweeps": [],
+            "lidar_missing": False,
+        }
+        images, valid, intrinsics, cam2lidar, cam2ego, img_aug = self._cameras(info, gen, meta)
+        lidar_aug = bev_aug_matrix(self.aug.bev, gen)
+        points = self._points(info, meta)
+        xyz = points[:, :3].astype(np.float64) @ lidar_aug[:3, :3].T + lidar_aug[:3, 3]
+        points = np.concatenate([xyz.astype(np.float32), points[:, 3:]], axis=1)
+
+        lidar2ego = _as4(info["lidar2ego"])
+        f32 = dict(dtype=torch.float32)
+        sample: dict[str, Any] = {
+            "img": torch.stack(images),  # [N_cam, 3, H, W]
+            "geometry": CameraGeometry(
+                intrinsics=torch.as_tensor(np.stack(intrinsics), **f32),
+                camera2lidar=torch.as_tensor(np.stack(cam2lidar), **f32),
+                img_aug=torch.as_tensor(np.stack(img_aug), **f32),
+                lidar_aug=torch.as_tensor(lidar_aug, **f32),
+                camera2ego=torch.as_tensor(np.stack(cam2ego), **f32),
+                lidar2ego=torch.as_tensor(lidar2ego, **f32),
+            ),
+            "points": torch.from_numpy(np.ascontiguousarray(points)),
+            "camera_valid": torch.tensor(valid, dtype=torch.bool),
+            "meta": meta,
+        }
+        if self.with_labels:
+            lidar2global = _as4(info["ego2global"]) @ lidar2ego
+            masks = rasterize_map(self._map(info["location"]), lidar2global, classes=self.classes,
+                                  xbound=self.xbound, ybound=self.ybound, lidar_aug=lidar_aug)
+            sample["gt_masks_bev"] = torch.from_numpy(masks.astype(np.float32))  # [C, X, Y]
+        return sample

@@ -1,0 +1,17 @@
+"""Helpers shared by the op tests (imported by name: pytest puts tests/ops on sys.path)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from bev_ddp.ops import _extension
+
+
+def kernel_expected() -> bool:
+    """True unless this install was built without extensions or kernels are disabled."""
+    return os.environ.get("BEV_DDP_NO_EXT") != "1" and not _extension.kernels_disabled()
+
+
+def make_generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
