@@ -13,7 +13,7 @@ because the grid is symmetric about the lidar origin.
 
 The devkit's mask drawing iterates shapely multi-part geometries directly, which shapely ≥ 2
 forbids; :class:`MapExplorer` overrides the two drawing methods to iterate ``.geoms`` (and to draw
-with sub-pixel precision at pixel centres).
+with sub-pixel precision at pixel centres) and answers patch queries from a spatial index.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 from nuscenes.map_expansion import map_api
 from nuscenes.map_expansion.map_api import NuScenesMap, NuScenesMapExplorer
+from shapely import STRtree, affinity
+from shapely.geometry import MultiPolygon
 
 from bev_ddp.data.geometry import heading_yaw
 from bev_ddp.errors import InputError
@@ -74,7 +76,59 @@ def _to_cv_points(coords: np.ndarray) -> np.ndarray:
 
 
 class MapExplorer(NuScenesMapExplorer):
-    """Devkit explorer whose mask drawing works with shapely 2 multi-part geometries."""
+    """Devkit explorer whose mask drawing works with shapely 2 multi-part geometries.
+
+    It also answers the per-layer patch queries from a spatial index (a shapely ``STRtree`` of
+    each layer's geometry, built on first use) instead of intersecting every record of the map
+    with the patch; the geometry handed to the mask drawing is the same (``use_index=False``
+    restores the devkit's scan).
+    """
+
+    def __init__(self, map_api: NuScenesMap, *, use_index: bool = True) -> None:
+        super().__init__(map_api)
+        self.use_index = use_index
+        self._index: dict[str, tuple[list, STRtree]] = {}
+
+    def _layer_geometry(self, layer_name: str) -> tuple[list, STRtree]:
+        """Geometries of a layer as the devkit's patch queries see them, and their index."""
+        if layer_name not in self._index:
+            records = getattr(self.map_api, layer_name)
+            if layer_name == "drivable_area":
+                geoms = [self.map_api.extract_polygon(t) for r in records for t in r["polygon_tokens"]]
+            elif layer_name in self.map_api.non_geometric_polygon_layers:
+                geoms = [self.map_api.extract_polygon(r["polygon_token"]) for r in records]
+                geoms = [g for g in geoms if g.is_valid]  # the devkit skips invalid polygons here
+            else:
+                geoms = [self.map_api.extract_line(r["line_token"]) for r in records]
+                geoms = [g for g in geoms if not g.is_empty]
+            self._index[layer_name] = (geoms, STRtree(geoms))
+        return self._index[layer_name]
+
+    def _query(self, patch_box, patch_angle: float, layer_name: str, polygons: bool) -> list:
+        geoms, tree = self._layer_geometry(layer_name)
+        patch_x, patch_y = patch_box[0], patch_box[1]
+        patch = self.get_patch_coord(patch_box, patch_angle)
+        out = []
+        for i in sorted(int(k) for k in tree.query(patch)):  # record order, as the devkit
+            part = geoms[i].intersection(patch)
+            if part.is_empty:
+                continue
+            part = affinity.rotate(part, -patch_angle, origin=(patch_x, patch_y), use_radians=False)
+            part = affinity.affine_transform(part, [1.0, 0.0, 0.0, 1.0, -patch_x, -patch_y])
+            if polygons and part.geom_type == "Polygon":
+                part = MultiPolygon([part])
+            out.append(part)
+        return out
+
+    def _get_layer_polygon(self, patch_box, patch_angle, layer_name):
+        if not self.use_index or layer_name not in self.map_api.non_geometric_polygon_layers:
+            return super()._get_layer_polygon(patch_box, patch_angle, layer_name)
+        return self._query(patch_box, patch_angle, layer_name, polygons=True)
+
+    def _get_layer_line(self, patch_box, patch_angle, layer_name):
+        if not self.use_index or layer_name not in ("road_divider", "lane_divider"):
+            return super()._get_layer_line(patch_box, patch_angle, layer_name)
+        return self._query(patch_box, patch_angle, layer_name, polygons=False)
 
     @staticmethod
     def mask_for_polygons(polygons, mask: np.ndarray) -> np.ndarray:  # noqa: D401 - devkit signature

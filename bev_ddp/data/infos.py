@@ -52,7 +52,24 @@ def read_infos(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
         if missing:
             raise InputError(f"info file {path}: record {i} lacks {missing}")
+        matrices = {"lidar2ego": info["lidar2ego"], "ego2global": info["ego2global"]}
+        matrices.update({f"sweeps[{j}].sensor2lidar": s.get("sensor2lidar") for j, s in enumerate(info["sweeps"])})
+        for name, cam in info["cams"].items():
+            matrices.update({f"cams.{name}.{k}": cam.get(k) for k in ("camera2ego", "camera2lidar", "ego2global")})
+            _check_matrix(path, i, f"cams.{name}.intrinsics", cam.get("intrinsics"), (3, 3))
+        for name, value in matrices.items():
+            _check_matrix(path, i, name, value, (4, 4))
     return doc.get("metadata", {}), doc["infos"]
+
+
+def _check_matrix(path: Path, index: int, name: str, value: Any, shape: tuple[int, int]) -> None:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        m = np.zeros(0)
+    if m.shape != shape or not np.isfinite(m).all():
+        raise InputError(
+            f"info file {path}: record {index} has a bad {name} (need a finite {shape[0]}x{shape[1]} matrix)")
 
 
 def _rt(rotation: Any, translation: Any) -> list[list[float]]:

@@ -29,7 +29,8 @@ def load_points(path: str | os.PathLike, dims: int = NUSCENES_POINT_DIMS) -> np.
     record = dims * 4
     if size % record:
         raise InputError(
-            f"LiDAR file {path} is truncated or not a {dims}-float32 point file: {size} bytes is not a multiple of {record}"
+            f"LiDAR file {path} is truncated or not a {dims}-float32 point file: "
+            f"{size} bytes is not a multiple of {record}"
         )
     points = np.fromfile(path, dtype="<f4").reshape(-1, dims)  # [N, dims]
     if not np.isfinite(points).all():

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from bev_ddp.data.bev_map import MAP_CLASSES, load_map, rasterize_map
+from bev_ddp.data.bev_map import CLASS_LAYERS, MAP_CLASSES, load_map, rasterize_map
 from bev_ddp.data.infos import read_infos
 from bev_ddp.data.lidar_io import load_points
 from bev_ddp.data.sensors import CAMERA_NAMES
@@ -92,6 +92,11 @@ class NuScenesBEVDataset(Dataset):
     ) -> None:
         if load_sweeps < 1:
             raise ValueError("load_sweeps counts the keyframe and must be >= 1")
+        unknown = [c for c in classes if c not in CLASS_LAYERS]
+        if unknown:
+            raise ValueError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"image_size must be (H, W) with positive sizes, got {tuple(image_size)}")
         self.info_path = Path(info_path)
         self.dataroot = Path(dataroot)
         self.metadata, self.infos = read_infos(self.info_path)
@@ -106,6 +111,11 @@ class NuScenesBEVDataset(Dataset):
         self.allow_missing_lidar = allow_missing_lidar
         self.with_labels = with_labels
         self._maps: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_maps"] = {}  # maps are reloaded lazily in each worker process
+        return state
 
     def __len__(self) -> int:
         return len(self.infos)

@@ -44,7 +44,9 @@ class CameraSpec:
         sy = image_size[0] / NUSCENES_IMAGE_SIZE[0]
         sx = image_size[1] / NUSCENES_IMAGE_SIZE[1]
         return np.array(
-            [[self.focal * sx, 0.0, self.principal[0] * sx], [0.0, self.focal * sy, self.principal[1] * sy], [0.0, 0.0, 1.0]]
+            [[self.focal * sx, 0.0, self.principal[0] * sx],
+             [0.0, self.focal * sy, self.principal[1] * sy],
+             [0.0, 0.0, 1.0]]
         )
 
     def camera2ego(self) -> np.ndarray:

@@ -19,12 +19,13 @@ class DepthModelSchema:
     min_depth: float = 1e-3  # metres; output = ReLU(logits) + min_depth
     max_depth: float = 80.0  # metres; top of the encoding range, larger ground truth is ignored
     init_depth: Optional[float] = None  # metres the output starts at (output-conv bias); default max_depth / 4
+    output_unit: float = 1.0  # metres per unit of decoder output: depth = ReLU(out) * unit + min_depth
     backbone: BackboneSchema = field(default_factory=BackboneSchema)
     neck_channels: int = 256
     num_groups: int = 32
     decoder: DecoderSchema = field(default_factory=DecoderSchema)
     depth_scale: float = 0.1  # continuous encoding scale
-    num_bins: int = 256  # depth bins whose step-to-step changes make the uncertainty map
+    num_bins: int = 64  # log-depth bins whose step-to-step changes make the uncertainty map
     schedule: str = "cosine"
     td: float = 1.0
     flip_tta: bool = True

@@ -7,7 +7,7 @@ import torch
 from bev_ddp.bev.build import build_bev_model, build_head
 from bev_ddp.bev.heads import BEVSegmentationHead, DDPBEVHead
 
-from conftest import load_bev_config, random_sample  # noqa: I001  (tests/bev/conftest.py)
+from bev_test_helpers import load_bev_config, random_sample  # noqa: I001
 from bev_ddp.data.structures import collate_samples
 
 pytestmark = pytest.mark.filterwarnings("ignore::bev_ddp.ops.ExtensionFallbackWarning")

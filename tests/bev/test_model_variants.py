@@ -9,7 +9,7 @@ from bev_ddp.bev.heads import BEVSegmentationHead, DDPBEVHead
 from bev_ddp.bev.model import BEVFusionModel, DegradedInputWarning
 from bev_ddp.errors import ConfigError, InputError
 
-from conftest import load_bev_config, random_sample  # noqa: I001
+from bev_test_helpers import load_bev_config, random_sample  # noqa: I001
 from bev_ddp.data.structures import collate_samples
 
 pytestmark = pytest.mark.filterwarnings("ignore::bev_ddp.ops.ExtensionFallbackWarning")

@@ -98,3 +98,15 @@ def test_unknown_location_and_malformed_map_name_the_file(world, tmp_path):
     bad.write_text(json.dumps({"version": "1.3", "canvas_edge": [1, 1]}))
     with pytest.raises(InputError, match="singapore-onenorth.json"):
         load_map(tmp_path, "singapore-onenorth")
+
+
+def test_spatial_index_gives_the_devkit_scan_result(world, infos):
+    indexed = load_map(world, "singapore-onenorth")
+    scanned = load_map(world, "singapore-onenorth")
+    scanned.explorer = MapExplorer(scanned, use_index=False)
+    for info in read_infos(infos["val"])[1]:
+        pose = _lidar2global(info)
+        aug = _aug(theta_deg=33.0, scale=0.8, shift=(4.0, 1.0), flip_y=True)
+        a = rasterize_map(indexed, pose, lidar_aug=aug)
+        np.testing.assert_array_equal(a, rasterize_map(scanned, pose, lidar_aug=aug))
+        assert a.any()

@@ -80,7 +80,8 @@ def _ground_agreement(points, masks, lidar_aug):
 
 def test_augmented_points_and_labels_stay_aligned(infos, world):
     plain = _dataset(infos, world, load_sweeps=1)[1]
-    strong = AugConfig(bev=BEVAugConfig(rotate_deg=(15.0, 40.0), scale_range=(0.8, 1.2), translation_std=(2.0, 2.0, 0.3)))
+    strong = AugConfig(bev=BEVAugConfig(rotate_deg=(15.0, 40.0), scale_range=(0.8, 1.2),
+                                        translation_std=(2.0, 2.0, 0.3)))
     train = _dataset(infos, world, training=True, load_sweeps=1, seed=11, aug=strong)
     for epoch in range(3):
         train.set_epoch(epoch)
@@ -130,17 +131,36 @@ def _patched_infos(infos, tmp_path, edit):
     return write_infos(tmp_path / "edited.json", meta, records)
 
 
-def test_missing_camera_gives_zero_image_and_warning(infos, scratch_root, tmp_path, caplog):
-    path = _patched_infos(infos, tmp_path, lambda r: r["cams"]["CAM_BACK"].update(path="broken/nothing.jpg"))
-    ds = NuScenesBEVDataset(path, scratch_root, image_size=SIZE)
+def test_missing_or_corrupt_camera_gives_zero_image_and_warning(infos, scratch_root, tmp_path, caplog):
+    (scratch_root / "broken" / "garbage.jpg").write_bytes(b"not a jpeg at all")
+
+    def edit(record):
+        record["cams"]["CAM_BACK"]["path"] = "broken/nothing.jpg"
+        record["cams"]["CAM_FRONT_LEFT"]["path"] = "broken/garbage.jpg"
+
+    ds = NuScenesBEVDataset(_patched_infos(infos, tmp_path, edit), scratch_root, image_size=SIZE)
     with caplog.at_level(logging.WARNING):
         sample = ds[1]
-    back = CAMERA_NAMES.index("CAM_BACK")
-    assert sample["camera_valid"].tolist() == [i != back for i in range(6)]
-    assert torch.count_nonzero(sample["img"][back]) == 0 and torch.count_nonzero(sample["img"][0]) > 0
-    assert "broken/nothing.jpg" in caplog.text
-    assert sample["meta"]["missing_cameras"] == ["CAM_BACK"]
+    bad = {CAMERA_NAMES.index("CAM_BACK"), CAMERA_NAMES.index("CAM_FRONT_LEFT")}
+    assert sample["camera_valid"].tolist() == [i not in bad for i in range(6)]
+    assert all(torch.count_nonzero(sample["img"][i]) == 0 for i in bad)
+    assert torch.count_nonzero(sample["img"][0]) > 0
+    assert "broken/nothing.jpg" in caplog.text and "broken/garbage.jpg" in caplog.text
+    assert sorted(sample["meta"]["missing_cameras"]) == ["CAM_BACK", "CAM_FRONT_LEFT"]
     assert sample["gt_masks_bev"].sum() > 0 and len(sample["points"]) > 0
+
+
+def test_dataset_pickles_without_its_map_cache_and_checks_arguments(infos, world):
+    import pickle
+
+    ds = _dataset(infos, world, with_labels=True)
+    first = ds[0]
+    assert ds._maps
+    clone = pickle.loads(pickle.dumps(ds))
+    assert not clone._maps and torch.equal(clone[0]["gt_masks_bev"], first["gt_masks_bev"])
+    assert "gt_masks_bev" not in _dataset(infos, world, with_labels=False)[0]
+    with pytest.raises(ValueError, match="lane"):
+        _dataset(infos, world, classes=("drivable_area", "lane"))
 
 
 def test_missing_or_truncated_sweeps_are_skipped(infos, world, scratch_root, tmp_path, caplog):
@@ -187,3 +207,15 @@ def test_unknown_location_and_bad_info_file_name_the_input(infos, world, tmp_pat
     bad.write_text(json.dumps({"infos": [{"token": "x"}]}))
     with pytest.raises(InputError, match="lacks"):
         NuScenesBEVDataset(bad, world)
+
+
+def test_bad_matrices_in_infos_name_the_field(infos, world, tmp_path):
+    def poison(record):
+        record["cams"]["CAM_BACK"]["camera2lidar"][0][1] = float("nan")
+
+    path = _patched_infos(infos, tmp_path, poison)
+    with pytest.raises(InputError, match="CAM_BACK.camera2lidar"):
+        NuScenesBEVDataset(path, world)
+    path = _patched_infos(infos, tmp_path, lambda r: r.update(lidar2ego=[[1, 0], [0, 1]]))
+    with pytest.raises(InputError, match="lidar2ego"):
+        NuScenesBEVDataset(path, world)

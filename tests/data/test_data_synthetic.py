@@ -120,3 +120,45 @@ def test_generation_is_deterministic(tmp_path):
     assert not mismatch and not errors
     assert json.loads((a / "v1.0-mini" / "ego_pose.json").read_text()) != json.loads(
         (c / "v1.0-mini" / "ego_pose.json").read_text())
+
+
+def test_parked_cars_are_annotated(tmp_path):
+    root = generate_world(tmp_path / "w", num_scenes=2, samples_per_scene=4, seed=0, image_size=(16, 32),
+                          lidar_azimuth_steps=180)
+    nusc = _nusc(root)
+    town, _ = build_scene(load_settings(root))
+    assert nusc.sample_annotation, "seed 0 drives past a car park"
+    for ann in nusc.sample_annotation:
+        box = nusc.get_box(ann["token"])
+        assert ann["category_name"] == "vehicle.car"
+        corners = box.corners().T  # [8, 3] global
+        match = [k for k, kind in enumerate(town.box_kinds) if kind == "car"
+                 and np.allclose(corners.min(0), town.boxes[k, :3], atol=1e-6)
+                 and np.allclose(corners.max(0), town.boxes[k, 3:], atol=1e-6)]
+        assert len(match) == 1
+    sample = nusc.get("sample", nusc.sample_annotation[0]["sample_token"])
+    _, boxes, _ = nusc.get_sample_data(sample["data"][LIDAR_NAME])
+    assert boxes and all(abs(b.center[2] - (b.wlh[2] / 2 - 1.84)) < 1e-6 for b in boxes)
+
+
+def test_ground_raster_matches_the_map_expansion(world):
+    """The surface the cameras and LiDAR see has the class the written map gives it."""
+    from shapely.geometry import Point
+
+    from bev_ddp.data.synthetic.render import CARPARK, CROSSING, STOP_LINE, WALKWAY
+
+    nusc_map = load_map(world, load_settings(world).location)
+    _, raster = build_scene(load_settings(world))
+    rng = np.random.default_rng(0)
+    for layer, label, inset in (("carpark_area", CARPARK, 0.3), ("walkway", WALKWAY, 0.3),
+                                ("ped_crossing", CROSSING, 0.3), ("stop_line", STOP_LINE, 0.12)):
+        polys = [nusc_map.extract_polygon(r["polygon_token"]).buffer(-inset) for r in getattr(nusc_map, layer)]
+        pts = []
+        for poly in polys:
+            minx, miny, maxx, maxy = poly.bounds
+            for x, y in zip(rng.uniform(minx, maxx, 50), rng.uniform(miny, maxy, 50)):
+                if poly.contains(Point(x, y)):
+                    pts.append((x, y))
+        assert len(pts) > 20, layer
+        _, labels = raster.lookup(np.array(pts))
+        assert (labels == label).mean() > 0.99, layer

@@ -14,13 +14,16 @@ ITERS = 150
 SELF_ALIGNED = 30
 
 
-def _constant_abs_rel(root) -> float:
-    """AbsRel of predicting the training median depth everywhere (per-image mean, as evaluated)."""
+def _constant_scores(root) -> tuple[float, float]:
+    """AbsRel and δ1 of predicting the training median depth everywhere (per-image means, as evaluated)."""
     def load(split):
         return [np.asarray(Image.open(p)).astype(np.float64) / 1000 for p in sorted((root / f"depth/{split}").glob("*.png"))]
 
     median = np.median(np.concatenate([d[d > 0] for d in load("train")]))
-    return float(np.mean([np.mean(np.abs(median - d[d > 0]) / d[d > 0]) for d in load("val") if (d > 0).any()]))
+    val = [d[d > 0] for d in load("val") if (d > 0).any()]
+    abs_rel = np.mean([np.mean(np.abs(median - g) / g) for g in val])
+    d1 = np.mean([np.mean(np.maximum(median / g, g / median) < 1.25) for g in val])
+    return float(abs_rel), float(d1)
 
 
 @pytest.mark.slow
@@ -33,9 +36,10 @@ def test_depth_learns_synthetic_renders(tmp_path_factory):
     result = train(cfg, task=TASK, work_dir=tmp_path_factory.mktemp("depth_run"), progress=False)
     metrics = result.evals[ITERS].metrics["steps"]
     s1, s3 = metrics["1"]["summary"], metrics["3"]["summary"]
-    constant = _constant_abs_rel(root)
-    print(f"\ndepth held-out: AbsRel step1 {s1['abs_rel']:.3f} step3 {s3['abs_rel']:.3f} (median constant {constant:.3f}); "
-          f"d1 step1 {s1['d1']:.3f} step3 {s3['d1']:.3f}; RMSE step3 {s3['rmse']:.2f} m")
-    assert s3["abs_rel"] < 0.6 * constant
-    assert s3["d1"] > 0.5
-    assert s3["abs_rel"] <= s1["abs_rel"] + 0.01
+    abs_rel_const, d1_const = _constant_scores(root)
+    print(f"\ndepth held-out: AbsRel step1 {s1['abs_rel']:.3f} step3 {s3['abs_rel']:.3f} "
+          f"(training-median constant {abs_rel_const:.3f}); d1 step1 {s1['d1']:.3f} step3 {s3['d1']:.3f} "
+          f"(constant {d1_const:.3f}); RMSE step1 {s1['rmse']:.2f} m step3 {s3['rmse']:.2f} m")
+    for s in (s1, s3):
+        assert s["abs_rel"] < 0.75 * abs_rel_const
+        assert s["d1"] > 0.5 and s["d1"] > d1_const + 0.2

@@ -44,14 +44,17 @@ def test_relu_output_and_encoder_round_trip():
     expected = torch.tensor([[[[-1.0, -0.75, -0.25, 1.0]]]]) * 0.1
     assert torch.allclose(enc.encode_prediction(logits), expected)
     assert torch.allclose(enc.encode(enc.decode(logits).clamp(max=9.0)), expected)
-    assert enc.discretize(logits).flatten().tolist() == [0, 1, 3, 7]
+    # log bins over [1, 9]: log(d) / log(9) * 8 -> 0, 2.52, 5.05, 8 (clamped to 7)
+    assert enc.discretize(logits).flatten().tolist() == [0, 2, 5, 7]
 
 
 def test_mask_aware_downsampling_never_blends_invalid_zeros():
-    enc = ReLUDepthEncoder(min_value=0.0, max_value=10.0, scale=0.1)
+    enc = ReLUDepthEncoder(min_value=1.0, max_value=9.0, scale=0.1)
     target = torch.tensor([[[[4.0, 0.0], [0.0, 0.0]]]])  # one valid pixel in a 2x2 cell
     encoded = enc.encode(target, (1, 1))
-    assert torch.allclose(encoded, torch.tensor([[[[(4.0 / 10 * 2 - 1) * 0.1]]]]))
+    assert torch.allclose(encoded, torch.tensor([[[[((4.0 - 1) / 8 * 2 - 1) * 0.1]]]]))
+    with pytest.raises(InputError, match="min_value"):
+        ReLUDepthEncoder(min_value=0.0, max_value=9.0)
 
 
 def test_losses_gradients_and_self_aligned():

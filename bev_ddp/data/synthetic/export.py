@@ -46,7 +46,7 @@ def export_image_tasks(dataroot: str | Path, out_dir: str | Path) -> Path:
     tables = {n: {r["token"]: r for r in _table(dataroot, settings.version, n)}
               for n in ("sample_data", "sample", "scene", "calibrated_sensor", "ego_pose", "sensor")}
     split, source = split_scenes([s["name"] for s in tables["scene"].values()], settings.version)
-    split_of = {name: s for s, names in split.items() for name in names}
+    splits_of = {name: [s for s, names in split.items() if name in names] for names in split.values() for name in names}
     counts = {"train": 0, "val": 0}
     for record in sorted(tables["sample_data"].values(), key=lambda r: r["filename"]):
         if record["fileformat"] != "jpg" or not record["is_key_frame"]:
@@ -60,7 +60,7 @@ def export_image_tasks(dataroot: str | Path, out_dir: str | Path) -> Path:
                                np.random.default_rng(0))
         depth_mm = np.where((render.depth > 0) & (render.depth <= MAX_DEPTH_M), np.round(render.depth * DEPTH_SCALE), 0)
         name = f"{scene}_{channel}_{record['timestamp']}"
-        for s in ([split_of[scene]] if split_of[scene] == "val" or split["val"] != [scene] else ["train", "val"]):
+        for s in splits_of[scene]:  # a single-scene world is both train and val
             for sub, suffix in (("images", "jpg"), ("labels", "png"), ("depth", "png")):
                 (out_dir / sub / s).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(dataroot / record["filename"], out_dir / "images" / s / f"{name}.jpg")

@@ -56,7 +56,6 @@ class _Builder:
 def town_to_map_json(town: Town, salt: str) -> dict:
     """The map-expansion dictionary of ``town`` (every layer ``NuScenesMap`` reads)."""
     b = _Builder(salt)
-    drivable_parts = [town.drivable_area] if town.drivable_area.geom_type == "Polygon" else list(town.drivable_area.geoms)
     crossings = [{"token": make_token(salt, "ped_crossing", i), "polygon_token": b.add_polygon(p),
                   "road_segment_token": ""} for i, p in enumerate(town.ped_crossings)]
     stop_lines = []
@@ -81,7 +80,7 @@ def town_to_map_json(town: Town, salt: str) -> dict:
         "version": MAP_VERSION,
         "canvas_edge": [float(x1 + BASEMAP_MARGIN), float(y1 + BASEMAP_MARGIN)],
         "drivable_area": [{"token": make_token(salt, "drivable_area", 0),
-                           "polygon_tokens": [b.add_polygon(p) for p in drivable_parts]}],
+                           "polygon_tokens": [b.add_polygon(p) for p in town.drivable_parts]}],
         "road_segment": [],
         "road_block": [],
         "lane": [],
@@ -117,13 +116,13 @@ def write_basemap(dataroot: Path, filename: str, town: Town) -> Path:
     width = int(np.ceil((x1 + BASEMAP_MARGIN) / BASEMAP_RESOLUTION))
     height = int(np.ceil((y1 + BASEMAP_MARGIN) / BASEMAP_RESOLUTION))
     image = np.zeros((height, width), np.uint8)
-    parts = [town.drivable_area] if town.drivable_area.geom_type == "Polygon" else list(town.drivable_area.geoms)
 
     def pix(coords) -> np.ndarray:
         xy = np.asarray(coords)
-        return np.stack([xy[:, 0] / BASEMAP_RESOLUTION, height - xy[:, 1] / BASEMAP_RESOLUTION], 1).round().astype(np.int32)
+        cols, rows = xy[:, 0] / BASEMAP_RESOLUTION, height - xy[:, 1] / BASEMAP_RESOLUTION
+        return np.stack([cols, rows], 1).round().astype(np.int32)
 
-    for poly in parts + list(town.walkways):
+    for poly in town.drivable_parts + list(town.walkways):
         cv2.fillPoly(image, [pix(poly.exterior.coords)], 255)
         for ring in poly.interiors:
             cv2.fillPoly(image, [pix(ring.coords)], 0)

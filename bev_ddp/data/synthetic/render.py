@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from shapely.geometry import LineString, Polygon
+from shapely.geometry import LineString
 from shapely.ops import substring
 
 from bev_ddp.data.sensors import LidarSpec
@@ -98,18 +98,20 @@ def paint_town(town: Town, margin: float = 60.0) -> SurfaceRaster:
     rows = int(np.ceil((y1 - y0 + 2 * margin) / RASTER_RESOLUTION))
     raster = SurfaceRaster(origin, RASTER_RESOLUTION, np.full((rows, cols), PAINT_IDS["terrain"], np.uint8),
                            np.full((rows, cols), TERRAIN, np.uint8))
-    drivable = [town.drivable_area] if town.drivable_area.geom_type == "Polygon" else list(town.drivable_area.geoms)
+    # painted in order; a polygon's holes are reset to terrain, so polygons with holes (the drivable
+    # area, walkway rings) go first and nothing painted later lies in their holes' way
     layers = [
-        (drivable, "asphalt", DRIVABLE),
-        (town.carparks, "carpark", CARPARK),
+        (town.drivable_parts, "asphalt", DRIVABLE),
         (town.walkways, "walkway", WALKWAY),
+        (town.carparks, "carpark", CARPARK),
         (town.ped_crossings, "asphalt", CROSSING),
         (town.crossing_stripes, "crossing_stripe", CROSSING),
         ([s.polygon for s in town.stop_lines], "stop_line", STOP_LINE),
     ]
     for polygons, paint, label in layers:
         for poly in polygons:
-            for target, value, hole in ((raster.paint, PAINT_IDS[paint], PAINT_IDS["terrain"]), (raster.label, label, TERRAIN)):
+            targets = ((raster.paint, PAINT_IDS[paint], PAINT_IDS["terrain"]), (raster.label, label, TERRAIN))
+            for target, value, hole in targets:
                 cv2.fillPoly(target, [_cells(raster, np.asarray(poly.exterior.coords))], value, shift=_SHIFT)
                 for ring in poly.interiors:
                     cv2.fillPoly(target, [_cells(raster, np.asarray(ring.coords))], hole, shift=_SHIFT)

@@ -83,6 +83,12 @@ class Town:
     box_colours: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
 
     @property
+    def drivable_parts(self) -> list[Polygon]:
+        """The drivable area as a list of polygons (one for a connected road grid)."""
+        area = self.drivable_area
+        return [area] if area.geom_type == "Polygon" else list(area.geoms)
+
+    @property
     def bounds(self) -> tuple[float, float, float, float]:
         x0, y0 = self.origin
         return x0, y0, x0 + self.size, y0 + self.size
@@ -160,7 +166,7 @@ def _place_blocks(town: Town, rng: np.random.Generator) -> list[np.ndarray]:
             town.walkways.append(outer.difference(inner))
             ix0, iy0, ix1, iy1 = inner.bounds
             occupied: list[Polygon] = []
-            if rng.uniform() < 0.45 and ix1 - ix0 > 30 and iy1 - iy0 > 25:
+            if rng.uniform() < 0.6 and ix1 - ix0 > 30 and iy1 - iy0 > 25:
                 w, d = rng.uniform(18.0, 28.0), rng.uniform(14.0, 20.0)
                 cx = ix0 if rng.uniform() < 0.5 else ix1 - w
                 cy = iy0 if rng.uniform() < 0.5 else iy1 - d
@@ -195,7 +201,8 @@ def build_town(rng: np.random.Generator, *, origin: tuple[float, float] = (150.0
     rects += [box(x0, r.centre - r.half_width, x1, r.centre + r.half_width) for r in horizontal]
     town = Town(origin=origin, size=size, vertical_roads=vertical, horizontal_roads=horizontal,
                 drivable_area=unary_union(rects))
-    for road, crossing_roads, lo, hi in [(r, horizontal, y0, y1) for r in vertical] + [(r, vertical, x0, x1) for r in horizontal]:
+    arms = [(r, horizontal, y0, y1) for r in vertical] + [(r, vertical, x0, x1) for r in horizontal]
+    for road, crossing_roads, lo, hi in arms:
         for cross in crossing_roads:
             for toward_plus in (False, True):
                 _add_arm_markings(town, rng, road, cross, toward_plus)

@@ -26,16 +26,16 @@ class Route:
     def length(self) -> float:
         return float(self.arc[-1])
 
-    def pose(self, s: float) -> tuple[float, float, float]:
-        """(x, y, yaw) at arc length ``s`` (m); yaw in radians from +x."""
+    def position(self, s: float) -> np.ndarray:
+        """[2] position (m) at arc length ``s`` (clamped to the route)."""
         s = float(np.clip(s, 0.0, self.length))
-        x = np.interp(s, self.arc, self.points[:, 0])
-        y = np.interp(s, self.arc, self.points[:, 1])
-        ahead = np.interp(min(s + 0.5, self.length), self.arc, self.points[:, 0]), np.interp(
-            min(s + 0.5, self.length), self.arc, self.points[:, 1])
-        behind = np.interp(max(s - 0.5, 0.0), self.arc, self.points[:, 0]), np.interp(
-            max(s - 0.5, 0.0), self.arc, self.points[:, 1])
-        return float(x), float(y), float(np.arctan2(ahead[1] - behind[1], ahead[0] - behind[0]))
+        return np.array([np.interp(s, self.arc, self.points[:, 0]), np.interp(s, self.arc, self.points[:, 1])])
+
+    def pose(self, s: float) -> tuple[float, float, float]:
+        """(x, y, yaw) at arc length ``s`` (m); yaw in radians from +x, from the chord over ±0.5 m."""
+        x, y = self.position(s)
+        dx, dy = self.position(s + 0.5) - self.position(s - 0.5)
+        return float(x), float(y), float(np.arctan2(dy, dx))
 
 
 def _lane_coordinate(road: Road, sign: float) -> float:
@@ -73,7 +73,8 @@ def _corner_points(town: Town, rng: np.random.Generator, length: float) -> list[
             new = point(road, nxt.centre + sign * (nxt.half_width + 0.1), sign)
         else:  # turn onto ``nxt`` toward a side that has an intersection ahead
             parallel = town.vertical_roads if road.vertical else town.horizontal_roads
-            options = [s for s in (-1.0, 1.0) if any((p.centre - road.centre) * s > p.half_width + road.half_width for p in parallel)]
+            options = [s for s in (-1.0, 1.0)
+                       if any((p.centre - road.centre) * s > p.half_width + road.half_width for p in parallel)]
             new_sign = options[int(rng.integers(len(options)))]
             new = point(road, _lane_coordinate(nxt, new_sign), sign)
             road, sign = nxt, new_sign

@@ -139,6 +139,52 @@ def _static_tables(tables: _Tables, settings: WorldSettings, salt: str) -> dict[
     return calib
 
 
+ANNOTATION_RANGE = 70.0  # m (the LiDAR range): parked cars closer than this to the ego are annotated
+
+
+def _visible_cars(town: Town, ego2global: np.ndarray, lidar2global: np.ndarray, points: np.ndarray) -> dict[int, int]:
+    """Car boxes within :data:`ANNOTATION_RANGE` of the ego and the keyframe LiDAR points on each."""
+    xyz = points[:, :3].astype(np.float64) @ lidar2global[:3, :3].T + lidar2global[:3, 3]
+    out = {}
+    for k, kind in enumerate(town.box_kinds):
+        if kind != "car":
+            continue
+        lo, hi = town.boxes[k, :3], town.boxes[k, 3:]
+        if np.linalg.norm((lo[:2] + hi[:2]) / 2 - ego2global[:2, 3]) > ANNOTATION_RANGE:
+            continue
+        inside = np.all((xyz >= lo - 0.05) & (xyz <= hi + 0.05), axis=1)
+        out[k] = int(inside.sum())
+    return out
+
+
+def _annotate_cars(tables: _Tables, town: Town, per_keyframe: list[dict[int, int]], sample_tokens: list[str],
+                   salt: str, scene_index: int) -> None:
+    """``instance`` and ``sample_annotation`` rows of the parked cars seen in one scene."""
+    category = make_token(salt, "category", "vehicle.car")
+    parked = make_token(salt, "attribute", "vehicle.parked")
+    heading = matrix_to_quaternion(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))  # along +y
+    for car in sorted({k for frame in per_keyframe for k in frame}):
+        lo, hi = town.boxes[car, :3], town.boxes[car, 3:]
+        instance = make_token(salt, "instance", scene_index, car)
+        rows = []
+        for k, frame in enumerate(per_keyframe):
+            if car not in frame:
+                continue
+            rows.append({
+                "token": make_token(salt, "sample_annotation", scene_index, car, k),
+                "sample_token": sample_tokens[k], "instance_token": instance, "visibility_token": "4",
+                "attribute_tokens": [parked], "translation": [float(v) for v in (lo + hi) / 2],
+                # nuScenes size is (width, length, height); the car's length runs along y
+                "size": [float(hi[0] - lo[0]), float(hi[1] - lo[1]), float(hi[2] - lo[2])],
+                "rotation": heading, "num_lidar_pts": frame[car], "num_radar_pts": 0, "prev": "", "next": "",
+            })
+        tables.chain(rows)
+        tables.data["sample_annotation"].extend(rows)
+        tables.data["instance"].append({"token": instance, "category_token": category, "nbr_annotations": len(rows),
+                                        "first_annotation_token": rows[0]["token"],
+                                        "last_annotation_token": rows[-1]["token"]})
+
+
 def _write_scene(root: Path, tables: _Tables, settings: WorldSettings, town: Town, raster: SurfaceRaster,
                  calib: dict[str, str], scene_index: int, salt: str) -> str:
     """Drive one scene through the town and write its records and files; returns the log token."""
@@ -158,6 +204,7 @@ def _write_scene(root: Path, tables: _Tables, settings: WorldSettings, town: Tow
     lidar_records: list[dict] = []
     camera_records: dict[str, list[dict]] = {c: [] for c in CAMERA_NAMES}
     samples = []
+    annotations: list[dict[int, int]] = []  # per keyframe: car box index -> LiDAR points on it
     for frame in range(num_frames):
         timestamp = start_us + frame * LIDAR_INTERVAL_US
         pose = _ego_pose(*route.pose(speed * frame * LIDAR_INTERVAL_US / 1e6))
@@ -166,8 +213,10 @@ def _write_scene(root: Path, tables: _Tables, settings: WorldSettings, town: Tow
         folder = "samples" if key else "sweeps"
         name = f"{folder}/{LIDAR_NAME}/{log_name}__{LIDAR_NAME}__{timestamp}.pcd.bin"
         frame_rng = _rng(settings, 2, scene_index, frame)
-        write_points(root / name, scan_lidar(town, raster, pose @ lidar2ego, lidar, settings.lidar_azimuth_steps,
-                                             frame_rng))
+        points = scan_lidar(town, raster, pose @ lidar2ego, lidar, settings.lidar_azimuth_steps, frame_rng)
+        write_points(root / name, points)
+        if key:
+            annotations.append(_visible_cars(town, pose, pose @ lidar2ego, points))
         token = make_token(salt, "sample_data", scene_index, LIDAR_NAME, frame)
         lidar_records.append({
             "token": token, "sample_token": sample_tokens[k],
@@ -201,6 +250,7 @@ def _write_scene(root: Path, tables: _Tables, settings: WorldSettings, town: Tow
         tables.data["sample_data"].extend(records)
     tables.data["sample_data"].extend(lidar_records)
     tables.data["sample"].extend(samples)
+    _annotate_cars(tables, town, annotations, sample_tokens, salt, scene_index)
     tables.data["scene"].append({
         "token": scene_token, "log_token": log_token, "nbr_samples": len(samples),
         "first_sample_token": samples[0]["token"], "last_sample_token": samples[-1]["token"],
@@ -221,6 +271,8 @@ def generate_world(out_dir: str | Path, num_scenes: int = 2, samples_per_scene: 
         raise InputError(f"num_scenes ({num_scenes}) and samples_per_scene ({samples_per_scene}) must be >= 1")
     if len(image_size) != 2 or min(image_size) < 8:
         raise InputError(f"image_size {tuple(image_size)} must be (H, W) with both >= 8 pixels")
+    if town_size < 200.0:
+        raise InputError(f"town_size ({town_size} m) must be >= 200 m (two roads each way)")
     if lidar_azimuth_steps < 8:
         raise InputError(f"lidar_azimuth_steps ({lidar_azimuth_steps}) must be >= 8")
     if location not in MAP_LOCATIONS:
