@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from bev_ddp.errors import InputError
+
 # name -> (module, one-line summary, longer help shown by `bev-ddp --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": (
@@ -85,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"bev-ddp {name}", description=summary)
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except InputError as exc:  # the user's input is at fault: say which, without a traceback
+        print(f"bev-ddp {name}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

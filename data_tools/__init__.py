@@ -1,0 +1,1 @@
+"""Dataset preparation tools: nuScenes info creation (``bev-ddp prepare``)."""

@@ -127,8 +127,12 @@ def create_infos(dataroot: str | Path, version: str, out_dir: str | Path | None 
                 continue
             token = scene["first_sample_token"]
             while token:
-                sample = nusc.get("sample", token)
-                infos.append(sample_info(nusc, sample, max_sweeps))
+                try:
+                    sample = nusc.get("sample", token)
+                    infos.append(sample_info(nusc, sample, max_sweeps))
+                except KeyError as exc:
+                    raise InputError(f"nuScenes tables in {dataroot / version} are inconsistent: a record lacks "
+                                     f"field or token {exc} (scene {scene['name']})") from exc
                 token = sample["next"]
         metadata = {"format": INFO_FORMAT, "version": version, "split": name, "split_scenes": split,
                     "split_source": source, "camera_names": list(CAMERA_NAMES), "max_sweeps": max_sweeps}

@@ -1,4 +1,4 @@
-"""Rigid-transform helpers for nuScenes records (quaternions are ``[w, x, y, z]``, metres)."""
+"""Rigid transforms of nuScenes records (quaternions are ``[w, x, y, z]``, metres)."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -25,6 +25,8 @@ import numpy as np
 from bev_ddp.errors import InputError
 
 INFO_FORMAT = "bev_ddp.infos/1"
+_SWEEP_KEYS = ("path", "timestamp", "time_lag", "sensor2lidar")
+_CAMERA_KEYS = ("path", "width", "height", "intrinsics", "camera2ego", "camera2lidar", "ego2global")
 _REQUIRED = ("token", "scene_name", "timestamp", "location", "lidar_path", "lidar2ego", "ego2global", "sweeps", "cams")
 
 
@@ -52,6 +54,12 @@ def read_infos(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
         if missing:
             raise InputError(f"info file {path}: record {i} lacks {missing}")
+        for j, sweep in enumerate(info["sweeps"]):
+            _check_keys(path, i, f"sweeps[{j}]", sweep, _SWEEP_KEYS)
+        if not isinstance(info["cams"], dict):
+            raise InputError(f"info file {path}: record {i} 'cams' must map camera names to records")
+        for name, cam in info["cams"].items():
+            _check_keys(path, i, f"cams.{name}", cam, _CAMERA_KEYS)
         matrices = {"lidar2ego": info["lidar2ego"], "ego2global": info["ego2global"]}
         matrices.update({f"sweeps[{j}].sensor2lidar": s.get("sensor2lidar") for j, s in enumerate(info["sweeps"])})
         for name, cam in info["cams"].items():
@@ -60,6 +68,12 @@ def read_infos(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         for name, value in matrices.items():
             _check_matrix(path, i, name, value, (4, 4))
     return doc.get("metadata", {}), doc["infos"]
+
+
+def _check_keys(path: Path, index: int, name: str, value: Any, keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if not isinstance(value, dict) or k not in value]
+    if missing:
+        raise InputError(f"info file {path}: record {index} {name} lacks {missing}")
 
 
 def _check_matrix(path: Path, index: int, name: str, value: Any, shape: tuple[int, int]) -> None:

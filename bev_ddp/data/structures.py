@@ -2,8 +2,9 @@
 
 Frames (right-handed, metres):
 
-* **lidar**: the top LiDAR of the ego vehicle; x forward, y left, z up.  BEV grids are in this frame
-  (after BEV augmentation), indexed ``[C, X, Y]``: row = x, column = y.
+* **lidar**: the top LiDAR of the ego vehicle, axes as calibrated (on nuScenes' car x points to the
+  right, y forward, z up).  BEV grids are in this frame (after BEV augmentation), indexed
+  ``[C, X, Y]``: row = x, column = y.
 * **camera**: OpenCV convention; x right, y down, z forward (optical axis).
 * **image**: pixels, u right, v down, origin at the top-left corner of the top-left pixel.
 
@@ -56,11 +57,26 @@ class CameraGeometry:
     camera2ego: torch.Tensor
     lidar2ego: torch.Tensor
 
-    def lidar2image(self) -> torch.Tensor:
-        """[..., N_cam, 4, 4]: augmented-lidar point → augmented image pixel (homogeneous)."""
-        lidar2camera = torch.linalg.inv(self.camera2lidar)
+    def project(self, points: torch.Tensor) -> torch.Tensor:
+        """Project augmented-lidar points into the augmented images.
+
+        Args:
+            points: [..., P, 3] x, y, z in metres, augmented lidar frame (leading dims as the
+                geometry's batch dims, if any).
+
+        Returns:
+            [..., N_cam, P, 3]: (u, v) augmented-image pixels and depth d (m) along the optical
+            axis; d <= 0 means the point is behind the camera.  ``img_aug`` acts on (u, v, d, 1)
+            after the perspective division, as in :mod:`bev_ddp.data.transforms`.
+        """
+        lidar2camera = torch.linalg.inv(self.camera2lidar)  # [..., N, 4, 4]
         undo_bev_aug = torch.linalg.inv(self.lidar_aug).unsqueeze(-3)  # [..., 1, 4, 4]
-        return self.img_aug @ self.intrinsics @ lidar2camera @ undo_bev_aug
+        homogeneous = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)  # [..., P, 4]
+        cam = (self.intrinsics @ lidar2camera @ undo_bev_aug) @ homogeneous.unsqueeze(-3).transpose(-1, -2)
+        cam = cam.transpose(-1, -2)  # [..., N, P, 4]: (u·d, v·d, d, 1)
+        depth = cam[..., 2:3]
+        uvd = torch.cat([cam[..., :2] / depth.clamp(min=1e-6), depth, cam[..., 3:]], dim=-1)  # (u, v, d, 1)
+        return (self.img_aug.unsqueeze(-3) @ uvd.unsqueeze(-1)).squeeze(-1)[..., :3]
 
     def to(self, *args: Any, **kwargs: Any) -> "CameraGeometry":
         return CameraGeometry(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})

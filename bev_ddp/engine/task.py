@@ -12,7 +12,10 @@ Model contract (every task's model is an ``nn.Module``):
   BEV encoder runs once and the DDP sampler runs once per requested step count.
 
 Evaluator contract: ``reset()``, ``process(batch, preds)`` with ``preds`` as returned by
-``predict``, ``evaluate() -> dict`` (JSON-serialisable metrics per step count).
+``predict``, ``evaluate() -> dict`` (JSON-serialisable metrics per step count, in the layout
+:mod:`bev_ddp.report.writer` documents, so ``write_report`` can draw it).  Optionally
+``visuals() -> dict[str, numpy.ndarray]``: the first samples' maps, saved by the evaluation loop as
+``visuals.npz`` beside the report (see :func:`bev_ddp.report.plots.plot_maps` for the keys).
 """
 from __future__ import annotations
 

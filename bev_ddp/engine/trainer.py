@@ -21,6 +21,8 @@ import inspect
 import logging
 import math
 import os
+import random
+import shutil
 import signal
 import threading
 import time
@@ -68,8 +70,6 @@ def seed_everything(seed: int) -> None:
     """Seed torch (CPU and CUDA), numpy and python's ``random``."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    import random
-
     random.seed(seed)
 
 
@@ -431,8 +431,6 @@ def _link_latest(target: Path, link: Path) -> None:
     try:
         os.link(target, tmp)
     except OSError:
-        import shutil
-
         shutil.copyfile(target, tmp)
     os.replace(tmp, link)
 

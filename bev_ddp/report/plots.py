@@ -140,7 +140,8 @@ def plot_maps(visuals: dict[str, np.ndarray], path: Path) -> Path | None:
     probabilities, drawn at threshold 0.5), ``labels`` ([N, H, W] class ids) or ``scalar``
     ([N, H, W], e.g. depth); ``gt``; ``probs_<s>`` or ``pred_<s>``; optional
     ``uncertainty_<s>``, ``image`` [N, H, W, 3] uint8, ``frame`` = ``bev`` (arrays are
-    [X forward, Y left]: drawn with forward up and left to the left).
+    [X, Y] in the lidar frame, drawn with x to the right and y up: for the nuScenes top LiDAR,
+    x = ego right and y = ego forward, so the ego drives up the page).
     """
     if not visuals or "gt" not in visuals:
         return None
@@ -161,7 +162,7 @@ def plot_maps(visuals: dict[str, np.ndarray], path: Path) -> Path | None:
 
     def show(ax: Any, img: np.ndarray, **kw: Any) -> None:
         if bev:
-            img = img[::-1, ::-1]  # rows x forward -> up, columns y left -> left
+            img = np.swapaxes(img, 0, 1)[::-1]  # [X, Y] grid drawn with lidar x to the right and y up
         ax.imshow(img, interpolation="nearest", **kw)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -189,6 +190,8 @@ def plot_maps(visuals: dict[str, np.ndarray], path: Path) -> Path | None:
             axes[i, 0].set_ylabel(names[i][:16], fontsize=7)
     for j, title in enumerate(columns):
         axes[0, j].set_title(title, fontsize=8)
+    if bev:
+        axes[-1, 0].set_xlabel("lidar x to the right, y up", fontsize=7)
     if kind == "multilabel" and classes:
         handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE[k % len(PALETTE)]) for k in range(len(classes))]
         fig.legend(handles, classes, loc="lower center", ncol=min(len(classes), 6), fontsize=7)

@@ -51,7 +51,8 @@ def test_split_rules():
 def test_cli_synth_and_prepare(tmp_path, capsys):
     out = tmp_path / "w"
     assert main(["synth", "--out", str(out), "--scenes", "2", "--samples-per-scene", "1", "--image-size", "18", "32",
-                 "--lidar-columns", "60", "--seed", "7"]) == 0
+                 "--lidar-columns", "60", "--seed", "7", "--export-image-tasks", str(tmp_path / "tasks")]) == 0
+    assert len(list((tmp_path / "tasks" / "depth" / "val").glob("*.png"))) == 6
     assert main(["prepare", "--dataroot", str(out), "--version", "v1.0-mini"]) == 0
     _, records = read_infos(out / "infos" / "bev_ddp_infos_train.json")
     assert len(records) == 1 and records[0]["cams"]["CAM_FRONT"]["height"] == 18
@@ -105,3 +106,20 @@ def test_synth_refuses_to_overwrite_a_foreign_dataset_and_bad_sizes(tmp_path, ca
     assert (foreign / "v1.0-mini" / "scene.json").read_text() == "[]"
     assert main(["synth", "--out", str(tmp_path / "x"), "--image-size", "4", "32"]) == 2
     assert "image_size" in capsys.readouterr().err
+
+
+def test_records_missing_fields_name_the_tables(world, tmp_path):
+    import json
+
+    root = tmp_path / "root"
+    (root / "v1.0-mini").mkdir(parents=True)
+    for table in (world / "v1.0-mini").iterdir():
+        (root / "v1.0-mini" / table.name).symlink_to(table)
+    (root / "maps").symlink_to(world / "maps", target_is_directory=True)
+    rows = json.loads((world / "v1.0-mini" / "sample_data.json").read_text())
+    for row in rows:
+        row.pop("filename")
+    (root / "v1.0-mini" / "sample_data.json").unlink()
+    (root / "v1.0-mini" / "sample_data.json").write_text(json.dumps(rows))
+    with pytest.raises(InputError, match="filename"):
+        create_infos(root, "v1.0-mini")

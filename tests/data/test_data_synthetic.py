@@ -162,3 +162,24 @@ def test_ground_raster_matches_the_map_expansion(world):
         assert len(pts) > 20, layer
         _, labels = raster.lookup(np.array(pts))
         assert (labels == label).mean() > 0.99, layer
+
+
+def test_interrupted_generation_is_redone(tmp_path, monkeypatch):
+    from bev_ddp.data.synthetic import tiny, world as world_module
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(world_module, "_write_scene", interrupted)
+    try:
+        tiny.tiny_world(tmp_path, samples_per_scene=1)
+    except KeyboardInterrupt:
+        pass
+    assert calls and not world_module.is_complete(tmp_path / "synth")
+    monkeypatch.undo()
+    root = tiny.tiny_world(tmp_path, samples_per_scene=1)
+    assert world_module.is_complete(root)
+    assert len(NuScenes(version="v1.0-mini", dataroot=str(root), verbose=False).sample) == 2

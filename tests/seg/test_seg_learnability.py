@@ -1,6 +1,6 @@
 """Learnability on the synthetic world's camera renders: short CPU training through the engine.
 
-Train on one scene's 18 camera images, evaluate on the other scene's 18 (held out), with the
+Train on three scenes' 72 camera images, evaluate on a fourth scene's 24 (held out), with the
 tiny config; the last iterations use self-aligned denoising (Alg. 4).  Prints the figures.
 """
 from __future__ import annotations

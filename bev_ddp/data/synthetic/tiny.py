@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from bev_ddp.data.synthetic.world import WORLD_FILE, WorldSettings, generate_world, load_settings
+from bev_ddp.data.synthetic.world import WorldSettings, generate_world, is_complete, load_settings
 
 TINY = WorldSettings(seed=0, num_scenes=2, samples_per_scene=3, image_size=(96, 176), lidar_azimuth_steps=360,
                      town_size=240.0)
@@ -17,7 +17,7 @@ def tiny_world(tmp_dir: str | Path, *, samples_per_scene: int = TINY.samples_per
     """
     root = Path(tmp_dir) / "synth"
     settings = WorldSettings(**{**asdict(TINY), "samples_per_scene": samples_per_scene})
-    if (root / WORLD_FILE).is_file() and load_settings(root) == settings:
+    if is_complete(root) and load_settings(root) == settings:
         return root
     return generate_world(root, num_scenes=settings.num_scenes, samples_per_scene=settings.samples_per_scene,
                           seed=settings.seed, image_size=settings.image_size,

@@ -8,7 +8,8 @@ Layout of the written dataroot::
     D/samples/CAM_*/*.jpg              keyframe images rendered from the scene geometry
     D/samples/LIDAR_TOP/*.pcd.bin      keyframe LiDAR (x, y, z, intensity, ring)
     D/sweeps/LIDAR_TOP/*.pcd.bin       the 9 sweeps between keyframes (20 Hz)
-    D/synthetic_world.json             generator settings (seed, sizes) to rebuild the scene
+    D/synthetic_world.json             generator settings (seed, sizes) to rebuild the scene, and
+                                       whether the generation completed
 
 Timing follows nuScenes: keyframes at 2 Hz, LiDAR at 20 Hz; cameras are written at keyframes only.
 """
@@ -185,6 +186,17 @@ def _annotate_cars(tables: _Tables, town: Town, per_keyframe: list[dict[int, int
                                         "last_annotation_token": rows[-1]["token"]})
 
 
+def _sample_data(token: str, sample: str, ego_pose: str, calib: str, timestamp: int, filename: str, *, key: bool,
+                 size: tuple[int, int] | None = None) -> dict:
+    """A ``sample_data`` row (``size`` = (H, W) for images, None for LiDAR); prev/next are chained later."""
+    return {
+        "token": token, "sample_token": sample, "ego_pose_token": ego_pose, "calibrated_sensor_token": calib,
+        "timestamp": timestamp, "fileformat": "jpg" if size else "pcd", "is_key_frame": key,
+        "height": size[0] if size else 0, "width": size[1] if size else 0, "filename": filename,
+        "prev": "", "next": "",
+    }
+
+
 def _write_scene(root: Path, tables: _Tables, settings: WorldSettings, town: Town, raster: SurfaceRaster,
                  calib: dict[str, str], scene_index: int, salt: str) -> str:
     """Drive one scene through the town and write its records and files; returns the log token."""
@@ -218,31 +230,23 @@ def _write_scene(root: Path, tables: _Tables, settings: WorldSettings, town: Tow
         if key:
             annotations.append(_visible_cars(town, pose, pose @ lidar2ego, points))
         token = make_token(salt, "sample_data", scene_index, LIDAR_NAME, frame)
-        lidar_records.append({
-            "token": token, "sample_token": sample_tokens[k],
-            "ego_pose_token": tables.add_ego_pose(token, pose, timestamp),
-            "calibrated_sensor_token": calib[LIDAR_NAME], "timestamp": timestamp, "fileformat": "pcd",
-            "is_key_frame": key, "height": 0, "width": 0, "filename": name, "prev": "", "next": "",
-        })
+        lidar_records.append(_sample_data(token, sample_tokens[k], tables.add_ego_pose(token, pose, timestamp),
+                                          calib[LIDAR_NAME], timestamp, name, key=key))
         if not key:
             continue
         samples.append({"token": sample_tokens[k], "timestamp": timestamp, "scene_token": scene_token,
                         "prev": "", "next": ""})
         for cam_index, channel in enumerate(CAMERA_NAMES):
-            spec = CAMERA_RIG[channel]
-            image = render_camera(town, raster, pose @ spec.camera2ego(), spec.intrinsics(settings.image_size),
-                                  settings.image_size, _rng(settings, 3, scene_index, frame, cam_index))
+            image = render_camera(town, raster, pose @ CAMERA_RIG[channel].camera2ego(),
+                                  CAMERA_RIG[channel].intrinsics(settings.image_size), settings.image_size,
+                                  _rng(settings, 3, scene_index, frame, cam_index))
             name = f"samples/{channel}/{log_name}__{channel}__{timestamp}.jpg"
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.rgb).save(root / name, quality=92)
             token = make_token(salt, "sample_data", scene_index, channel, frame)
-            camera_records[channel].append({
-                "token": token, "sample_token": sample_tokens[k],
-                "ego_pose_token": tables.add_ego_pose(token, pose, timestamp),
-                "calibrated_sensor_token": calib[channel], "timestamp": timestamp, "fileformat": "jpg",
-                "is_key_frame": True, "height": settings.image_size[0], "width": settings.image_size[1],
-                "filename": name, "prev": "", "next": "",
-            })
+            camera_records[channel].append(_sample_data(
+                token, sample_tokens[k], tables.add_ego_pose(token, pose, timestamp), calib[channel], timestamp,
+                name, key=True, size=settings.image_size))
     tables.chain(lidar_records)
     tables.chain(samples)
     for records in camera_records.values():
@@ -288,6 +292,7 @@ def generate_world(out_dir: str | Path, num_scenes: int = 2, samples_per_scene: 
         if (root / WORLD_FILE).is_file() and (root / folder).is_dir():
             shutil.rmtree(root / folder)
     root.mkdir(parents=True, exist_ok=True)
+    _write_world_file(root, settings, complete=False)  # marks the folder as ours before anything else
     salt = f"synth-{seed}"
     town, raster = build_scene(settings)
     tables = _Tables()
@@ -300,8 +305,21 @@ def generate_world(out_dir: str | Path, num_scenes: int = 2, samples_per_scene: 
     tables.data["map"].append({"token": map_token, "log_tokens": log_tokens, "category": "semantic_prior",
                                "filename": basemap})
     tables.write(root / version)
-    (root / WORLD_FILE).write_text(json.dumps(asdict(settings), indent=2), encoding="utf-8")
+    _write_world_file(root, settings, complete=True)
     return root
+
+
+def _write_world_file(root: Path, settings: WorldSettings, *, complete: bool) -> None:
+    doc = {**asdict(settings), "complete": complete}
+    (root / WORLD_FILE).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+
+
+def is_complete(dataroot: str | Path) -> bool:
+    """True when ``dataroot`` holds a synthetic world whose generation ran to the end."""
+    try:
+        return bool(json.loads((Path(dataroot) / WORLD_FILE).read_text(encoding="utf-8")).get("complete"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
 
 
 def load_settings(dataroot: str | Path) -> WorldSettings:
@@ -311,6 +329,7 @@ def load_settings(dataroot: str | Path) -> WorldSettings:
         raise InputError(f"not a synthetic dataroot (no {WORLD_FILE}): {path}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("complete", None)
         data["image_size"] = tuple(data["image_size"])
         return WorldSettings(**data)
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
