@@ -47,6 +47,7 @@ setup(
         "nuscenes-devkit>=1.1.11",
         "numpy",
         "shapely>=2.0",
+        "scipy>=1.10",
         "rosbags>=0.10",
         "mcap>=1.2",
         "mcap-ros2-support>=0.5",

@@ -1,7 +1,8 @@
 """``bev-ddp bench model``: CPU latency and peak memory of the BEV model, DDP steps vs baseline head.
 
 One process, one input (a synthetic batch of 6 images at the config's image size and a LiDAR
-cloud of ``--points`` points), random weights.  The encoders (camera, LiDAR, fuser, SECOND +
+cloud of ``--points`` points), random weights.  Both heads are built from the config's
+``model.head`` section (its ``type`` is ignored: both are always measured).  The encoders (camera, LiDAR, fuser, SECOND +
 SECONDFPN) run once per repeat and are timed stage by stage with forward hooks; each head variant
 (BEVFusion's conv head, DDP with 1, 3, 5 sampling steps) then runs on the same features.
 

@@ -129,7 +129,8 @@ class BEVFusionModel(nn.Module):
     # -- stages (public so benchmarks can time them one by one) ---------------------------------
     def camera_features(self, batch: dict[str, Any]) -> torch.Tensor:
         """Camera BEV map [B, C_cam, X, Y] (missing cameras masked out, with a warning)."""
-        assert self.camera is not None
+        if self.camera is None:
+            raise ValueError(f"this model has no camera encoder (modalities {list(self.modalities)})")
         img = batch.get("img")
         if not isinstance(img, torch.Tensor) or img.ndim != 5 or img.shape[2] != 3:
             shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
@@ -139,6 +140,11 @@ class BEVFusionModel(nn.Module):
         geometry = batch.get("geometry")
         if not isinstance(geometry, CameraGeometry):
             raise InputError("batch['geometry'] must be a CameraGeometry (use collate_samples)")
+        if tuple(geometry.intrinsics.shape[:2]) != tuple(img.shape[:2]):
+            raise InputError(
+                f"batch['geometry'] is for {tuple(geometry.intrinsics.shape[:2])} (B, N_cam) cameras but "
+                f"batch['img'] has {tuple(img.shape[:2])}"
+            )
         valid = batch.get("camera_valid")
         if valid is not None:
             valid = valid.to(torch.bool)
@@ -156,14 +162,15 @@ class BEVFusionModel(nn.Module):
 
     def lidar_features(self, batch: dict[str, Any]) -> torch.Tensor:
         """LiDAR BEV map [B, C_lidar, X, Y] (a sample without points gets an empty map, with a warning)."""
-        assert self.lidar is not None
+        if self.lidar is None:
+            raise ValueError(f"this model has no LiDAR encoder (modalities {list(self.modalities)})")
         points = batch.get("points")
         if not isinstance(points, (list, tuple)) or not all(isinstance(p, torch.Tensor) for p in points):
             raise InputError("batch['points'] must be a list of [N, 5] point tensors (one per sample)")
         empty = [i for i, p in enumerate(points) if p.shape[0] == 0]
         if empty:
             warnings.warn(
-                f"no LiDAR points in sample(s) {_sample_names(batch, empty)}; running on the cameras only there",
+                f"no LiDAR points in sample(s) {_sample_names(batch, empty)}; their LiDAR BEV map is empty",
                 DegradedInputWarning,
                 stacklevel=3,
             )

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LiDAR sweeps per frame incl. the current one (default: the config's data.load_sweeps)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of every frame (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice); 1 is fastest on a busy machine")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many LiDAR frames")
     parser.add_argument("--png", action="store_true", help="also write frames/<index>.png")
     parser.add_argument("--mp4", action="store_true", help="also write replay.mp4 (OpenCV)")
@@ -51,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.bag) == bool(args.scene):
         print("bev-ddp replay: error: give exactly one of --bag or --scene", file=sys.stderr)
         return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"bev-ddp replay: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     request = ReplayRequest(
         config=Path(args.config),
         checkpoint=None if args.checkpoint is None else Path(args.checkpoint),

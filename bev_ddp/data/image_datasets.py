@@ -316,15 +316,18 @@ class DepthPipeline:
 
     def __call__(self, img: torch.Tensor, depth: torch.Tensor, *, training: bool,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        flags: dict[str, Any] = {}
         if self.kb_crop:
             h, w = depth.shape
             top, left = max(h - 352, 0), max((w - 1216) // 2, 0)
             img, depth = img[:, top:top + 352, left:left + 1216], depth[top:top + 352, left:left + 1216]
+            # where the crop sits in the full frame: evaluation crops are defined on the full frame
+            flags = {"full_size": (h, w), "crop_offset": (top, left)}
         if self.resize:
             size = tuple(self.resize)
             img, depth = _resize_image(img, size), _resize_nearest(depth, size)
         if not training:
-            return img, depth, {"flip": False}
+            return img, depth, {"flip": False, **flags}
         if self.crop_size:
             crop = tuple(self.crop_size)
             top, left = _random_crop(gen, tuple(depth.shape), crop)

@@ -1,9 +1,9 @@
-"""Continuous depth encoding for the DDP head, read through the ReLU + min_depth output.
+"""Continuous depth encoding for the DDP head, read through the ReLU output of the depth head.
 
 The core :class:`~bev_ddp.diffusion.encoding.ContinuousEncoder` encodes ground truth as
 ``((d - min) / (max - min) * 2 - 1) * scale`` (scale 0.1) with valid-mask-aware downsampling of
 sparse depth.  Its decoder-output reading is a sigmoid over the range; the depth head here reads
-the decoder output as ``ReLU(logits) + min_depth`` metres instead (see
+the decoder output as ``ReLU(logits) * unit + min_depth`` metres instead (see
 :mod:`bev_ddp.depth.losses`), so :class:`ReLUDepthEncoder` re-encodes predictions (DDIM step,
 Alg. 2; self-aligned denoising, Alg. 4) through that same reading.
 """
@@ -28,7 +28,7 @@ class ReLUDepthEncoder(ContinuousEncoder):
         unit: metres per unit of the decoder output.
     """
 
-    def __init__(self, *, min_value: float, max_value: float, scale: float = 0.1, num_bins: int = 256,
+    def __init__(self, *, min_value: float, max_value: float, scale: float = 0.1, num_bins: int = 64,
                  unit: float = 1.0) -> None:
         if min_value <= 0:
             raise InputError(f"ReLUDepthEncoder needs min_value > 0 (log-depth bins), got {min_value}")

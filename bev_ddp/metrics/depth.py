@@ -63,10 +63,24 @@ def crop_mask(height: int, width: int, crop: Optional[str]) -> torch.Tensor:
     return mask
 
 
-def eval_mask(gt: torch.Tensor, *, min_depth: float, max_depth: float, crop: Optional[str] = None) -> torch.Tensor:
-    """bool [..., H, W]: pixels that are scored (valid ground truth inside the crop)."""
+def eval_mask(gt: torch.Tensor, *, min_depth: float, max_depth: float, crop: Optional[str] = None,
+              full_size: Optional[Sequence[int]] = None, offset: Sequence[int] = (0, 0)) -> torch.Tensor:
+    """bool [..., H, W]: pixels that are scored (valid ground truth inside the crop).
+
+    ``full_size`` / ``offset``: when ``gt`` is a window of a larger frame (the KITTI benchmark
+    crop), the evaluation crop is placed on the full frame of that size and ``gt`` sits at
+    ``offset`` = (top, left) in it.
+    """
     valid = (gt > min_depth) & (gt < max_depth)
-    return valid & crop_mask(gt.shape[-2], gt.shape[-1], crop).to(gt.device)
+    h, w = gt.shape[-2:]
+    if full_size is None:
+        mask = crop_mask(h, w, crop)
+    else:
+        top, left = int(offset[0]), int(offset[1])
+        mask = crop_mask(int(full_size[0]), int(full_size[1]), crop)[top:top + h, left:left + w]
+        if tuple(mask.shape) != (h, w):
+            raise InputError(f"ground truth {(h, w)} at offset {(top, left)} does not fit the frame {tuple(full_size)}")
+    return valid & mask.to(gt.device)
 
 
 def depth_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
@@ -100,6 +114,8 @@ class DepthEvaluator:
     ``process(batch, preds)`` takes ``batch["gt_depth"]`` float [B, 1, H, W] (metres, 0 = invalid)
     and ``preds = {steps: DepthPrediction}`` with ``depth`` float [B, 1, H, W] (metres) and
     ``uncertainty`` float [B, H, W].  Images without any valid pixel are skipped and counted.
+    A sample whose ``meta`` holds ``full_size`` and ``crop_offset`` (KITTI benchmark crop) gets the
+    evaluation crop of the full frame.
     The uncertainty is scored against "pixel fails δ1" (``max(d/g, g/d) >= 1.25``).
     """
 
@@ -130,9 +146,11 @@ class DepthEvaluator:
                 raise InputError(f"predictions hold no entry for {s} sampling steps (have {sorted(preds)})")
             if preds[s].depth.shape != gt.shape:
                 raise InputError(f"depth prediction {tuple(preds[s].depth.shape)} != gt_depth {tuple(gt.shape)}")
-        masks = eval_mask(gt[:, 0], min_depth=self.min_depth, max_depth=self.max_depth, crop=self.crop)
+        metas = batch.get("meta") or [{}] * gt.shape[0]
         for b in range(gt.shape[0]):
-            mask = masks[b]
+            meta = metas[b]
+            mask = eval_mask(gt[b, 0], min_depth=self.min_depth, max_depth=self.max_depth, crop=self.crop,
+                             full_size=meta.get("full_size"), offset=meta.get("crop_offset", (0, 0)))
             if not mask.any():
                 self.skipped += 1
                 continue
@@ -146,7 +164,7 @@ class DepthEvaluator:
                 self.uncertainty[s].update(preds[s].uncertainty[b].to(gt.device), ratio >= 1.25, mask)
             if len(self.vis) < self.num_vis:
                 self.vis.append({
-                    "name": str(batch.get("meta", [{}] * gt.shape[0])[b].get("name", len(self.vis))),
+                    "name": str(meta.get("name", len(self.vis))),
                     "image": batch["img"][b].cpu() if "img" in batch else None,
                     "gt": gt[b, 0].cpu(),
                     "pred": {s: preds[s].depth[b, 0].cpu() for s in self.steps},

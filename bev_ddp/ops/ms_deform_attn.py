@@ -33,6 +33,8 @@ def check_ms_deform_attn_inputs(
 
     Raises InputError for wrong types, dtypes or shapes, negative level sizes, level sizes that do
     not add up to ``value``'s S, and a ``level_start_index`` that is not their running sum.
+    The three float inputs may differ in dtype (e.g. float16 values under autocast with float32
+    locations); the ops compute in their promoted dtype.
     """
     check_tensor("ms_deform_attn value", value, ndim=4, dtypes=FLOAT_DTYPES)
     check_tensor("ms_deform_attn spatial_shapes", spatial_shapes, ndim=2, dtypes=(torch.int64,))
@@ -41,11 +43,6 @@ def check_ms_deform_attn_inputs(
     check_tensor("ms_deform_attn attn_weights", attn_weights, ndim=5, dtypes=FLOAT_DTYPES)
     check_same_device(value=value, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
                       sampling_locations=sampling_locations, attn_weights=attn_weights)
-    if not (value.dtype == sampling_locations.dtype == attn_weights.dtype):
-        raise InputError(
-            "ms_deform_attn value, sampling_locations and attn_weights must share one dtype, got "
-            f"{value.dtype}, {sampling_locations.dtype}, {attn_weights.dtype}"
-        )
     b, s, h, _ = value.shape
     if spatial_shapes.shape[1] != 2 or spatial_shapes.shape[0] == 0:
         raise InputError(f"ms_deform_attn spatial_shapes must have shape [L, 2] with L >= 1, got {tuple(spatial_shapes.shape)}")
@@ -80,6 +77,12 @@ def check_ms_deform_attn_inputs(
     return shapes
 
 
+def _promote(value, sampling_locations, attn_weights):
+    """Cast the three float inputs to their common dtype (no copy when they already share it)."""
+    dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attn_weights.dtype)
+    return value.to(dtype), sampling_locations.to(dtype), attn_weights.to(dtype)
+
+
 def ms_deform_attn_reference(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,
@@ -100,6 +103,7 @@ def ms_deform_attn_reference(
         [B, Q, H*Dh] attended values (heads concatenated).
     """
     shapes = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attn_weights)
+    value, sampling_locations, attn_weights = _promote(value, sampling_locations, attn_weights)
     b, _, h, dh = value.shape
     _, q, _, num_levels, p, _ = sampling_locations.shape
     value_levels = value.split([hh * ww for hh, ww in shapes], dim=1)
@@ -160,10 +164,11 @@ def ms_deform_attn(
 
     Shapes as in :func:`ms_deform_attn_reference`: value [B, S, H, Dh], spatial_shapes [L, 2],
     level_start_index [L], sampling_locations [B, Q, H, L, P, 2] in [0, 1] (x, y),
-    attn_weights [B, Q, H, L, P] -> [B, Q, H*Dh].  The kernels take float32, float64, float16 and
-    bfloat16 (the last two accumulated in float32).
+    attn_weights [B, Q, H, L, P] -> [B, Q, H*Dh] in the promoted dtype of the three float inputs.
+    The kernels take float32, float64, float16 and bfloat16 (the last two computed in float32).
     """
     check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attn_weights)
+    value, sampling_locations, attn_weights = _promote(value, sampling_locations, attn_weights)
     module = _kernel_module(value.device)
     if module is None:
         return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attn_weights)

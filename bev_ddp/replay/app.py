@@ -67,6 +67,10 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
         raise InputError(f"--steps must be ≥ 1, got {request.steps}")
     if request.tolerance_ms < 0:
         raise InputError(f"--tolerance-ms must be ≥ 0, got {request.tolerance_ms}")
+    if request.latency_budget_ms is not None and not request.latency_budget_ms > 0:
+        raise InputError(f"--latency-budget-ms must be > 0, got {request.latency_budget_ms}")
+    if request.sweeps is not None and request.sweeps < 1:
+        raise InputError(f"--sweeps must be ≥ 1, got {request.sweeps}")
     from bev_ddp.bev.schema import BEVConfig
 
     cfg = load_config(request.config, request.overrides, schema=BEVConfig)
@@ -83,11 +87,10 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
         name = source.scene["name"]
     else:
         raise InputError("replay needs a bag or a nuScenes scene")
+    total = source.count_lidar_messages()  # also checks that the log opens, before the model is built
     if model is None:
         model = load_model(cfg, request.checkpoint, request.device)
     sweeps = request.sweeps if request.sweeps is not None else int(cfg.data.load_sweeps)
-    if sweeps < 1:
-        raise InputError(f"--sweeps must be ≥ 1, got {sweeps}")
     settings = SyncSettings(
         tolerance_ns=int(round(request.tolerance_ms * 1e6)),
         num_sweeps=sweeps,
@@ -113,7 +116,7 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
             seed=request.seed,
             device=request.device,
             max_frames=request.max_frames,
-            total=source.count_lidar_messages(),
+            total=total,
             progress=request.progress,
             on_frame=on_frame,
         )

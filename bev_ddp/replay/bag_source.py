@@ -85,11 +85,18 @@ class RosbagSource:
         return [self.path] if self.path.suffix == ".mcap" else []
 
     def count_lidar_messages(self) -> int | None:
-        """Number of LiDAR messages from the bag's index, ``None`` when unknown."""
+        """Number of LiDAR messages from the bag's index, ``None`` when unknown (a damaged MCAP
+        file that can only be streamed).
+
+        Raises:
+            InputError: the bag cannot be opened at all.
+        """
         try:
             reader = self._open()
         except InputError:
-            return None
+            if self._mcap_files():
+                return None
+            raise
         try:
             return sum(c.msgcount for c in reader.connections if c.topic == self.topics.lidar_topic) or None
         finally:

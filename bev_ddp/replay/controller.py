@@ -5,7 +5,8 @@ step).  Both terms are fitted by exponentially weighted least squares over the f
 (weight ``decay`` per older frame), so the estimate follows a machine whose speed drifts.  While
 only one step count has been observed the fit cannot separate the two terms and the controller
 assumes ``base_ms = 0`` (every millisecond scales with steps), which over-estimates the cost of
-more steps: it errs on the side of the budget.
+more steps: it errs on the side of the budget; to learn the split it probes one step more on
+a single frame while frames run under budget (that frame may overshoot by one step's cost).
 
 Without a budget the controller always answers ``max_steps``.
 """
@@ -53,8 +54,8 @@ class StepController:
         self._st = d * self._st + t
         self._skt = d * self._skt + k * t
 
-    def estimate(self) -> LatencyEstimate | None:
-        """Current ``base_ms`` / ``step_ms`` fit, ``None`` before the first observation."""
+    def _fit(self) -> tuple[LatencyEstimate, bool] | None:
+        """(estimate, separable): separable when base and per-step cost could be told apart."""
         if self._w == 0.0:
             return None
         mean_k, mean_t = self._sk / self._w, self._st / self._w
@@ -63,15 +64,30 @@ class StepController:
             slope = (self._skt / self._w - mean_k * mean_t) / var_k
             base = mean_t - slope * mean_k
             if slope > 0.0 and base >= 0.0:
-                return LatencyEstimate(base_ms=base, step_ms=slope)
-        return LatencyEstimate(base_ms=0.0, step_ms=mean_t / mean_k)
+                return LatencyEstimate(base_ms=base, step_ms=slope), True
+        return LatencyEstimate(base_ms=0.0, step_ms=mean_t / mean_k), False
+
+    def estimate(self) -> LatencyEstimate | None:
+        """Current ``base_ms`` / ``step_ms`` fit, ``None`` before the first observation."""
+        fit = self._fit()
+        return None if fit is None else fit[0]
 
     def choose(self) -> int:
-        """Steps for the next frame: the most that fit the budget (at least 1)."""
+        """Steps for the next frame: the most that fit the budget (at least 1).
+
+        While the fit cannot separate the two costs (one step count seen recently) and the frames
+        run under budget, one frame probes one step more, so the fit learns the per-step cost.
+        """
         if self.budget_ms is None:
             return self.max_steps
-        estimate = self.estimate()
-        if estimate is None:
+        fit = self._fit()
+        if fit is None:
             return 1  # nothing measured yet: the cheapest setting
+        estimate, separable = fit
         fitting = [k for k in range(1, self.max_steps + 1) if estimate.predict(k) <= self.budget_ms]
-        return max(fitting, default=1)
+        chosen = max(fitting, default=1)
+        if not separable:
+            seen = round(self._sk / self._w)
+            if chosen <= seen < self.max_steps and estimate.predict(seen) < self.budget_ms:
+                return seen + 1
+        return chosen

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from mcap.writer import Writer as McapWriter
 
+from bev_ddp.errors import InputError
 from bev_ddp.replay import foxglove, render
 
 
@@ -71,7 +72,8 @@ class ReplayOutputs:
     """Writers of one replay run (see the module docstring).
 
     Args:
-        out_dir: created if missing; existing replay files in it are overwritten.
+        out_dir: created if missing; existing replay files in it are overwritten (PNG frames of an
+            earlier, longer run are not removed).
         class_names: names of the C probability channels.
         grid: where the BEV grid lies in the LiDAR frame.
         png: also write ``frames/<index>.png``; mp4: also write ``replay.mp4`` (``fps`` frames/s).
@@ -101,8 +103,11 @@ class ReplayOutputs:
         self._jsonl = None
 
     def __enter__(self) -> "ReplayOutputs":
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._mcap_file = open(self.mcap_path, "wb")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._mcap_file = open(self.mcap_path, "wb")
+        except OSError as exc:
+            raise InputError(f"cannot write replay outputs to {self.out_dir}: {exc}") from exc
         self._writer = McapWriter(self._mcap_file)
         self._writer.start(profile="", library="bev_ddp replay")
         channels = {

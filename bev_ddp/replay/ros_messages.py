@@ -48,7 +48,8 @@ def pointcloud2_to_points(msg, *, name: str = "PointCloud2") -> np.ndarray:
 
     Fields are read with their declared offsets and types, so any ``point_step`` and extra fields
     (ring, time, ...) work.  A cloud without ``intensity`` gets zeros.  Points with a non-finite
-    coordinate are dropped (``is_dense`` false clouds mark missing returns with NaN).
+    coordinate are dropped (``is_dense`` false clouds mark missing returns with NaN); a non-finite
+    intensity becomes 0.
 
     Raises:
         InputError: missing x/y/z fields, or a data buffer shorter than the header promises.
@@ -85,6 +86,7 @@ def pointcloud2_to_points(msg, *, name: str = "PointCloud2") -> np.ndarray:
     for col, key in enumerate(("x", "y", "z", "intensity")):
         if key in names:
             points[:, col] = cloud[key]
+    points[:, 3] = np.nan_to_num(points[:, 3], nan=0.0, posinf=0.0, neginf=0.0)  # intensity
     return points[np.isfinite(points[:, :3]).all(axis=1)]
 
 

@@ -9,10 +9,11 @@ the loop after the current frame; the outputs are closed either way (see
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
@@ -105,16 +106,17 @@ def replay(
             warnings.simplefilter("ignore", DegradedInputWarning)  # each record's flags say what was missing
             for frame in stream:
                 record, prediction = _run_frame(frame, build_sample, model, controller, class_names, seed, device)
-                outputs.write(record, frame.lidar_frame,
-                              None if prediction is None else prediction.probs[0].float().cpu().numpy(),
-                              None if prediction is None else prediction.uncertainty[0].float().cpu().numpy())
-                frames += 1
-                if prediction is None:
-                    skipped += 1
-                else:
-                    predicted += 1
-                    latencies.append(record.latency_ms or 0.0)
-                    degraded += int(any(f != "over_budget" for f in record.flags))
+                with deferred_keyboard_interrupt():  # a record is written and counted whole, or not at all
+                    outputs.write(record, frame.lidar_frame,
+                                  None if prediction is None else prediction.probs[0].float().cpu().numpy(),
+                                  None if prediction is None else prediction.uncertainty[0].float().cpu().numpy())
+                    frames += 1
+                    if prediction is None:
+                        skipped += 1
+                    else:
+                        predicted += 1
+                        latencies.append(record.latency_ms or 0.0)
+                        degraded += int(any(f != "over_budget" for f in record.flags))
                 bar.update(1)
                 bar.set_postfix(steps=record.steps, ms=None if record.latency_ms is None else round(record.latency_ms))
                 if on_frame is not None:
@@ -140,6 +142,25 @@ def replay(
         )
         outputs.write_summary(result.to_json())
     return result
+
+
+@contextlib.contextmanager
+def deferred_keyboard_interrupt():
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise ``KeyboardInterrupt``.
+
+    Only in the main thread (the only one Python delivers signals to); elsewhere a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _run_frame(
@@ -184,6 +205,3 @@ def _run_frame(
     record.mean_uncertainty = float(prediction.uncertainty[0].float().mean())
     return record, prediction
 
-
-def default_out_dir(source_name: str) -> Path:
-    return Path("work_dirs") / "replay" / source_name

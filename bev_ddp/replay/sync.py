@@ -30,6 +30,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from bev_ddp.data.nuscenes import SWEEP_MIN_RADIUS
 from bev_ddp.errors import InputError
 from bev_ddp.replay.events import (
     CameraInfoMessage,
@@ -61,7 +62,7 @@ class SyncSettings:
     tolerance_ns: int = 50_000_000
     num_sweeps: int = 10
     arrival_slack_ns: int = 500_000_000
-    sweep_min_range_m: float = 1.0
+    sweep_min_range_m: float = SWEEP_MIN_RADIUS
     base_frame: str = "base_link"
     world_frame: str = "map"
     lidar_frame: str = ""
@@ -135,6 +136,7 @@ class FrameAssembler:
         self._last_image_stamp: dict[str, int] = {}
         self._info: dict[str, CameraInfoMessage] = {}
         self._camera_frame_ids: dict[str, str] = {}
+        self._clock_offset: int | None = None  # receive_ns - stamp_ns of the first sensor message
         self._history: deque[LidarMessage] = deque(maxlen=max(settings.num_sweeps - 1, 0))
         self._pending: deque[_Pending] = deque()
         self._lidar_count = 0
@@ -147,6 +149,7 @@ class FrameAssembler:
             if isinstance(event, LogError):
                 self.log_error = event.error
                 break
+            self._note_clock(event)
             self._take(event)
             yield from self._ready(event)
         while self._pending:
@@ -172,11 +175,14 @@ class FrameAssembler:
         elif isinstance(event, CorruptMessage):
             if event.sensor == "lidar":
                 frame_id = self._history[-1].frame_id if self._history else ""
-                bad = LidarMessage(stamp_ns=event.receive_ns, receive_ns=event.receive_ns, frame_id=frame_id,
+                stamp = event.receive_ns - (self._clock_offset or 0)  # its own stamp is unreadable
+                bad = LidarMessage(stamp_ns=stamp, receive_ns=event.receive_ns, frame_id=frame_id,
                                    points=None, error=event.error)
                 self._add_lidar(bad)
             elif event.sensor in self._images:
-                self._images[event.sensor].append(event)
+                self._images[event.sensor].append(
+                    CorruptMessage(topic=event.topic, sensor=event.sensor, error=event.error,
+                                   receive_ns=event.receive_ns - (self._clock_offset or 0)))
         elif isinstance(event, LidarMessage):
             self._add_lidar(event)
 
@@ -188,17 +194,31 @@ class FrameAssembler:
             self._latest_lidar_stamp = lidar.stamp_ns
 
     def _prune_images(self) -> None:
-        """Forget images no current or future LiDAR sweep can use (keep the newest of each camera)."""
+        """Forget images no current or future LiDAR sweep can use (keep the newest of each camera).
+
+        Before the first LiDAR sweep, images older than the arrival slack are dropped, so a log
+        that starts with a long stretch of camera data does not fill the memory.
+        """
+        s = self.settings
         oldest = self._pending[0].lidar.stamp_ns if self._pending else self._latest_lidar_stamp
-        if oldest is None:
-            return
-        horizon = oldest - self.settings.tolerance_ns
-        for buffer in self._images.values():
+        for name, buffer in self._images.items():
+            if oldest is not None:
+                horizon = oldest - s.tolerance_ns
+            elif name in self._last_image_stamp:
+                horizon = self._last_image_stamp[name] - s.tolerance_ns - s.arrival_slack_ns
+            else:
+                continue
             while len(buffer) > 1 and _stamp(buffer[0]) < horizon:
                 buffer.popleft()
 
+    def _note_clock(self, event: Event) -> None:
+        """Offset of the recording clock from the sensor clock (logs may stamp with another clock)."""
+        if self._clock_offset is None and isinstance(event, (LidarMessage, CameraMessage)):
+            self._clock_offset = event.receive_ns - event.stamp_ns
+
     def _ready(self, event: Event) -> Iterator[SensorFrame]:
-        now = getattr(event, "receive_ns", None)
+        receive = getattr(event, "receive_ns", None)
+        now = None if receive is None or self._clock_offset is None else receive - self._clock_offset
         while self._pending:
             head = self._pending[0]
             window_end = head.lidar.stamp_ns + self.settings.tolerance_ns
@@ -336,4 +356,5 @@ class FrameAssembler:
 
 
 def _stamp(message: CameraMessage | CorruptMessage) -> int:
+    """Sensor-clock stamp; a corrupt message carries its recording time mapped to the sensor clock."""
     return message.stamp_ns if isinstance(message, CameraMessage) else message.receive_ns

@@ -61,8 +61,9 @@ def build_timm_backbone(name: str, *, img_size: Optional[Sequence[int]] = None, 
             e.g. ImageNet weights converted beforehand; keys may carry a ``model.`` prefix.
         kwargs: architecture overrides (``embed_dim``, ``depths``, ``dims`` ...) for tiny variants.
     """
-    if img_size is not None and "swin" in name:
-        kwargs = {"img_size": tuple(img_size), "dynamic_img_size": True, **kwargs}
+    if "swin" in name:  # window attention needs the input size; dynamic masks accept any other size
+        size = {"img_size": tuple(img_size)} if img_size is not None else {}
+        kwargs = {**size, "dynamic_img_size": True, **kwargs}
     try:
         model = timm.create_model(name, pretrained=False, features_only=True, out_indices=tuple(out_indices), **kwargs)
     except (RuntimeError, TypeError, ValueError) as exc:  # unknown model or bad architecture keyword

@@ -6,7 +6,8 @@
 // the backward pass uses to broadcast each cell's gradient back to its points.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 #include <tuple>
 
@@ -34,7 +35,7 @@ inline void bev_pool_check_inputs(const at::Tensor& feats, const at::Tensor& coo
                     coords.sizes(), " differ in the number of points");
   TORCH_CHECK_VALUE(coords.scalar_type() == at::kInt || coords.scalar_type() == at::kLong,
                     "bev_pool coords must be int32 or int64, got ", coords.scalar_type());
-  TORCH_CHECK_VALUE(at::isFloatingType(feats.scalar_type()), "bev_pool feats must be floating point, got ",
+  TORCH_CHECK_VALUE(c10::isFloatingType(feats.scalar_type()), "bev_pool feats must be floating point, got ",
                     feats.scalar_type());
   TORCH_CHECK_VALUE(feats.device() == coords.device(), "bev_pool feats and coords must be on one device");
   TORCH_CHECK_VALUE(batch_size > 0 && nz > 0 && nx > 0 && ny > 0,

@@ -7,8 +7,11 @@
 //             rows of its run in point order (deterministic for any thread count) and writes its
 //             C sums into the [B, C, Z, X, Y] output (zeros for empty cells).
 // Backward: broadcast each cell's gradient to its points (row gather from [B*Z*X*Y, C]).
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,7 +23,8 @@
 namespace bev_ddp {
 namespace {
 
-constexpr int64_t kChannelChunk = 64;  // channels reduced together per task (stack accumulator)
+constexpr int64_t kMaxChannelChunk = 128;  // channels reduced together per task (stack accumulator)
+constexpr int64_t kCacheLine = 64;
 
 template <typename index_t>
 void compute_ranks(const index_t* coords, int64_t n, int64_t batch_size, int64_t nz, int64_t nx, int64_t ny,
@@ -81,10 +85,15 @@ template <typename scalar_t>
 void reduce_runs(const scalar_t* feats, int64_t channels, const std::vector<int64_t>& order,
                  const std::vector<int64_t>& cell_start, int64_t cells, int64_t cells_per_sample, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t num_chunks = std::max<int64_t>(1, (channels + kChannelChunk - 1) / kChannelChunk);
+  // Tasks are (cell, channel chunk).  Channels are split only as far as the stack accumulator
+  // needs, or further when there are too few cells to keep every thread busy.
+  const int64_t min_chunks = (channels + kMaxChannelChunk - 1) / kMaxChannelChunk;
+  const int64_t wanted = (4 * at::get_num_threads() + cells - 1) / cells;
+  const int64_t num_chunks = std::max<int64_t>(1, std::max(min_chunks, std::min(wanted, (channels + 7) / 8)));
   const int64_t chunk = (channels + num_chunks - 1) / num_chunks;
+  const int64_t chunk_bytes = chunk * static_cast<int64_t>(sizeof(scalar_t));
   at::parallel_for(0, cells * num_chunks, 256, [&](int64_t begin, int64_t end) {
-    acc_t acc[kChannelChunk];
+    acc_t acc[kMaxChannelChunk];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t cell = task / num_chunks;
       const int64_t c0 = (task % num_chunks) * chunk;
@@ -93,7 +102,10 @@ void reduce_runs(const scalar_t* feats, int64_t channels, const std::vector<int6
       std::fill(acc, acc + width, acc_t(0));
       const int64_t run_end = cell_start[cell + 1];
       for (int64_t j = cell_start[cell]; j < run_end; ++j) {
-        if (j + 4 < run_end) __builtin_prefetch(feats + order[j + 4] * channels + c0);
+        if (j + 4 < run_end) {  // rows are scattered in memory: fetch a few points ahead
+          const char* ahead = reinterpret_cast<const char*>(feats + order[j + 4] * channels + c0);
+          for (int64_t byte = 0; byte < chunk_bytes; byte += kCacheLine) __builtin_prefetch(ahead + byte);
+        }
         const scalar_t* row = feats + order[j] * channels + c0;
         for (int64_t k = 0; k < width; ++k) acc[k] += static_cast<acc_t>(row[k]);
       }

@@ -5,10 +5,16 @@
 //          2. stable radix sort of the kept points by rank (at::sort), run starts,
 //          3. one thread per (run, channel) sums its run in point order and writes the cell.
 // Backward: one thread per (point, channel) copies the cell gradient (0 for dropped points).
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/nonzero.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/zeros.h>
 
 #include "bev_pool.h"
 
@@ -80,13 +86,13 @@ std::tuple<at::Tensor, at::Tensor> bev_pool_forward_cuda(const at::Tensor& feats
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   // 2. stable sort of the kept points by rank, then run starts
-  const at::Tensor kept = at::nonzero(ranks >= 0).squeeze(1);  // [M] point indices
+  const at::Tensor kept = at::nonzero(ranks.ge(0)).squeeze(1);  // [M] point indices
   const int64_t num_kept = kept.size(0);
   if (num_kept == 0 || channels == 0) return {out, ranks};
   auto [sorted_ranks, perm] = at::sort(ranks.index_select(0, kept), /*stable=*/true, /*dim=*/0, /*descending=*/false);
   const at::Tensor order = kept.index_select(0, perm);  // [M] point index per sorted position
   at::Tensor is_start = at::ones({num_kept}, ranks.options().dtype(at::kBool));
-  if (num_kept > 1) is_start.slice(0, 1).copy_(sorted_ranks.slice(0, 1) != sorted_ranks.slice(0, 0, num_kept - 1));
+  if (num_kept > 1) is_start.slice(0, 1).copy_(sorted_ranks.slice(0, 1).ne(sorted_ranks.slice(0, 0, num_kept - 1)));
   const at::Tensor run_start = at::nonzero(is_start).squeeze(1).contiguous();  // [R]
   const int64_t num_runs = run_start.size(0);
 

@@ -7,7 +7,8 @@
 // pixel coordinates are (x * w - 0.5, y * h - 0.5) and taps outside the map contribute zero.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 #include <tuple>
 

@@ -4,8 +4,11 @@
 // four bilinear taps of every (level, point) sample.  Backward is parallel over (batch, head):
 // the task owning head h is the only writer of grad_value[b, :, h, :], so the scatter-add needs no
 // atomics and the result does not depend on the thread count.
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include <cmath>
 #include <vector>

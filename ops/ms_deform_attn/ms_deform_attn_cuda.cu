@@ -5,10 +5,13 @@
 // same bilinear taps (coalesced).  Backward: one thread per sample (b, q, h, l, p); it loops over
 // the channels, writes its own grad_attn / grad_sampling_locations and atomically adds into an
 // op-math grad_value buffer.  The level table is copied to the device once per call.
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include "ms_deform_attn.h"
 

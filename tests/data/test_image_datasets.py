@@ -95,6 +95,7 @@ def test_kitti_eigen_split_file(tmp_path):
     assert s["gt_depth"].shape == (1, 352, 1216) and s["img"].shape == (3, 352, 1216)
     assert s["gt_depth"][0, -1, 0] == 12.5 and int((s["gt_depth"] > 0).sum()) == 1
     assert s["meta"]["focal"] == pytest.approx(721.5377)
+    assert s["meta"]["full_size"] == (h, w) and s["meta"]["crop_offset"] == (h - 352, (w - 1216) // 2)
     top, left = h - 352, (w - 1216) // 2
     assert np.abs(_denorm(s["img"]).astype(int) - rgb[top:top + 352, left:left + 1216]).max() <= 1
 

@@ -39,7 +39,8 @@ def test_depth_learns_synthetic_renders(tmp_path_factory):
     abs_rel_const, d1_const = _constant_scores(root)
     print(f"\ndepth held-out: AbsRel step1 {s1['abs_rel']:.3f} step3 {s3['abs_rel']:.3f} "
           f"(training-median constant {abs_rel_const:.3f}); d1 step1 {s1['d1']:.3f} step3 {s3['d1']:.3f} "
-          f"(constant {d1_const:.3f}); RMSE step1 {s1['rmse']:.2f} m step3 {s3['rmse']:.2f} m")
+          f"(constant {d1_const:.3f}); RMSE step1 {s1['rmse']:.2f} m step3 {s3['rmse']:.2f} m; "
+          f"uncertainty AUROC step3 {metrics['3']['uncertainty']['auroc']:.3f}")
     for s in (s1, s3):
         assert s["abs_rel"] < 0.75 * abs_rel_const
         assert s["d1"] > 0.5 and s["d1"] > d1_const + 0.2

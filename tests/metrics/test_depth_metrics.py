@@ -101,3 +101,21 @@ def test_evaluator_shape_mismatch_raises():
     ev = DepthEvaluator(steps=[1], min_depth=1e-3, max_depth=10.0)
     with pytest.raises(InputError, match="gt_depth"):
         ev.process({"gt_depth": torch.ones(1, 1, 2, 2)}, {1: _pred(torch.ones(1, 1, 2, 3))})
+
+
+def test_crop_of_a_window_is_placed_on_the_full_frame():
+    """KITTI benchmark crop (352x1216 at the bottom centre of 375x1242): the Garg crop is a full-frame crop."""
+    gt = torch.full((352, 1216), 10.0)
+    top, left = 375 - 352, (1242 - 1216) // 2
+    mask = eval_mask(gt, min_depth=1e-3, max_depth=80.0, crop="garg", full_size=(375, 1242), offset=(top, left))
+    full = crop_mask(375, 1242, "garg")
+    assert torch.equal(mask, full[top:top + 352, left:left + 1216])
+    assert int(mask.any(1).nonzero()[0]) == 153 - top  # first scored row: full-frame row 153
+    with pytest.raises(InputError, match="does not fit"):
+        eval_mask(gt, min_depth=1e-3, max_depth=80.0, crop="garg", full_size=(300, 1242), offset=(top, left))
+    ev = DepthEvaluator(steps=[1], min_depth=1e-3, max_depth=80.0, crop="garg")
+    pred = gt.clone()
+    pred[129, :] = 40.0  # full-frame row 152: just above the Garg crop, must not count
+    ev.process({"gt_depth": gt[None, None], "meta": [{"full_size": (375, 1242), "crop_offset": (top, left)}]},
+               {1: _pred(pred[None, None])})
+    assert ev.evaluate()["steps"]["1"]["summary"]["abs_rel"] == pytest.approx(0.0)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from bev_ddp.replay import export, foxglove
 from bev_ddp.replay.app import ReplayRequest, run_replay
 from bev_ddp.replay.bag_source import RosbagSource
 from bev_ddp.replay.nuscenes_source import NuScenesSceneSource
-from bev_ddp.replay.outputs import quantise
+from bev_ddp.replay.outputs import ReplayOutputs, quantise
 from bev_ddp.replay.sample import SampleBuilder
 from bev_ddp.replay.sync import FrameAssembler, SyncSettings
 from bev_ddp.replay.topics import default_topic_map
@@ -200,6 +202,22 @@ def test_ctrl_c_leaves_a_closed_mcap_with_the_frames_so_far(logs, model, tmp_pat
     assert result.interrupted and result.frames == 3
     assert [m["index"] for _, _, m in read_mcap(tmp_path / "out" / "replay.mcap")["/bev/frame"]] == [0, 1, 2]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["interrupted"] is True
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_writing_finishes_the_frame_being_written(logs, model, tmp_path, monkeypatch):
+    original = ReplayOutputs.write
+
+    def write_and_get_interrupted(self, record, *args):
+        if record.index == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives in the middle of writing frame 1
+        original(self, record, *args)
+
+    monkeypatch.setattr(ReplayOutputs, "write", write_and_get_interrupted)
+    result = run_replay(_request(tmp_path, bag=logs["mcap"]), model=model)
+    assert result.interrupted and result.frames == 2  # frame 1 is finished, then the run stops
+    topics = read_mcap(tmp_path / "out" / "replay.mcap")
+    assert [m["index"] for _, _, m in topics["/bev/frame"]] == [0, 1] and len(topics["/bev/probabilities"]) == 2
 
 
 @pytest.mark.slow

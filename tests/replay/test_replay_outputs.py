@@ -99,6 +99,17 @@ def test_controller_fits_base_and_step_cost_and_follows_a_slowdown():
     assert controller.choose() == 1  # 2·(20 + 10) = 60 fits, 2·(20 + 20) = 80 does not
 
 
+def test_controller_probes_one_step_more_to_learn_a_large_fixed_cost():
+    base, per_step = 200.0, 20.0  # the proportional guess (220 ms per step) would never leave 1 step
+    controller = StepController(max_steps=8, budget_ms=305.0)
+    chosen = []
+    for _ in range(6):
+        k = controller.choose()
+        chosen.append(k)
+        controller.observe(k, base + per_step * k)
+    assert chosen[:3] == [1, 2, 5] and chosen[-1] == 5  # 200 + 5·20 = 300 fits, 320 does not
+
+
 def test_controller_rejects_bad_settings():
     with pytest.raises(ValueError, match="max_steps"):
         StepController(max_steps=0)

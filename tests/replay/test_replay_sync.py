@@ -78,6 +78,14 @@ def test_cameras_recorded_after_the_lidar_are_matched_and_geometry_follows_ego_m
     assert np.all(frame.points[: len(current), 4] == 0)
 
 
+def test_a_recording_clock_far_from_the_sensor_clock_still_waits_for_late_images(tmp_path):
+    messages = rig_recording(TOPICS, frames=3, camera_delay_ns=400_000_000)  # images recorded 0.4 s late
+    for m in messages:
+        m.log_ns += 3_600_000_000_000  # the log's clock runs an hour ahead of the sensor stamps
+    frames, _ = _frames(_write(tmp_path, messages, "mcap"), arrival_slack_ns=500_000_000)
+    assert [f.flags for f in frames] == [[], [], []]
+
+
 def test_late_or_missing_cameras_degrade_the_frame_but_never_drop_it(tmp_path):
     bag = _write(tmp_path, rig_recording(TOPICS, frames=3, camera_offset_ns=60_000_000, skip_camera=("CAM_BACK", 0)),
                  "sqlite3")

@@ -21,6 +21,8 @@ def test_swin_outputs_are_nchw_and_match_declared_levels():
     assert [tuple(f.shape) for f in feats] == [(1, 16, 8, 16), (1, 32, 4, 8), (1, 64, 2, 4), (1, 128, 1, 2)]
     raw = backbone.model(x)[0]  # [B, H, W, C] from timm
     assert torch.equal(feats[0], raw.permute(0, 3, 1, 2))
+    # whole-image inference feeds other sizes than the training crop
+    assert [tuple(f.shape[-2:]) for f in backbone(torch.randn(1, 3, 64, 96))] == [(16, 24), (8, 12), (4, 6), (2, 3)]
 
 
 def test_convnext_is_already_nchw():

@@ -174,5 +174,6 @@ class LSSTransform(nn.Module):
         lifted = lifted.view(batch, cams, *lifted.shape[1:])  # [B, N, D, fH, fW, C]
         if camera_valid is not None:
             lifted = lifted * camera_valid.to(lifted.dtype).view(batch, cams, 1, 1, 1, 1)
-        points = frustum_to_lidar(self.frustum, geometry.to(feats.dtype))
+        with torch.autocast(device_type=feats.device.type, enabled=False):  # geometry in fp32 even under AMP
+            points = frustum_to_lidar(self.frustum.float(), geometry.to(torch.float32))
         return self.downsample(self.splat(lifted, points))
