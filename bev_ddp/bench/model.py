@@ -183,9 +183,7 @@ def synthetic_batch(*, image_size: tuple[int, int], num_cams: int, num_points: i
         camera2lidar[i, :3, :3] = torch.tensor([[s, 0.0, c], [-c, 0.0, s], [0.0, -1.0, 0.0]])  # columns: right, down, forward
         camera2lidar[i, 2, 3] = 1.5
     eye = torch.eye(4)
-    points = torch.rand(num_points, 5, generator=gen)
-    points[:, :2] = (points[:, :2] * 2 - 1) * extent
-    points[:, 2] = points[:, 2] * 4 - 2
+    points = spinning_lidar_cloud(num_points, extent=extent, gen=gen)
     sample = {
         "img": torch.randn(num_cams, 3, h, w, generator=gen),
         "geometry": CameraGeometry(intrinsics=intrinsics, camera2lidar=camera2lidar, img_aug=eye.repeat(num_cams, 1, 1),
@@ -195,6 +193,24 @@ def synthetic_batch(*, image_size: tuple[int, int], num_cams: int, num_points: i
         "meta": {"token": "bench"},
     }
     return collate_samples([sample])
+
+
+def spinning_lidar_cloud(num_points: int, *, extent: float, gen: torch.Generator, height: float = 1.8) -> torch.Tensor:
+    """[N, 5] points shaped like a spinning LiDAR's (surfaces, not a filled volume), lidar frame.
+
+    Azimuth uniform, range density ∝ 1/r between 1 m and ``extent`` (denser near the sensor);
+    70 % on the ground (z = -height ± 5 cm), 30 % on obstacles (z uniform up to 3 m above ground).
+    The sparse encoder's cost depends on how many voxels are occupied, which this layout keeps
+    close to a real sweep's.
+    """
+    azimuth = torch.rand(num_points, generator=gen) * 2 * math.pi
+    radius = torch.exp(torch.rand(num_points, generator=gen) * math.log(extent))  # log-uniform in [1, extent)
+    on_ground = torch.rand(num_points, generator=gen) < 0.7
+    z = torch.where(on_ground, -height + 0.05 * torch.randn(num_points, generator=gen),
+                    -height + 3.0 * torch.rand(num_points, generator=gen))
+    intensity = torch.rand(num_points, generator=gen)
+    time_lag = torch.randint(0, 10, (num_points,), generator=gen).float() * 0.05  # 10 sweeps, 50 ms apart
+    return torch.stack([radius * torch.cos(azimuth), radius * torch.sin(azimuth), z, intensity, time_lag], dim=1)
 
 
 # -- the benchmark ------------------------------------------------------------------------------

@@ -3,10 +3,10 @@
 Sizes default to BEVFusion's real ones:
 
 * ``bev_pool``: 6 cameras x 118 depth bins x 32 x 88 feature pixels (1,993,728 frustum points),
-  80 channels, pooled into a 1 x 256 x 256 grid.  Coordinates are uniform over a region 20 %
-  wider than the grid, so about a third of the points fall outside and are dropped.
+  80 channels, pooled into a 1 x 256 x 256 grid (0.4 m cells); coordinates come from a
+  surround-view frustum geometry (:func:`frustum_coords`), in frustum order;
 * ``ms_deform_attn``: the BEV decoder's layer, 200 x 200 queries over one 200 x 200 level,
-  256 dims = 8 heads x 32, 4 points.
+  256 dims = 8 heads x 32, 4 points sampled around each query's own cell.
 
 Reported, all measured in the same run (absolute times depend on the machine's load, ratios
 much less so):
@@ -164,28 +164,50 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
 
 
 # -- inputs -------------------------------------------------------------------------------------
-def bev_pool_inputs(sizes: OpsBenchSizes, device: torch.device, generator: torch.Generator):
-    """feats [N, C] float32 and coords [N, 4] int32 (x, y, z, b) for one sample."""
+def frustum_coords(sizes: OpsBenchSizes) -> torch.Tensor:
+    """[N, 4] int32 (x, y, z, b) cells of BEVFusion's camera frustum points, in frustum order.
+
+    Six cameras around the ego (yaw 0, +-55, +-110, 180 deg, 70 deg horizontal field of view),
+    depth bins 1 to 60 m every 0.5 m (BEVFusion's ``dbound``), one z cell for all heights, and a
+    grid of ``sizes.grid`` cells over +-51.2 m: near cells collect many points, far rays leave it.
+    """
     nz, nx, ny = sizes.grid
-    n = sizes.frustum_points
-    feats = torch.randn(n, sizes.pool_channels, generator=generator)
-    lo, hi = (-0.1, 1.1)
-    x = (torch.rand(n, generator=generator) * (hi - lo) + lo) * nx
-    y = (torch.rand(n, generator=generator) * (hi - lo) + lo) * ny
-    z = torch.randint(0, nz, (n,), generator=generator)
-    coords = torch.stack([x.floor().int(), y.floor().int(), z.int(), torch.zeros(n, dtype=torch.int32)], dim=1)
-    return feats.to(device), coords.to(device)
+    yaws = torch.deg2rad(torch.tensor([0.0, 55.0, -55.0, 110.0, -110.0, 180.0]))[: sizes.cameras]
+    depth = 1.0 + 0.5 * torch.arange(sizes.depth_bins, dtype=torch.float64)  # [D] m
+    half_fov = torch.deg2rad(torch.tensor(35.0, dtype=torch.float64))
+    column = torch.linspace(-1, 1, sizes.feat_w, dtype=torch.float64) * torch.tan(half_fov)  # [W] tan(azimuth)
+    forward = torch.stack([yaws.cos(), yaws.sin()], dim=-1).double()  # [N_cam, 2]
+    right = torch.stack([yaws.sin(), -yaws.cos()], dim=-1).double()
+    # ego-frame xy of every (camera, depth, column): depth along the optical axis
+    xy = depth[None, :, None, None] * (forward[:, None, None, :] + column[None, None, :, None] * right[:, None, None, :])
+    xy = xy[:, :, None].expand(sizes.cameras, sizes.depth_bins, sizes.feat_h, sizes.feat_w, 2)  # rows share xy
+    cell = torch.floor((xy.reshape(-1, 2) + 51.2) / (102.4 / torch.tensor([nx, ny]))).int()  # [N, 2]
+    z = torch.zeros(cell.shape[0], 1, dtype=torch.int32)
+    return torch.cat([cell, z, z], dim=1)  # (x, y, z=0, b=0)
+
+
+def bev_pool_inputs(sizes: OpsBenchSizes, device: torch.device, generator: torch.Generator):
+    """feats [N, C] float32 (random) and coords [N, 4] int32 from :func:`frustum_coords`."""
+    feats = torch.randn(sizes.frustum_points, sizes.pool_channels, generator=generator)
+    return feats.to(device), frustum_coords(sizes).to(device)
 
 
 def ms_deform_attn_inputs(sizes: OpsBenchSizes, device: torch.device, generator: torch.Generator):
-    """value [1, S, H, Dh], one level, locations [1, Q, H, 1, P, 2], weights softmaxed over P."""
+    """value [1, S, H, Dh] of one level; every query samples around its own BEV cell.
+
+    Sampling locations = the query's cell centre + Gaussian offsets of 2 cells (as the decoder's
+    learned offsets), weights softmaxed over the points.
+    """
     h, w, heads, points = sizes.bev_h, sizes.bev_w, sizes.heads, sizes.points
     dims = sizes.embed_dims // heads
     q = s = h * w
     value = torch.randn(1, s, heads, dims, generator=generator)
     shapes = torch.tensor([[h, w]], dtype=torch.int64)
     starts = torch.zeros(1, dtype=torch.int64)
-    loc = torch.rand(1, q, heads, 1, points, 2, generator=generator)
+    ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
+    centre = torch.stack([xs, ys], dim=-1).reshape(1, q, 1, 1, 1, 2)  # [1, Q, 1, 1, 1, 2] (x, y)
+    offsets = 2.0 * torch.randn(1, q, heads, 1, points, 2, generator=generator) / torch.tensor([w, h])
+    loc = centre + offsets
     attn = torch.randn(1, q, heads, 1, points, generator=generator).softmax(-1)
     return [t.to(device) for t in (value, shapes, starts, loc, attn)]
 

@@ -8,8 +8,9 @@ Table 5a/5b).  Every encoder offers the same three calls:
   sparse depth by a valid-mask-aware mean (invalid zeros are never blended in).
 * ``discretize(logits)``: decoder output -> the discrete prediction (argmax, threshold at
   probability 0.5, or depth bins) whose step-to-step changes define the uncertainty map.
-* ``encode_prediction(logits)``: ``encode(discretize(logits))`` at the logits' resolution; the
-  DDIM step (Alg. 3) and self-aligned denoising (Alg. 4) feed this back into the decoder.
+* ``encode_prediction(logits)``: the prediction encoded like ground truth, at the logits'
+  resolution (labels: ``encode(discretize(logits))``; continuous values: the decoded value,
+  not binned); the DDIM step (Alg. 3) and self-aligned denoising (Alg. 4) feed it back.
 
 Target conventions (from the task contracts):
 

@@ -20,6 +20,7 @@ Alg. 3 prints ``sqrt(1 - alpha_now) * eps`` for the noise term of ``map_next``; 
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -90,8 +91,9 @@ class DDIMSampler:
 
     def time_pairs(self, steps: int) -> list[tuple[float, float]]:
         """Alg. 2: ``t_now = 1 - s/steps``, ``t_next = max(1 - (s + 1 + td)/steps, 0)``."""
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise InputError(f"sampling steps must be an integer >= 1, got {steps!r}")
+        steps = int(steps)
         return [(1.0 - s / steps, max(1.0 - (s + 1 + self.td) / steps, 0.0)) for s in range(steps)]
 
     def step(self, x_t: torch.Tensor, x0_hat: torch.Tensor, t_now: torch.Tensor | float,

@@ -2,8 +2,8 @@
 
 Stages (each prints its progress):
 
-1. ``generate_world``: a procedurally generated town in nuScenes format (reused when the
-   folder already holds one with the same settings).
+1. ``generate_world``: a procedurally generated town in nuScenes format, written at the
+   network's image size (reused when the folder already holds one with the same settings).
 2. ``create_infos``: info files with a deterministic scene split (train / held-out val scenes).
 3. Training of the tiny fusion DDP config for ``iters`` steps, the last ``self_aligned_iters``
    of them with self-aligned denoising (paper Alg. 4); the model is evaluated at steps 1 and 3
@@ -81,7 +81,7 @@ def _stage(name: str, index: int, total: int, log: Callable[[str], None], times:
 def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
     """Run every stage; returns the figures (also written to ``<out_dir>/summary.{json,md}``)."""
     from bev_ddp.bev.task import TASK
-    from bev_ddp.data.synthetic import generate_world
+    from bev_ddp.data.synthetic import WorldSettings, generate_world
     from bev_ddp.engine.trainer import train
     from data_tools.create_infos import create_infos
 
@@ -91,9 +91,16 @@ def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, prog
     if settings.self_aligned_iters >= settings.iters:
         raise ValueError("self_aligned_iters must be smaller than iters")
     probe = load_config(settings.config, settings.overrides, schema=TASK.schema)
+    wanted = WorldSettings(seed=settings.seed, num_scenes=settings.scenes, samples_per_scene=settings.samples_per_scene,
+                           image_size=(int(probe.data.image_size[0]), int(probe.data.image_size[1])))
     with _stage("synthesize a town", 1, 4, log, times):
-        generate_world(world, num_scenes=settings.scenes, samples_per_scene=settings.samples_per_scene,
-                       seed=settings.seed, image_size=tuple(probe.data.image_size))
+        if _existing_world(world) == wanted:
+            log(f"    reusing the town in {world}")
+        else:
+            generate_world(world, num_scenes=wanted.num_scenes, samples_per_scene=wanted.samples_per_scene,
+                           seed=wanted.seed, image_size=wanted.image_size, location=wanted.location,
+                           lidar_azimuth_steps=wanted.lidar_azimuth_steps, town_size=wanted.town_size,
+                           version=wanted.version)
     with _stage("prepare info files", 2, 4, log, times):
         infos = create_infos(world, "v1.0-mini", world / "infos", max_sweeps=probe.data.load_sweeps)
         counts = {name: len(json.loads(Path(p).read_text())["infos"]) for name, p in infos.items()}
@@ -145,6 +152,17 @@ def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, prog
         )
         _write_summary(demo, settings, out)
     return demo
+
+
+def _existing_world(path: Path) -> Any:
+    """Settings of the synthetic world already in ``path``, or None."""
+    from bev_ddp.data.synthetic import load_settings
+    from bev_ddp.errors import InputError
+
+    try:
+        return load_settings(path)
+    except InputError:
+        return None
 
 
 def _write_summary(demo: DemoResult, settings: DemoSettings, out: Path) -> None:

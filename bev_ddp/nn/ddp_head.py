@@ -15,6 +15,7 @@ the number of ranks or the device's random number generator.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -86,6 +87,9 @@ class DDPHead(nn.Module):
         self.schedule = schedule if isinstance(schedule, NoiseSchedule) else NoiseSchedule(name=schedule)
         self.sampler = DDIMSampler(schedule=self.schedule, td=td)
 
+    def extra_repr(self) -> str:
+        return f"schedule={self.schedule.name!r}, td={self.sampler.td}"
+
     def _check_cond(self, cond: torch.Tensor) -> None:
         if not isinstance(cond, torch.Tensor):
             raise InputError(f"cond must be a torch.Tensor, got {type(cond).__name__}")
@@ -120,6 +124,7 @@ class DDPHead(nn.Module):
             raise InputError(f"target must be a tensor with batch size {cond.shape[0]} like cond, got {got}")
         b, size = cond.shape[0], tuple(cond.shape[-2:])
         if self_aligned:
+            self.label_encoder.prepare_target(target, size)  # validates the ground truth the loss will use
             # Alg. 4: one step from pure noise at t = 1, no gradient through this pass
             with torch.no_grad():
                 shape = (b, self.decoder.map_channels, *size)
@@ -153,10 +158,10 @@ class DDPHead(nn.Module):
             raise InputError("pass either seed or generator to predict, not both")
         if seed is None:
             return _randn((b, *one[1:]), like=cond, generator=generator)
-        seeds = [seed] * b if isinstance(seed, int) else list(seed)
-        if len(seeds) != b or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        seeds = [seed] * b if isinstance(seed, numbers.Integral) else list(seed)
+        if len(seeds) != b or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
             raise InputError(f"seed must be an int or {b} ints (one per sample), got {seed!r}")
-        return torch.cat([_randn(one, like=cond, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        return torch.cat([_randn(one, like=cond, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
     @torch.no_grad()
     def predict(self, cond: torch.Tensor, *, steps: int = 3, seed: int | Sequence[int] | None = None,
@@ -172,8 +177,9 @@ class DDPHead(nn.Module):
         Returns:
             :class:`DDPOutput`.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise InputError(f"steps must be an integer >= 1, got {steps!r}")
+        steps = int(steps)
         self._check_cond(cond)
         noise = self.initial_noise(cond, seed=seed, generator=generator)
         sampled = self.sampler.sample(noise, steps=steps, denoise=self._denoise(cond),

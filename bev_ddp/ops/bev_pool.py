@@ -33,12 +33,14 @@ def _check_grid(grid: object) -> tuple[int, int, int]:
 
 
 def check_bev_pool_inputs(
-    feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: tuple[int, int, int]
+    feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: tuple[int, int, int], *,
+    check_batch_index: bool = True,
 ) -> tuple[int, int, int]:
     """Validate ``bev_pool`` inputs; returns ``grid`` as ints.
 
     Raises InputError for wrong types, shapes or dtypes, a non-positive batch size or grid, and
-    batch indices outside ``[0, batch_size)`` (those would otherwise be written out of bounds).
+    (with ``check_batch_index``) batch indices outside ``[0, batch_size)``.  The CPU kernel checks
+    the batch indices itself while computing the cell ranks, which saves a pass over ``coords``.
     """
     check_tensor("bev_pool feats", feats, ndim=2, dtypes=FLOAT_DTYPES)
     check_tensor("bev_pool coords", coords, ndim=2, dtypes=INDEX_DTYPES)
@@ -55,14 +57,18 @@ def check_bev_pool_inputs(
     z, x, y = _check_grid(grid)
     if batch_size * z * x * y >= 2**63 // max(feats.shape[1], 1):
         raise InputError(f"bev_pool output of {batch_size}x{feats.shape[1]}x{z}x{x}x{y} is too large")
+    if check_batch_index:
+        _check_batch_index(coords, batch_size)
+    return z, x, y
+
+
+def _check_batch_index(coords: torch.Tensor, batch_size: int) -> None:
     if coords.shape[0] > 0:
-        b = coords[:, 3]
-        lo, hi = int(b.min()), int(b.max())
+        lo, hi = (int(v) for v in torch.aminmax(coords[:, 3]))
         if lo < 0 or hi >= batch_size:
             raise InputError(
                 f"bev_pool coords batch index (column 3) must lie in [0, {batch_size}), got range [{lo}, {hi}]"
             )
-    return z, x, y
 
 
 def bev_pool_reference(
@@ -125,7 +131,7 @@ def bev_pool(feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: t
     """Sum-pool point features into BEV cells; compiled kernel when built, reference otherwise.
 
     Args:
-        feats: [N, C] float32 (CPU/CUDA) or float16/bfloat16 (CUDA, fp32 accumulation) features.
+        feats: [N, C] float32/float64/float16/bfloat16 features (16-bit types summed in float32).
         coords: [N, 4] int32/int64 voxel indices (x, y, z, b).
         batch_size: B.
         grid: (Z, X, Y) cell counts; points outside are dropped.
@@ -133,11 +139,16 @@ def bev_pool(feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: t
     Returns:
         [B, C, Z, X, Y] per-cell sums in the dtype of ``feats``.
     """
-    grid = check_bev_pool_inputs(feats, coords, batch_size, grid)
+    grid = check_bev_pool_inputs(feats, coords, batch_size, grid, check_batch_index=False)
     module = _kernel_module(feats.device)
+    if module is None or feats.device.type != "cpu":  # the CPU kernel checks batch indices itself
+        _check_batch_index(coords, batch_size)
     if module is None:
         return bev_pool_reference(feats, coords, batch_size, grid)
-    return BEVPoolFunction.apply(feats.contiguous(), coords.contiguous(), batch_size, grid, module)
+    try:
+        return BEVPoolFunction.apply(feats.contiguous(), coords.contiguous(), batch_size, grid, module)
+    except ValueError as exc:  # the kernel's own input checks (batch index out of range)
+        raise InputError(str(exc).split("\n")[0]) from exc
 
 
 class BEVPool(nn.Module):

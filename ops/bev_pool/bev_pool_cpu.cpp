@@ -25,6 +25,7 @@ namespace {
 
 constexpr int64_t kMaxChannelChunk = 128;  // channels reduced together per task (stack accumulator)
 constexpr int64_t kCacheLine = 64;
+constexpr int64_t kPrefetchDistance = 8;  // points
 
 template <typename index_t>
 void compute_ranks(const index_t* coords, int64_t n, int64_t batch_size, int64_t nz, int64_t nx, int64_t ny,
@@ -92,6 +93,7 @@ void reduce_runs(const scalar_t* feats, int64_t channels, const std::vector<int6
   const int64_t num_chunks = std::max<int64_t>(1, std::max(min_chunks, std::min(wanted, (channels + 7) / 8)));
   const int64_t chunk = (channels + num_chunks - 1) / num_chunks;
   const int64_t chunk_bytes = chunk * static_cast<int64_t>(sizeof(scalar_t));
+  const int64_t num_kept = static_cast<int64_t>(order.size());
   at::parallel_for(0, cells * num_chunks, 256, [&](int64_t begin, int64_t end) {
     acc_t acc[kMaxChannelChunk];
     for (int64_t task = begin; task < end; ++task) {
@@ -102,8 +104,10 @@ void reduce_runs(const scalar_t* feats, int64_t channels, const std::vector<int6
       std::fill(acc, acc + width, acc_t(0));
       const int64_t run_end = cell_start[cell + 1];
       for (int64_t j = cell_start[cell]; j < run_end; ++j) {
-        if (j + 4 < run_end) {  // rows are scattered in memory: fetch a few points ahead
-          const char* ahead = reinterpret_cast<const char*>(feats + order[j + 4] * channels + c0);
+        // Rows are scattered in memory: fetch the row kPrefetchDistance points ahead in sorted
+        // order (usually the next cell's, which this task reduces next).
+        if (j + kPrefetchDistance < num_kept) {
+          const char* ahead = reinterpret_cast<const char*>(feats + order[j + kPrefetchDistance] * channels + c0);
           for (int64_t byte = 0; byte < chunk_bytes; byte += kCacheLine) __builtin_prefetch(ahead + byte);
         }
         const scalar_t* row = feats + order[j] * channels + c0;

@@ -1,6 +1,7 @@
 """DDP head: training loss (plain and self-aligned), sampling, determinism, batching, bad input."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,6 +96,8 @@ def test_predict_outputs():
     assert big.logits.shape == (2, 3, 8, 12) and big.uncertainty.shape == (2, 8, 12)
     one = head.predict(cond, steps=1, seed=0)
     assert torch.equal(one.uncertainty, torch.zeros(2, 4, 6))
+    assert len(head.predict(cond, steps=np.int64(2), seed=np.int32(0)).step_logits) == 2  # numpy integers work
+    assert "schedule='cosine', td=1.0" in repr(head)
 
 
 def test_one_step_is_a_decoder_call_at_t_1_from_the_seeded_noise():
@@ -187,6 +190,8 @@ def test_bad_condition():
         head.loss(cond, target[:1])
     with pytest.raises(InputError, match="single-label target"):
         head.loss(cond, target.float())
+    with pytest.raises(InputError, match="outside classes"):
+        head.loss(cond, target + 5, self_aligned=True)
     with pytest.raises(InputError, match="either seed or generator"):
         head.predict(cond, seed=0, generator=torch.Generator())
     with pytest.raises(InputError, match="one per sample"):
