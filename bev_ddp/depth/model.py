@@ -90,7 +90,8 @@ class DDPDepthEstimator(nn.Module):
         return out
 
     @torch.no_grad()
-    def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1, 3), seed: int = 0) -> dict[int, DepthPrediction]:
+    def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1, 3),
+                seed: int = 0) -> dict[int, DepthPrediction]:
         """Depth per step count at ``batch['ori_size']`` (see :class:`DepthPrediction`)."""
         images = check_images(batch)
         steps = check_steps(steps)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -150,3 +151,29 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool
                 parts.append(f"  {title} keys: {shown}")
         raise InputError("\n".join(parts))
     model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched_keys}, strict=False)
+
+
+def link_latest(target: Path, link: Path) -> None:
+    """Point ``link`` at ``target`` (hard link, atomically replaced; a copy where links fail)."""
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, link)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts (``train.work_dir`` ignored)."""
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith("train.work_dir"))

@@ -13,11 +13,13 @@ method (their own per-epoch augmentation draw) get it called whenever an epoch s
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from bev_ddp.errors import ConfigError
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -109,9 +111,10 @@ def build_train_loader(
     rank: int = 0,
 ) -> tuple[DataLoader, ResumableSampler]:
     """Training loader over ``dataset``; incomplete last batches are dropped."""
-    if len(dataset) // num_replicas < batch_size:  # type: ignore[arg-type]
-        raise ValueError(
-            f"the training set has {len(dataset)} samples: too few for batch_size {batch_size} "  # type: ignore[arg-type]
+    size = len(dataset)  # type: ignore[arg-type]
+    if batch_size < 1 or size // num_replicas < batch_size:
+        raise ConfigError(
+            f"the training set has {size} samples: too few for train.batch_size={batch_size} "
             f"on each of {num_replicas} process(es)"
         )
     sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed, shuffle=True)

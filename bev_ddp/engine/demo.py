@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from bev_ddp.config import load_config
 
@@ -56,26 +57,24 @@ class DemoResult:
     config: Any  # the resolved training config
     per_class_before: dict[int, dict[str, float]]  # evaluation before self-aligned fine-tuning
     per_class_after: dict[int, dict[str, float]]
-    miou_before: dict[int, float]
+    miou_before: dict[int, float]  # mean of per-class maxima over thresholds (BEVFusion's number)
     miou_after: dict[int, float]
+    miou50_before: dict[int, float]  # at the single threshold 0.5
+    miou50_after: dict[int, float]
     auroc_after: dict[int, float | None]
     stage_seconds: dict[str, float]
     num_train: int
     num_val: int
 
 
-def _stage(name: str, index: int, total: int, log: Callable[[str], None], times: dict[str, float]):
-    class _Timer:
-        def __enter__(self) -> None:
-            log(f"[{index}/{total}] {name} ...")
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc: Any) -> None:
-            times[name] = time.perf_counter() - self.start
-            if exc[0] is None:
-                log(f"[{index}/{total}] {name}: done in {times[name]:.1f} s")
-
-    return _Timer()
+@contextmanager
+def _stage(name: str, index: int, total: int, log: Callable[[str], None], times: dict[str, float]) -> Iterator[None]:
+    """Print the start and the end (with its duration) of one demo stage; record the duration."""
+    log(f"[{index}/{total}] {name} ...")
+    start = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - start
+    log(f"[{index}/{total}] {name}: done in {times[name]:.1f} s")
 
 
 def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
@@ -145,6 +144,8 @@ def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, prog
             per_class_after={int(s): e["per_class"] for s, e in after["steps"].items()},
             miou_before={int(s): e["summary"]["mIoU"] for s, e in before["steps"].items()},
             miou_after={int(s): e["summary"]["mIoU"] for s, e in after["steps"].items()},
+            miou50_before={int(s): e["summary"]["mIoU@0.50"] for s, e in before["steps"].items()},
+            miou50_after={int(s): e["summary"]["mIoU@0.50"] for s, e in after["steps"].items()},
             auroc_after={int(s): e["uncertainty"]["auroc"] for s, e in after["steps"].items()},
             stage_seconds=times,
             num_train=counts.get("train", 0),
@@ -189,6 +190,8 @@ def _write_summary(demo: DemoResult, settings: DemoSettings, out: Path) -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     cells = [f"{demo.miou_before[s] * 100:.1f} | {demo.miou_after[s] * 100:.1f}" for s in steps]
     lines.append("| **mIoU** | " + " | ".join(cells) + " |")
+    cells = [f"{demo.miou50_before[s] * 100:.1f} | {demo.miou50_after[s] * 100:.1f}" for s in steps]
+    lines.append("| mIoU@0.50 | " + " | ".join(cells) + " |")
     lines += ["", "Stage times (s): " + ", ".join(f"{k}: {v:.1f}" for k, v in demo.stage_seconds.items()), ""]
     (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
 
@@ -201,7 +204,7 @@ def headline(demo: DemoResult) -> str:
         auroc = demo.auroc_after.get(s)
         lines.append(
             f"  {s} step{'s' if s > 1 else ''}: mIoU {demo.miou_before[s] * 100:.1f} before the self-aligned phase -> "
-            f"{demo.miou_after[s] * 100:.1f} after it"
+            f"{demo.miou_after[s] * 100:.1f} after it (mIoU@0.50 {demo.miou50_after[s] * 100:.1f})"
             + (f", uncertainty AUROC {auroc:.2f}" if auroc is not None else "")
         )
     best = demo.per_class_after[steps[-1]]

@@ -1,8 +1,9 @@
-"""Training logs: one JSON object per line (``log.jsonl``) and TensorBoard scalars (``tb/``)."""
+"""Training logs: one JSON object per line (``log.jsonl``), TensorBoard scalars (``tb/``), loss averaging."""
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ class MetricLogger:
 
             self._tb = SummaryWriter(log_dir=str(self.work_dir / "tb"))
 
-    def log(self, step: int, scalars: dict[str, float], *, prefix: str = "train", extra: dict[str, Any] | None = None) -> None:
+    def log(self, step: int, scalars: dict[str, float], *, prefix: str = "train",
+            extra: dict[str, Any] | None = None) -> None:
         record = {"kind": prefix, "step": step, **{k: _clean(v) for k, v in scalars.items()}, **(extra or {})}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
@@ -39,6 +41,27 @@ class MetricLogger:
         if self._tb is not None:
             self._tb.flush()
             self._tb.close()
+
+
+class LossWindow:
+    """Sums loss values between two log lines; ``flush`` returns the means and steps per second."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.start = time.perf_counter()
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def flush(self) -> tuple[dict[str, float], float]:
+        elapsed = time.perf_counter() - self.start
+        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        rate = self.count / max(elapsed, 1e-9)
+        self.sums, self.count, self.start = {}, 0, time.perf_counter()
+        return means, rate
 
 
 def _clean(value: Any) -> Any:

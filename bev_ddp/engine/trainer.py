@@ -20,28 +20,23 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import os
-import random
-import shutil
-import signal
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from bev_ddp.config import to_dict
 from bev_ddp.engine import distributed as du
-from bev_ddp.engine.checkpoint import FORMAT_VERSION, RNGState, load_checkpoint, save_atomic
+from bev_ddp.engine.checkpoint import (FORMAT_VERSION, RNGState, config_changes, link_latest, load_checkpoint,
+                                      save_atomic)
 from bev_ddp.engine.data import build_train_loader, move_to_device
 from bev_ddp.engine.evaluation import EvalResult, evaluate_task
-from bev_ddp.engine.logger import MetricLogger
+from bev_ddp.engine.logger import LossWindow, MetricLogger
 from bev_ddp.engine.lr_schedule import LRFactor, build_lr_scheduler
+from bev_ddp.engine.process import StopRequest, derived_seed, seed_everything
 from bev_ddp.engine.task import Task
 from bev_ddp.errors import ConfigError, InputError
 
@@ -64,41 +59,6 @@ class TrainResult:
     checkpoint: Path | None
     losses: dict[str, float] = field(default_factory=dict)  # mean of the last logging interval
     evals: dict[int, EvalResult] = field(default_factory=dict)  # step -> evaluation (main rank)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint32)[0])
-
-
-class StopRequest:
-    """Turns the first SIGINT/SIGTERM into a flag checked at step boundaries."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        for sig, handler in self._previous.items():  # a second signal acts at once
-            signal.signal(sig, handler)
-        log.warning("signal %d received: saving a checkpoint at the end of this step", signum)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass
@@ -207,7 +167,7 @@ class Trainer:
         path = ckpt_dir / (name or f"iter_{point.step:07d}.pth")
         if state is not None:
             save_atomic(state, path)
-            _link_latest(path, self.work_dir / LATEST)
+            link_latest(path, self.work_dir / LATEST)
             self._prune(ckpt_dir)
             log.info("checkpoint written: %s", path)
         du.barrier()
@@ -234,7 +194,9 @@ class Trainer:
             )
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
+            # keep this run's schedule settings (e.g. a longer train.iters), restore only its position
+            lambdas = [None] * len(self.scheduler.lr_lambdas)
+            self.scheduler.load_state_dict({**ckpt["scheduler"], "lr_lambdas": lambdas})
         except (ValueError, KeyError) as exc:
             raise InputError(f"checkpoint {path}: optimizer/scheduler state does not fit this model: {exc}") from exc
         if self.amp and ckpt.get("scaler"):
@@ -251,7 +213,9 @@ class Trainer:
                 path, len(rngs), self.dist.world_size,
             )
             seed_everything(derived_seed(self.cfg.train.seed, self.dist.rank, self.step))
-        _warn_config_changes(ckpt["config"], to_dict(self.cfg), path)
+        changed = config_changes(ckpt["config"], to_dict(self.cfg))
+        if changed:
+            log.warning("config differs from the one in %s: %s", path, ", ".join(changed))
         log.info("resumed from %s at step %d", path, self.step)
 
     # ------------------------------------------------------------------ loop
@@ -278,7 +242,9 @@ class Trainer:
         with torch.autocast(device_type=self.dist.device.type, dtype=torch.float16, enabled=self.amp):
             _, losses = self.ddp_model(batch, **kwargs)
         if not isinstance(losses, dict) or not losses:
-            raise TypeError(f"{type(self.model).__name__}(batch) must return (preds, dict of losses), got {type(losses).__name__}")
+            raise TypeError(
+                f"{type(self.model).__name__}(batch) must return (preds, dict of losses), got {type(losses).__name__}"
+            )
         return losses
 
     def run(self, resume: str | Path | None = None) -> TrainResult:
@@ -291,7 +257,7 @@ class Trainer:
         if self.dist.is_main:
             OmegaConf.save(self.cfg, self.work_dir / "config.yaml")
         result = TrainResult(status="finished", step=self.step, work_dir=self.work_dir, checkpoint=None)
-        window = _LossWindow()
+        window = LossWindow()
         bar = tqdm(total=tc.iters, initial=self.step, desc="train", unit="it", disable=not self.progress, dynamic_ncols=True)
         self.ddp_model.train()
         stopping = False
@@ -354,7 +320,8 @@ class Trainer:
         self.step, self.epoch, self.position = point.step, point.epoch, point.position
         self._batches = None
 
-    def _log(self, window: "_LossWindow", grad_norm: float, self_aligned: bool, logger: MetricLogger | None, bar: Any) -> dict[str, float]:
+    def _log(self, window: LossWindow, grad_norm: float, self_aligned: bool, logger: MetricLogger | None,
+             bar: Any) -> dict[str, float]:
         means, rate = window.flush()
         scalars = {
             **means,
@@ -401,54 +368,6 @@ class Trainer:
             for step_count, entry in result.metrics.get("steps", {}).items():
                 logger.log(self.step, dict(entry.get("summary", {})), prefix=f"eval/steps{step_count}")
         return result
-
-
-class _LossWindow:
-    """Sums loss values between two log lines; ``flush`` returns the means and steps per second."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.start = time.perf_counter()
-
-    def add(self, values: dict[str, float]) -> None:
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-
-    def flush(self) -> tuple[dict[str, float], float]:
-        elapsed = time.perf_counter() - self.start
-        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        rate = self.count / max(elapsed, 1e-9)
-        self.sums, self.count, self.start = {}, 0, time.perf_counter()
-        return means, rate
-
-
-def _link_latest(target: Path, link: Path) -> None:
-    """Point ``link`` at ``target`` (hard link, atomically replaced; a copy where links fail)."""
-    tmp = link.with_name(f".{link.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(target, tmp)
-    except OSError:
-        shutil.copyfile(target, tmp)
-    os.replace(tmp, link)
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix[:-1]: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-
-
-def _warn_config_changes(old: dict[str, Any], new: dict[str, Any], path: Path) -> None:
-    a, b = _flatten(old), _flatten(new)
-    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith("train.work_dir"))
-    if changed:
-        log.warning("config differs from the one in %s: %s", path, ", ".join(changed))
 
 
 def train(cfg: Any, *, task: Task, work_dir: str | Path, resume: str | Path | None = None,

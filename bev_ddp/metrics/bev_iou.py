@@ -34,6 +34,10 @@ def iou_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> tor
     return tp / (tp + fp + fn + EPS)
 
 
+def _half_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().float().cpu().numpy().astype(np.float16)
+
+
 class BEVIoUEvaluator:
     """Accumulates BEV IoU counts over a split, per step count (detectron2-style evaluator).
 
@@ -132,10 +136,10 @@ class BEVIoUEvaluator:
             self._vis_names.append(str(meta.get("token", f"sample {self.num_samples + b}")))
             self._vis.setdefault("gt", []).append(gt[b].numpy().astype(np.uint8))
             for step in self.steps:
-                self._vis.setdefault(f"probs_{step}", []).append(preds[step].probs[b].detach().float().cpu().numpy().astype(np.float16))
+                self._vis.setdefault(f"probs_{step}", []).append(_half_numpy(preds[step].probs[b]))
                 unc = getattr(preds[step], "uncertainty", None)
                 if unc is not None:
-                    self._vis.setdefault(f"uncertainty_{step}", []).append(unc[b].detach().float().cpu().numpy().astype(np.float16))
+                    self._vis.setdefault(f"uncertainty_{step}", []).append(_half_numpy(unc[b]))
 
     def visuals(self) -> dict[str, np.ndarray]:
         """Arrays for :func:`bev_ddp.report.write_report`'s map figures (this rank's first samples).

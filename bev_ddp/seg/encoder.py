@@ -49,7 +49,8 @@ class TimmBackbone(nn.Module):
         return feats
 
 
-def build_timm_backbone(name: str, *, img_size: Optional[Sequence[int]] = None, out_indices: Sequence[int] = (0, 1, 2, 3),
+def build_timm_backbone(name: str, *, img_size: Optional[Sequence[int]] = None,
+                        out_indices: Sequence[int] = (0, 1, 2, 3),
                         checkpoint: Optional[str] = None, **kwargs: Any) -> TimmBackbone:
     """Build a randomly initialised timm backbone (never downloads weights).
 

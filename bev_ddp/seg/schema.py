@@ -62,7 +62,10 @@ class SegModelSchema:
 
 @dataclass
 class SegDataSchema:
-    """Dataset and augmentation; ``format`` is ``ade20k``, ``cityscapes`` or ``synthetic`` (export of ``bev-ddp synth``)."""
+    """Dataset and augmentation.
+
+    ``format`` is ``ade20k``, ``cityscapes`` or ``synthetic`` (the image-task export of ``bev-ddp synth``).
+    """
 
     format: str = "ade20k"
     root: str = "data/ade/ADEChallengeData2016"

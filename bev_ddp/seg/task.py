@@ -53,8 +53,8 @@ class SegTask:
     def build_dataset(self, cfg: Any, split: str) -> Dataset:
         builder, _ = seg_format(cfg)
         d = cfg.data
-        pipeline = imds.SegPipeline(scale=_pair(d.scale), ratio_range=tuple(d.ratio_range), crop_size=_pair(d.crop_size),
-                                    flip_prob=d.flip_prob)
+        pipeline = imds.SegPipeline(scale=_pair(d.scale), ratio_range=tuple(d.ratio_range),
+                                    crop_size=_pair(d.crop_size), flip_prob=d.flip_prob)
         dataset = builder(d.root, split, pipeline=pipeline, training=split == "train", seed=cfg.train.seed)
         if len(dataset.classes) != cfg.model.num_classes:
             raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but {d.root} has "

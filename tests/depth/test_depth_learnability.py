@@ -17,7 +17,8 @@ SELF_ALIGNED = 30
 def _constant_scores(root) -> tuple[float, float]:
     """AbsRel and δ1 of predicting the training median depth everywhere (per-image means, as evaluated)."""
     def load(split):
-        return [np.asarray(Image.open(p)).astype(np.float64) / 1000 for p in sorted((root / f"depth/{split}").glob("*.png"))]
+        files = sorted((root / f"depth/{split}").glob("*.png"))
+        return [np.asarray(Image.open(p)).astype(np.float64) / 1000 for p in files]
 
     median = np.median(np.concatenate([d[d > 0] for d in load("train")]))
     val = [d[d > 0] for d in load("val") if (d > 0).any()]

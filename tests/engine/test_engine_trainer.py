@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -140,3 +141,42 @@ def test_amp_is_off_on_the_cpu(tmp_path):
     trainer = Trainer(cfg=toy_config(**{"train.iters": 2, "train.amp": True}), task=TASK, work_dir=tmp_path,
                       progress=False, final_eval=False)
     assert not trainer.amp and not trainer.scaler.is_enabled()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train.batch_size": 64}, "too few for train.batch_size=64"),
+        ({"train.self_aligned_iters": 20}, "self_aligned_iters"),
+        ({"optim.schedule": "step"}, "optim.schedule"),
+        ({"train.log_interval": 0}, "log_interval"),
+    ],
+)
+def test_bad_training_settings_are_config_errors(tmp_path, overrides, message):
+    from bev_ddp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        train(toy_config(**overrides), task=TASK, work_dir=tmp_path, progress=False)
+
+
+def test_resume_from_a_foreign_file_is_an_input_error(tmp_path):
+    from bev_ddp.errors import InputError
+
+    bad = tmp_path / "x.pth"
+    torch.save({"model": {}}, bad)
+    with pytest.raises(InputError, match="lacks the key"):
+        train(toy_config(), task=TASK, work_dir=tmp_path / "w", progress=False, resume=bad)
+    with pytest.raises(InputError, match="not found"):
+        train(toy_config(), task=TASK, work_dir=tmp_path / "w", progress=False, resume=tmp_path / "none")
+
+
+def test_resume_with_more_iterations_follows_the_new_schedule(tmp_path):
+    base = {"train.log_interval": 1, "optim.warmup_iters": 0, "optim.min_lr_ratio": 0.0}
+    train(toy_config(**{**base, "train.iters": 4}), task=TASK, work_dir=tmp_path / "a", progress=False,
+          final_eval=False)
+    train(toy_config(**{**base, "train.iters": 8}), task=TASK, work_dir=tmp_path / "b", progress=False,
+          final_eval=False, resume=tmp_path / "a")
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    # cosine over 8 iterations from 0.05, logged after steps 5..8 (the old 4-step schedule had ended at 0)
+    expected = [0.05 * 0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(5, 9)]
+    assert lrs == pytest.approx(expected)

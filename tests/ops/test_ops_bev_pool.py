@@ -88,12 +88,15 @@ def test_one_point(cpu_kernel):
     assert torch.equal(feats.grad[0], idx[1, :, 0, 3, 1].float())
 
 
-def test_all_points_in_one_cell(cpu_kernel):
-    feats = torch.randn(1000, 70, generator=make_generator(2), dtype=torch.float64)  # C > one channel chunk
-    coords = torch.tensor([[2, 0, 1, 0]]).repeat(1000, 1)
-    out = kernel_pool(cpu_kernel, feats, coords, 1, (2, 3, 1))
-    torch.testing.assert_close(out[0, :, 1, 2, 0], feats.sum(0))
-    out[0, :, 1, 2, 0] = 0
+@pytest.mark.parametrize("grid, cell", [((2, 3, 1), (1, 2, 0)), ((1, 1, 1), (0, 0, 0))])
+def test_all_points_in_one_cell(cpu_kernel, grid, cell):
+    """A one-cell grid also exercises the kernel's split of the channels across threads."""
+    feats = torch.randn(1000, 70, generator=make_generator(2), dtype=torch.float64)
+    z, x, y = cell
+    coords = torch.tensor([[x, y, z, 0]]).repeat(1000, 1)
+    out = kernel_pool(cpu_kernel, feats, coords, 1, grid)
+    torch.testing.assert_close(out[0, :, z, x, y], feats.sum(0))
+    out[0, :, z, x, y] = 0
     assert not out.any()
 
 

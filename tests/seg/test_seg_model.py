@@ -141,7 +141,8 @@ def test_parameter_count_at_tiny_backbone_matches_paper_order(backbone):
     torch.manual_seed(0)
     model = build_seg_model(cfg)
     total = _count(model)
-    parts = {"backbone": _count(model.encoder.backbone), "fpn+merge": _count(model.encoder.fpn) + _count(model.encoder.merge),
+    parts = {"backbone": _count(model.encoder.backbone),
+             "fpn+merge": _count(model.encoder.fpn) + _count(model.encoder.merge),
              "decoder": _count(model.head.decoder), "aux": _count(model.aux_head)}
     print(backbone, f"{total / 1e6:.2f}M", {k: f"{v / 1e6:.2f}M" for k, v in parts.items()})
     assert 38.5e6 < total < 41.5e6
