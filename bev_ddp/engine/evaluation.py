@@ -20,6 +20,7 @@ from tqdm import tqdm
 from bev_ddp.engine.data import build_eval_loader, move_to_device
 from bev_ddp.engine.distributed import get_rank, get_world_size
 from bev_ddp.engine.task import Evaluator, Task
+from bev_ddp.errors import InputError
 from bev_ddp.report.writer import VISUALS_FILE
 
 
@@ -103,6 +104,8 @@ def evaluate_task(
 ) -> EvalResult:
     """Evaluate ``model`` on ``cfg.eval.split`` and (main rank) write the report to ``out_dir``."""
     dataset = task.build_dataset(cfg, cfg.eval.split)
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise InputError(f"the {cfg.eval.split!r} split has no samples to evaluate")
     loader = build_eval_loader(
         dataset,
         collate=task.collate,

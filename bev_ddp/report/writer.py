@@ -88,7 +88,7 @@ def write_report(
         ("Uncertainty vs error", plots.plot_uncertainty_vs_error(metrics, out_dir / "uncertainty_vs_error.png")),
         ("Predictions next to ground truth", plots.plot_maps(visuals, out_dir / "maps.png")),
     ]
-    md = [f"# {title}", "", f"{metrics.get('num_samples', '?')} samples; values in % unless marked.", ""]
+    md = [f"# {title}", "", f"{metrics.get('num_samples', '?')} samples.", ""]
     md.append(tables.markdown_tables(metrics))
     for caption, path in figures:
         if path is not None:

@@ -33,6 +33,8 @@ namespace bev_ddp {
 namespace {
 
 constexpr int64_t kRangeBytes = int64_t(4) << 20;  // target accumulator size of one cell range
+constexpr int64_t kPrefetchDistance = 8;           // points read ahead in the reduction
+constexpr int64_t kCacheLine = 64;                 // bytes
 
 template <typename index_t>
 void compute_ranks(const index_t* coords, int64_t n, int64_t batch_size, int64_t nz, int64_t nx, int64_t ny,
@@ -136,8 +138,14 @@ void reduce_runs(const scalar_t* feats, const int64_t* ranks, int64_t channels, 
       if (width <= 0) continue;
       const int64_t cell0 = plan.range_cell[r], num_cells = plan.range_cell[r + 1] - cell0;
       acc.assign(static_cast<size_t>(num_cells * width), acc_t(0));  // [cells of the range, width]
-      for (int64_t j = plan.range_start[r]; j < plan.range_start[r + 1]; ++j) {
+      const int64_t range_end = plan.range_start[r + 1];
+      const int64_t row_bytes = width * static_cast<int64_t>(sizeof(scalar_t));
+      for (int64_t j = plan.range_start[r]; j < range_end; ++j) {
         const int64_t i = plan.order[j];
+        if (j + kPrefetchDistance < range_end) {  // a range's rows are sparse in memory: fetch ahead
+          const char* ahead = reinterpret_cast<const char*>(feats + plan.order[j + kPrefetchDistance] * channels + c0);
+          for (int64_t byte = 0; byte < row_bytes; byte += kCacheLine) __builtin_prefetch(ahead + byte);
+        }
         const scalar_t* row = feats + i * channels + c0;
         acc_t* dst = acc.data() + (ranks[i] - cell0) * width;
         for (int64_t k = 0; k < width; ++k) dst[k] += static_cast<acc_t>(row[k]);

@@ -180,3 +180,12 @@ def test_resume_with_more_iterations_follows_the_new_schedule(tmp_path):
     # cosine over 8 iterations from 0.05, logged after steps 5..8 (the old 4-step schedule had ended at 0)
     expected = [0.05 * 0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(5, 9)]
     assert lrs == pytest.approx(expected)
+
+
+def test_evaluating_an_empty_split_is_an_input_error(tmp_path):
+    from bev_ddp.engine.evaluation import evaluate_task
+    from bev_ddp.errors import InputError
+
+    cfg = toy_config(**{"data.num_val": 0})
+    with pytest.raises(InputError, match="'val' split has no samples"):
+        evaluate_task(cfg, TASK, TASK.build_model(cfg), steps=[1], device=torch.device("cpu"), out_dir=None)

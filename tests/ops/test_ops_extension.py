@@ -24,6 +24,7 @@ def test_cpu_extension_is_live_in_a_normal_install():
 @pytest.fixture
 def missing_extension(monkeypatch):
     """Pretend the CPU extension was never built."""
+    monkeypatch.delenv("BEV_DDP_DISABLE_KERNELS", raising=False)
     monkeypatch.setitem(_extension._MODULES, "cpu", "bev_ddp._ops_not_built")
     monkeypatch.setattr(_extension, "_cache", {})
     monkeypatch.setattr(_extension, "_errors", {})
