@@ -7,7 +7,7 @@ export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 
 .PHONY: install demo test test-fast bench clean
 
-$(VENV)/.installed: requirements.txt setup.py $(wildcard ops/*/*.cpp ops/*/*.cu ops/*/*.h ops/*.py)
+$(VENV)/.installed: requirements.txt setup.py $(wildcard ops/*.cpp ops/*/*.cpp ops/*/*.cu ops/*/*.h ops/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
