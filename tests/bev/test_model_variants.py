@@ -17,7 +17,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::bev_ddp.ops.ExtensionFallbackWa
 TINY = dict(image_size=(96, 176), num_points=3000, grid=(64, 64), extent=32.0)
 
 
-def tiny_batch(batch_size: int = 2, **kwargs) -> dict:
+def tiny_batch(batch_size: int = 2, model: BEVFusionModel | None = None, **kwargs) -> dict:
+    """Random samples at the tiny grid; images at ``model``'s input size when it has a camera."""
+    if model is not None and model.camera is not None:
+        kwargs.setdefault("image_size", model.camera.view_transform.image_size)
     return collate_samples([random_sample(seed=i, **{**TINY, **kwargs}) for i in range(batch_size)])
 
 
@@ -38,7 +41,7 @@ def build(name: str, *overrides: str) -> BEVFusionModel:
 def test_variant_trains_and_predicts(config, modalities, head_type):
     model = build(config)
     assert model.modalities == modalities and isinstance(model.head, head_type)
-    batch = tiny_batch()
+    batch = tiny_batch(model=model)
     _, losses = model(batch)
     total = sum(losses.values())
     assert torch.isfinite(total) and total > 0
@@ -81,18 +84,18 @@ def test_predict_is_seeded_and_training_is_reproducible():
 
 
 def test_self_aligned_training_needs_the_ddp_head():
-    batch = tiny_batch(1)
     model = build("synth_tiny_camera_ddp.yaml")
+    batch = tiny_batch(1, model=model)
     _, losses = model(batch, self_aligned=True)
     assert torch.isfinite(losses["loss_ddp"])
-    baseline = build("synth_tiny_fusion_baseline.yaml", "model.modalities=[camera]")
+    baseline = build("synth_tiny_fusion_baseline.yaml", "model.modalities=[camera]", "data.image_size=[160,288]")
     with pytest.raises(ConfigError, match="DDP head"):
         baseline(batch, self_aligned=True)
 
 
 def test_missing_camera_runs_degraded_and_ignores_that_image():
     model = build("synth_tiny_camera_ddp.yaml").eval()
-    batch = tiny_batch(1)
+    batch = tiny_batch(1, model=model)
     batch["camera_valid"][0, 2] = False
     with pytest.warns(DegradedInputWarning, match="camera image"):
         bev = model.camera_features(batch)
