@@ -11,10 +11,10 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from bev_ddp.bev.camera.backbone import build_timm_backbone
+from bev_ddp.nn.backbone import build_timm_backbone
 from bev_ddp.bev.camera.neck import GeneralizedLSSFPN
 from bev_ddp.bev.camera.view_transform import Bound, LSSTransform
-from bev_ddp.bev.checkpoint import load_weights
+from bev_ddp.nn.checkpoint import load_weights
 from bev_ddp.bev.decoder import SECOND, SECONDFPN
 from bev_ddp.bev.fuser import ConvFuser
 from bev_ddp.bev.grid import BEVGridTransform
@@ -36,10 +36,9 @@ def _plain(value: Any) -> Any:
 def build_camera_encoder(cfg: Any, *, image_size: Sequence[int]) -> CameraEncoder:
     """``cfg``: the ``model.camera`` section; ``image_size``: network input (H, W) in pixels."""
     backbone = build_timm_backbone(
-        name=cfg.backbone, out_indices=list(cfg.out_indices), image_size=image_size, kwargs=_plain(cfg.backbone_kwargs)
+        cfg.backbone, out_indices=list(cfg.out_indices), img_size=image_size, checkpoint=cfg.backbone_checkpoint,
+        **(_plain(cfg.backbone_kwargs) or {}),
     )
-    if cfg.backbone_checkpoint:
-        load_weights(backbone.model, cfg.backbone_checkpoint)
     neck = GeneralizedLSSFPN(
         in_specs=backbone.feature_specs, out_channels=cfg.neck_channels, start_level=cfg.neck_start_level
     )

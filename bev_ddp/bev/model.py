@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from bev_ddp.bev.camera.backbone import TimmBackbone
+from bev_ddp.nn.backbone import TimmBackbone
 from bev_ddp.bev.camera.neck import GeneralizedLSSFPN
 from bev_ddp.bev.camera.view_transform import LSSTransform
 from bev_ddp.bev.decoder import SECOND, SECONDFPN

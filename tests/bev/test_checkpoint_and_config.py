@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bev_ddp.bev.build import build_bev_model
-from bev_ddp.bev.checkpoint import CheckpointMismatchWarning, load_weights
+from bev_ddp.nn.checkpoint import CheckpointMismatchWarning, load_weights
 from bev_ddp.bev.grid import BEVGridTransform
 from bev_ddp.cli import main as cli_main
 from bev_ddp.errors import ConfigError, InputError
@@ -67,13 +67,19 @@ def test_exact_checkpoint_and_config_checkpoint_keys(camera_model, tmp_path):
         assert torch.equal(a, b), name
 
     # a backbone-only file stored under a prefix, loaded through the config key
-    from bev_ddp.bev.checkpoint import read_state_dict
+    from bev_ddp.nn.checkpoint import read_state_dict
 
     stripped = read_state_dict(backbone_path, prefix="backbone.")
     plain = tmp_path / "backbone_plain.pth"
     torch.save(stripped, plain)
     torch.manual_seed(7)
     model = build_bev_model(load_bev_config("synth_tiny_camera_ddp.yaml", f"model.camera.backbone_checkpoint={plain}"))
+    for name, value in camera_model.camera.backbone.model.state_dict().items():
+        assert torch.equal(model.camera.backbone.model.state_dict()[name], value), name
+    # the prefixed file loads as it is: the matching prefix is found and stripped
+    torch.manual_seed(9)
+    model = build_bev_model(load_bev_config("synth_tiny_camera_ddp.yaml",
+                                            f"model.camera.backbone_checkpoint={backbone_path}"))
     for name, value in camera_model.camera.backbone.model.state_dict().items():
         assert torch.equal(model.camera.backbone.model.state_dict()[name], value), name
 

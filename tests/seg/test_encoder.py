@@ -6,7 +6,8 @@ import torch
 
 from bev_ddp.errors import InputError
 from bev_ddp.nn.fpn import FPN, MultiStageMerge
-from bev_ddp.seg.encoder import build_image_encoder, build_timm_backbone, load_backbone_weights
+from bev_ddp.nn.backbone import build_timm_backbone, load_backbone_weights
+from bev_ddp.seg.encoder import build_image_encoder
 
 TINY_SWIN = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4)
 TINY_CONVNEXT = dict(dims=(16, 32, 32, 64), depths=(1, 1, 1, 1))
@@ -15,7 +16,7 @@ TINY_CONVNEXT = dict(dims=(16, 32, 32, 64), depths=(1, 1, 1, 1))
 def test_swin_outputs_are_nchw_and_match_declared_levels():
     backbone = build_timm_backbone("swin_tiny_patch4_window7_224", img_size=(32, 64), **TINY_SWIN)
     assert backbone.channels_last
-    assert [(s.channels, s.stride) for s in backbone.feature_info] == [(16, 4), (32, 8), (64, 16), (128, 32)]
+    assert [(s.channels, s.stride) for s in backbone.feature_specs] == [(16, 4), (32, 8), (64, 16), (128, 32)]
     x = torch.randn(1, 3, 32, 64)
     feats = backbone(x)
     assert [tuple(f.shape) for f in feats] == [(1, 16, 8, 16), (1, 32, 4, 8), (1, 64, 2, 4), (1, 128, 1, 2)]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bev_ddp.bev.camera.backbone import FeatureSpec
+from bev_ddp.nn.backbone import FeatureSpec
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
