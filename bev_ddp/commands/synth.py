@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--location", default="singapore-onenorth", choices=MAP_LOCATIONS,
                         help="map name to write the town under")
     parser.add_argument("--lidar-columns", type=int, default=720, help="LiDAR azimuth steps per revolution")
+    parser.add_argument("--camera-every", type=int, default=0, metavar="K",
+                        help="also render the cameras at every K-th LiDAR frame between keyframes (K=2: 10 Hz, "
+                             "for replay); 0 = keyframes only (default)")
     parser.add_argument("--export-image-tasks", metavar="DIR", default=None,
                         help="also write (image, label, depth) pairs for the seg/depth tasks to DIR")
 
@@ -38,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     root = generate_world(args.out, num_scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
                           image_size=tuple(args.image_size), location=args.location,
-                          lidar_azimuth_steps=args.lidar_columns)
+                          lidar_azimuth_steps=args.lidar_columns, camera_every=args.camera_every)
     print(f"wrote {args.scenes} scenes x {args.samples_per_scene} keyframes to {root} "
           f"in {time.perf_counter() - start:.1f} s")
     if args.export_image_tasks:

@@ -183,3 +183,26 @@ def test_interrupted_generation_is_redone(tmp_path, monkeypatch):
     root = tiny.tiny_world(tmp_path, samples_per_scene=1)
     assert world_module.is_complete(root)
     assert len(NuScenes(version="v1.0-mini", dataroot=str(root), verbose=False).sample) == 2
+
+
+def test_camera_sweeps_between_keyframes_are_chained_and_keyframes_unchanged(tmp_path):
+    kwargs = dict(num_scenes=1, samples_per_scene=2, image_size=(32, 56), lidar_azimuth_steps=90)
+    plain = generate_world(tmp_path / "plain", **kwargs)
+    dense = generate_world(tmp_path / "dense", camera_every=2, **kwargs)
+    nusc = NuScenes("v1.0-mini", str(dense), verbose=False)
+    # 20 LiDAR frames: keyframes 9 and 19 plus the even frames 0..18 in between -> 12 images per camera
+    for channel in CAMERA_NAMES:
+        records = sorted((r for r in nusc.sample_data if r["channel"] == channel), key=lambda r: r["timestamp"])
+        assert len(records) == 12
+        assert sum(r["is_key_frame"] for r in records) == 2
+        for a, b in zip(records, records[1:]):
+            assert a["next"] == b["token"] and b["prev"] == a["token"] and a["timestamp"] < b["timestamp"]
+        for r in records:
+            assert r["filename"].startswith("samples/" if r["is_key_frame"] else "sweeps/")
+            assert (dense / r["filename"]).is_file()
+    # samples still point at the keyframe images, which are byte-identical to a keyframes-only world
+    for sample in nusc.sample:
+        record = nusc.get("sample_data", sample["data"]["CAM_FRONT"])
+        assert record["is_key_frame"]
+        assert filecmp.cmp(dense / record["filename"], plain / record["filename"], shallow=False)
+    assert load_settings(dense).camera_every == 2

@@ -11,7 +11,9 @@ Layout of the written dataroot::
     D/synthetic_world.json             generator settings (seed, sizes) to rebuild the scene, and
                                        whether the generation completed
 
-Timing follows nuScenes: keyframes at 2 Hz, LiDAR at 20 Hz; cameras are written at keyframes only.
+Timing follows nuScenes: keyframes at 2 Hz, LiDAR at 20 Hz.  Cameras are written at keyframes and,
+with ``camera_every=k``, also at every k-th LiDAR frame between them (``sweeps/CAM_*``, not key
+frames; k=2 gives 10 Hz), so a replayed drive has images near every LiDAR sweep.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class WorldSettings:
             real ones).
         lidar_azimuth_steps: LiDAR columns per revolution.
         town_size: side of the square town, m.
+        camera_every: 0 = cameras at keyframes only; k > 0 = also at every k-th LiDAR frame.
         version: table folder name.
     """
 
@@ -67,6 +70,7 @@ class WorldSettings:
     lidar_azimuth_steps: int = 720
     town_size: float = 320.0
     version: str = "v1.0-mini"
+    camera_every: int = 0
 
 
 def _rng(settings: WorldSettings, *stream: int) -> np.random.Generator:
@@ -232,21 +236,22 @@ def _write_scene(root: Path, tables: _Tables, settings: WorldSettings, town: Tow
         token = make_token(salt, "sample_data", scene_index, LIDAR_NAME, frame)
         lidar_records.append(_sample_data(token, sample_tokens[k], tables.add_ego_pose(token, pose, timestamp),
                                           calib[LIDAR_NAME], timestamp, name, key=key))
-        if not key:
+        if key:
+            samples.append({"token": sample_tokens[k], "timestamp": timestamp, "scene_token": scene_token,
+                            "prev": "", "next": ""})
+        elif not (settings.camera_every and frame % settings.camera_every == 0):
             continue
-        samples.append({"token": sample_tokens[k], "timestamp": timestamp, "scene_token": scene_token,
-                        "prev": "", "next": ""})
         for cam_index, channel in enumerate(CAMERA_NAMES):
             image = render_camera(town, raster, pose @ CAMERA_RIG[channel].camera2ego(),
                                   CAMERA_RIG[channel].intrinsics(settings.image_size), settings.image_size,
                                   _rng(settings, 3, scene_index, frame, cam_index))
-            name = f"samples/{channel}/{log_name}__{channel}__{timestamp}.jpg"
+            name = f"{folder}/{channel}/{log_name}__{channel}__{timestamp}.jpg"
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.rgb).save(root / name, quality=92)
             token = make_token(salt, "sample_data", scene_index, channel, frame)
             camera_records[channel].append(_sample_data(
                 token, sample_tokens[k], tables.add_ego_pose(token, pose, timestamp), calib[channel], timestamp,
-                name, key=True, size=settings.image_size))
+                name, key=key, size=settings.image_size))
     tables.chain(lidar_records)
     tables.chain(samples)
     for records in camera_records.values():
@@ -265,7 +270,8 @@ def _write_scene(root: Path, tables: _Tables, settings: WorldSettings, town: Tow
 
 def generate_world(out_dir: str | Path, num_scenes: int = 2, samples_per_scene: int = 10, seed: int = 0,
                    image_size: tuple[int, int] = (225, 400), *, location: str = "singapore-onenorth",
-                   lidar_azimuth_steps: int = 720, town_size: float = 320.0, version: str = "v1.0-mini") -> Path:
+                   lidar_azimuth_steps: int = 720, town_size: float = 320.0, version: str = "v1.0-mini",
+                   camera_every: int = 0) -> Path:
     """Write a synthetic nuScenes-format dataset to ``out_dir`` and return its path.
 
     Deterministic: the same arguments give byte-identical files.  See the module docstring for the
@@ -279,11 +285,14 @@ def generate_world(out_dir: str | Path, num_scenes: int = 2, samples_per_scene: 
         raise InputError(f"town_size ({town_size} m) must be >= 200 m (two roads each way)")
     if lidar_azimuth_steps < 8:
         raise InputError(f"lidar_azimuth_steps ({lidar_azimuth_steps}) must be >= 8")
+    if camera_every < 0:
+        raise InputError(f"camera_every ({camera_every}) must be >= 0 (0: cameras at keyframes only)")
     if location not in MAP_LOCATIONS:
         raise InputError(f"location {location!r} is not a nuScenes map name; choose from {', '.join(MAP_LOCATIONS)}")
     settings = WorldSettings(seed=seed, num_scenes=num_scenes, samples_per_scene=samples_per_scene,
                              image_size=(int(image_size[0]), int(image_size[1])), location=location,
-                             lidar_azimuth_steps=lidar_azimuth_steps, town_size=town_size, version=version)
+                             lidar_azimuth_steps=lidar_azimuth_steps, town_size=town_size, version=version,
+                             camera_every=int(camera_every))
     root = Path(out_dir)
     if (root / version).exists() and not (root / WORLD_FILE).is_file():
         raise InputError(f"refusing to write a synthetic world over {root}: it holds a {version} dataset "
