@@ -6,8 +6,8 @@ the per-cell *sum*.  Points whose x, y or z fall outside the grid are dropped (t
 gradient).  The compiled kernels sort points by cell rank, find the run starts and reduce each run;
 the backward pass broadcasts each cell's gradient back to its points.
 
-Coordinates: ``coords[:, 0:3]`` are voxel indices (x, y, z) along the ego frame's x (forward),
-y (left) and z (up) axes, ``coords[:, 3]`` is the sample index in the batch.
+Coordinates: ``coords[:, 0:3]`` are voxel indices (x, y, z) along the x, y and z axes of the
+(augmented) lidar frame, ``coords[:, 3]`` is the sample index in the batch.
 """
 from __future__ import annotations
 
