@@ -3,8 +3,10 @@
 ``bev_pool(feats, coords, batch_size, grid)`` is the lift-splat "splat" of BEVFusion: every
 camera frustum point carries a feature vector and the integer voxel it falls into; the output is
 the per-cell *sum*.  Points whose x, y or z fall outside the grid are dropped (they carry no
-gradient).  The compiled kernels sort points by cell rank, find the run starts and reduce each run;
-the backward pass broadcasts each cell's gradient back to its points.
+gradient).  The CUDA kernel sorts points by cell rank, finds the run starts and reduces each run;
+the CPU kernel adds each chunk of points, in order, into per-chunk cell sums and merges the chunks
+in a fixed order (bit-identical for any thread count).  The backward pass broadcasts each cell's
+gradient back to its points.
 
 Coordinates: ``coords[:, 0:3]`` are voxel indices (x, y, z) along the x, y and z axes of the
 (augmented) lidar frame, ``coords[:, 3]`` is the sample index in the batch.

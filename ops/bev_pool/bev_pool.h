@@ -13,7 +13,8 @@
 
 namespace bev_ddp {
 
-// CPU: stable counting sort by rank, run starts, per-run reduction (OpenMP over runs x channels).
+// CPU: one pass over contiguous point chunks into per-chunk cell-major partial sums, then a merge in
+// chunk order (OpenMP over chunks, then over blocks of cells).
 std::tuple<at::Tensor, at::Tensor> bev_pool_forward_cpu(const at::Tensor& feats, const at::Tensor& coords,
                                                         int64_t batch_size, int64_t nz, int64_t nx, int64_t ny);
 at::Tensor bev_pool_backward_cpu(const at::Tensor& grad_out, const at::Tensor& ranks);

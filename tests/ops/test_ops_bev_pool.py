@@ -140,6 +140,23 @@ def test_bit_identical_for_any_thread_count(cpu_kernel):
     assert torch.equal(one, two)
 
 
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
+def test_many_points_are_merged_across_chunks(cpu_kernel, dtype, rtol):
+    """Enough points for several accumulation chunks: matches the reference, same for any thread count."""
+    feats, coords = random_points(2_300_000, 3, 2, (1, 4, 5), outside=0.1, dtype=dtype, index_dtype=torch.int32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernel_pool(cpu_kernel, feats, coords, 2, (1, 4, 5))
+        torch.set_num_threads(2)
+        two = kernel_pool(cpu_kernel, feats, coords, 2, (1, 4, 5))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    ref = bev_pool_reference(feats.double(), coords, 2, (1, 4, 5))
+    torch.testing.assert_close(one.double(), ref, rtol=rtol, atol=1e-2)  # ~20k-point sums per cell
+
+
 def test_module_wraps_function():
     feats, coords = random_points(100, 3, 1, (1, 5, 5))
     pool = BEVPool(grid=(1, 5, 5))
