@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from bev_ddp.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from bev_ddp.data.infos import INFO_FORMAT, read_bevfusion_pkl, write_infos
     from data_tools.create_infos import create_infos
 

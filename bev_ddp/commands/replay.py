@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from bev_ddp.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,11 +81,7 @@ def run(args: argparse.Namespace) -> int:
         fps=args.fps,
         progress=not args.no_progress,
     )
-    try:
-        result = run_replay(request)
-    except InputError as exc:
-        print(f"bev-ddp replay: error: {exc}", file=sys.stderr)
-        return 2
+    result = run_replay(request)
     print(
         f"replayed {result.frames} frames ({result.predicted} predicted, {result.skipped} skipped, "
         f"{result.degraded} degraded) at {result.frames_per_s:.2f} frames/s -> {result.out_dir}"

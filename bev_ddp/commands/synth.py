@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from bev_ddp.data.bev_map import MAP_LOCATIONS
 
-from bev_ddp.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from bev_ddp.data.synthetic import export_image_tasks, generate_world
 
     start = time.perf_counter()

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 from bev_ddp.config import load_config
 from bev_ddp.engine.task import Task, get_task
-from bev_ddp.errors import ConfigError, InputError
+from bev_ddp.errors import ConfigError
 
 
 def setup_logging(*, main_process: bool = True) -> None:
@@ -39,14 +39,12 @@ def load_task_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[A
 
 
 def run_command(prog: str, body: Callable[[], int]) -> int:
-    """Run ``body``; bad input and a diverged training print one clear line instead of a traceback."""
+    """Run ``body``; a diverged training prints one clear line instead of a traceback (bad input,
+    :class:`~bev_ddp.errors.InputError`, is reported by :func:`bev_ddp.cli.main`)."""
     from bev_ddp.engine.trainer import NonFiniteLossError
 
     try:
         return body()
-    except InputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
     except NonFiniteLossError as exc:
         print(f"{prog}: training stopped: {exc}", file=sys.stderr)
         return 1

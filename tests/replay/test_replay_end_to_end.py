@@ -99,7 +99,7 @@ def test_log_replay_writes_one_record_per_lidar_frame_equal_to_the_model_run_dir
     assert all(r["steps"] == 2 and r["latency_ms"] > 0 for r in records)
     # cameras exist at the keyframe only (the frame before it is 50 ms away: within tolerance)
     assert records[-1]["flags"] == [] and all(records[-1]["camera_valid"].values())
-    assert all(f"camera_missing:CAM_FRONT" in r["flags"] for r in records[:8])
+    assert all("camera_missing:CAM_FRONT" in r["flags"] for r in records[:8])
     topics = read_mcap(out / "replay.mcap")
     assert [m["index"] for _, _, m in topics["/bev/frame"]] == list(range(FRAMES))
     assert len(topics["/bev/probabilities"]) == len(topics["/bev/uncertainty"]) == len(topics["/bev/argmax"]) == FRAMES
