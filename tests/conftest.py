@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,3 +28,19 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def image_task_export(tmp_path_factory) -> Path:
+    """(image, label, depth) export of a small synthetic world, shared by the seg and depth tests.
+
+    Four scenes of four keyframes at 96×176: 72 camera images of three scenes for training, 24 of
+    a held-out scene for evaluation (the split ``bev-ddp prepare`` uses).  LiDAR is kept coarse:
+    the image tasks do not read it.
+    """
+    from bev_ddp.data.synthetic import export_image_tasks, generate_world
+
+    base = tmp_path_factory.mktemp("image_tasks")
+    world = generate_world(base / "world", num_scenes=4, samples_per_scene=4, seed=0, image_size=(96, 176),
+                           lidar_azimuth_steps=90, town_size=240.0)
+    return export_image_tasks(world, base / "export")

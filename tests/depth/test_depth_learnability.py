@@ -8,7 +8,7 @@ from PIL import Image
 
 from bev_ddp.depth.task import TASK
 from bev_ddp.engine.trainer import train
-from depth_helpers import depth_cfg, image_task_export
+from depth_helpers import depth_cfg
 
 ITERS = 150
 SELF_ALIGNED = 30
@@ -28,8 +28,8 @@ def _constant_scores(root) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_depth_learns_synthetic_renders(tmp_path_factory):
-    root = image_task_export(tmp_path_factory.getbasetemp())
+def test_depth_learns_synthetic_renders(tmp_path_factory, image_task_export):
+    root = image_task_export
     cfg = depth_cfg("synth_tiny.yaml", f"data.root={root}", f"train.iters={ITERS}",
                     f"train.self_aligned_iters={SELF_ALIGNED}", f"train.checkpoint_interval={ITERS}",
                     "train.log_interval=50", "eval.steps=[1,3]")

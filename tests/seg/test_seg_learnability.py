@@ -12,7 +12,7 @@ from PIL import Image
 
 from bev_ddp.engine.trainer import train
 from bev_ddp.seg.task import TASK
-from seg_helpers import image_task_export, tiny_cfg
+from seg_helpers import tiny_cfg
 
 ITERS = 150
 SELF_ALIGNED = 30
@@ -29,8 +29,8 @@ def _majority_miou(root) -> float:
 
 
 @pytest.mark.slow
-def test_seg_learns_synthetic_renders(tmp_path_factory):
-    root = image_task_export(tmp_path_factory.getbasetemp())
+def test_seg_learns_synthetic_renders(tmp_path_factory, image_task_export):
+    root = image_task_export
     cfg = tiny_cfg(TASK, "synth_tiny.yaml", f"data.root={root}", f"train.iters={ITERS}",
                    f"train.self_aligned_iters={SELF_ALIGNED}", f"train.checkpoint_interval={ITERS}",
                    "train.log_interval=50", "eval.steps=[1,3]")
