@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bev_ddp.errors import InputError
 from bev_ddp.nn import DDPHead
 from bev_ddp.seg.encoder import ImageEncoder
-from bev_ddp.seg.inference import DenseMaps, SlidingWindow, infer_dense
-from bev_ddp.seg.model import check_images, check_steps, output_size
+from bev_ddp.seg.inference import DenseMaps, SlidingWindow
+from bev_ddp.seg.model import check_images, dense_predictions
 
 
 @dataclass
@@ -93,15 +92,6 @@ class DDPDepthEstimator(nn.Module):
     def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1, 3),
                 seed: int = 0) -> dict[int, DepthPrediction]:
         """Depth per step count at ``batch['ori_size']`` (see :class:`DepthPrediction`)."""
-        images = check_images(batch)
-        steps = check_steps(steps)
-        size = output_size(batch, images)
-        maps = infer_dense(images, lambda x: self._dense(x, steps, seed), window=self.window,
-                           size_divisor=self.size_divisor)
-        result = {}
-        for s, (depth, uncertainty) in maps.items():
-            if tuple(depth.shape[-2:]) != size:
-                depth = F.interpolate(depth, size=size, mode="bilinear", align_corners=False)
-                uncertainty = F.interpolate(uncertainty, size=size, mode="nearest")
-            result[s] = DepthPrediction(depth=depth, uncertainty=uncertainty[:, 0])
-        return result
+        maps = dense_predictions(batch, steps, lambda x, s: self._dense(x, s, seed), window=self.window,
+                                 size_divisor=self.size_divisor)
+        return {s: DepthPrediction(depth=depth, uncertainty=uncertainty) for s, (depth, uncertainty) in maps.items()}

@@ -12,7 +12,7 @@ averaged instead of taking the last step's (the reference code's "accumulation" 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,27 @@ def output_size(batch: dict[str, Any], images: torch.Tensor) -> tuple[int, int]:
     if not bool((sizes == sizes[0]).all()):
         raise InputError(f"batch holds ground truth of different sizes {sizes.tolist()}; evaluate with batch_size 1")
     return int(sizes[0, 0]), int(sizes[0, 1])
+
+
+def dense_predictions(batch: dict[str, Any], steps: Sequence[int], dense: Callable[[torch.Tensor, list[int]], Any],
+                      *, window: Optional[SlidingWindow], size_divisor: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Whole-image or sliding-window inference of ``batch['img']`` at :func:`output_size`.
+
+    ``dense(images, steps)`` returns ``{steps: [values [B, K, h, w], uncertainty [B, 1, h, w]]}``;
+    values are resized bilinearly and the uncertainty by nearest neighbour.  Returns
+    ``{steps: (values [B, K, H, W], uncertainty [B, H, W])}``.
+    """
+    images = check_images(batch)
+    steps = check_steps(steps)
+    size = output_size(batch, images)
+    maps = infer_dense(images, lambda x: dense(x, steps), window=window, size_divisor=size_divisor)
+    result = {}
+    for s, (values, uncertainty) in maps.items():
+        if tuple(values.shape[-2:]) != size:
+            values = F.interpolate(values, size=size, mode="bilinear", align_corners=False)
+            uncertainty = F.interpolate(uncertainty, size=size, mode="nearest")
+        result[s] = (values, uncertainty[:, 0])
+    return result
 
 
 class DDPSegmentor(nn.Module):
@@ -128,16 +149,10 @@ class DDPSegmentor(nn.Module):
     @torch.no_grad()
     def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1, 3), seed: int = 0) -> dict[int, SegPrediction]:
         """Predictions per step count at ``batch['ori_size']`` (see :class:`SegPrediction`)."""
-        images = check_images(batch)
-        steps = check_steps(steps)
-        size = output_size(batch, images)
-        maps = infer_dense(images, lambda x: self._dense(x, steps, seed), window=self.window,
-                           size_divisor=self.size_divisor)
+        maps = dense_predictions(batch, steps, lambda x, s: self._dense(x, s, seed), window=self.window,
+                                 size_divisor=self.size_divisor)
         result = {}
         for s, (probs, uncertainty) in maps.items():
-            if tuple(probs.shape[-2:]) != size:
-                probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-                uncertainty = F.interpolate(uncertainty, size=size, mode="nearest")
             confidence, labels = probs.max(1)
-            result[s] = SegPrediction(labels=labels, confidence=confidence, uncertainty=uncertainty[:, 0])
+            result[s] = SegPrediction(labels=labels, confidence=confidence, uncertainty=uncertainty)
         return result
