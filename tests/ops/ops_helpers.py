@@ -15,3 +15,16 @@ def kernel_expected() -> bool:
 
 def make_generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def run_with_1_and_2_threads(fn):
+    """``(fn() with 1 torch thread, fn() with 2)``; the thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fn()
+        torch.set_num_threads(2)
+        two = fn()
+    finally:
+        torch.set_num_threads(threads)
+    return one, two

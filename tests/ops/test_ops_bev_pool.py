@@ -8,7 +8,7 @@ from bev_ddp.errors import InputError
 from bev_ddp.ops import BEVPool, bev_pool, bev_pool_reference
 from bev_ddp.ops.bev_pool import BEVPoolFunction
 
-from ops_helpers import make_generator
+from ops_helpers import make_generator, run_with_1_and_2_threads
 
 
 def random_points(n, channels, batch_size, grid, *, outside=0.0, dtype=torch.float32, index_dtype=torch.int64, seed=0):
@@ -129,14 +129,7 @@ def test_half_precision_accumulates_in_float32(cpu_kernel, dtype):
 
 def test_bit_identical_for_any_thread_count(cpu_kernel):
     feats, coords = random_points(20000, 9, 2, (1, 8, 8), outside=0.1)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = kernel_pool(cpu_kernel, feats, coords, 2, (1, 8, 8))
-        torch.set_num_threads(2)
-        two = kernel_pool(cpu_kernel, feats, coords, 2, (1, 8, 8))
-    finally:
-        torch.set_num_threads(threads)
+    one, two = run_with_1_and_2_threads(lambda: kernel_pool(cpu_kernel, feats, coords, 2, (1, 8, 8)))
     assert torch.equal(one, two)
 
 
@@ -144,14 +137,7 @@ def test_bit_identical_for_any_thread_count(cpu_kernel):
 def test_many_points_are_merged_across_chunks(cpu_kernel, dtype, rtol):
     """Enough points for several accumulation chunks: matches the reference, same for any thread count."""
     feats, coords = random_points(2_300_000, 3, 2, (1, 4, 5), outside=0.1, dtype=dtype, index_dtype=torch.int32)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = kernel_pool(cpu_kernel, feats, coords, 2, (1, 4, 5))
-        torch.set_num_threads(2)
-        two = kernel_pool(cpu_kernel, feats, coords, 2, (1, 4, 5))
-    finally:
-        torch.set_num_threads(threads)
+    one, two = run_with_1_and_2_threads(lambda: kernel_pool(cpu_kernel, feats, coords, 2, (1, 4, 5)))
     assert torch.equal(one, two)
     ref = bev_pool_reference(feats.double(), coords, 2, (1, 4, 5))
     torch.testing.assert_close(one.double(), ref, rtol=rtol, atol=1e-2)  # ~20k-point sums per cell

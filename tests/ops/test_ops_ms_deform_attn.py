@@ -8,7 +8,7 @@ from bev_ddp.errors import InputError
 from bev_ddp.ops import MSDeformAttnSampler, ms_deform_attn, ms_deform_attn_reference
 from bev_ddp.ops.ms_deform_attn import MSDeformAttnFunction
 
-from ops_helpers import make_generator
+from ops_helpers import make_generator, run_with_1_and_2_threads
 
 
 def make_inputs(batch=2, queries=9, heads=2, dims=4, levels=((5, 6), (3, 2)), points=3, *, dtype=torch.float32,
@@ -105,14 +105,7 @@ def test_half_precision(cpu_kernel, dtype):
 def test_bit_identical_for_any_thread_count(cpu_kernel):
     inputs = make_inputs(batch=1, queries=300, heads=4, dims=8)
     grad_out = torch.randn(1, 300, 32, generator=make_generator(4))
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = grads(lambda *a: kernel_attn(cpu_kernel, *a), inputs, grad_out)
-        torch.set_num_threads(2)
-        two = grads(lambda *a: kernel_attn(cpu_kernel, *a), inputs, grad_out)
-    finally:
-        torch.set_num_threads(threads)
+    one, two = run_with_1_and_2_threads(lambda: grads(lambda *a: kernel_attn(cpu_kernel, *a), inputs, grad_out))
     assert all(torch.equal(a, b) for a, b in zip(one, two))
 
 
