@@ -8,11 +8,11 @@
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "bev_ddp compiled ops: bev_pool and multi-scale deformable attention";
   m.def("bev_pool_forward", &bev_ddp::bev_pool_forward,
-        "bev_pool forward: (feats [N,C], coords [N,4], B, Z, X, Y) -> (out [B,C,Z,X,Y], ranks [N])",
+        "bev_pool forward: (feats [N,C], coords [N,4], B, Z, X, Y) -> out [B,C,Z,X,Y]",
         py::arg("feats"), py::arg("coords"), py::arg("batch_size"), py::arg("nz"), py::arg("nx"), py::arg("ny"));
   m.def("bev_pool_backward", &bev_ddp::bev_pool_backward,
-        "bev_pool backward: (grad_out [B,C,Z,X,Y], ranks [N]) -> grad_feats [N,C]", py::arg("grad_out"),
-        py::arg("ranks"));
+        "bev_pool backward: (grad_out [B,C,Z,X,Y], coords [N,4]) -> grad_feats [N,C]", py::arg("grad_out"),
+        py::arg("coords"));
   m.def("ms_deform_attn_forward", &bev_ddp::ms_deform_attn_forward,
         "ms_deform_attn forward -> out [B,Q,H*D]", py::arg("value"), py::arg("spatial_shapes"),
         py::arg("level_start_index"), py::arg("sampling_locations"), py::arg("attn_weights"));

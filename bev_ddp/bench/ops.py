@@ -17,7 +17,11 @@ much less so):
   the OS; on CUDA ``torch.cuda.max_memory_allocated`` growth;
 * bev_pool bandwidth: the bytes the op must touch (features and coordinates read, output
   written) divided by its time, as a fraction of ``dst.copy_(src)`` of a buffer of the same
-  bytes (the machine's practical limit for streaming those bytes).
+  bytes (the machine's practical limit for streaming those bytes);
+* whether CPU tensors sit on transparent huge pages: torch does that for allocations of 2 MiB and
+  more when ``THP_MEM_ALLOC_ENABLE=1`` is set before its first allocation.  With 4 KiB pages a
+  streaming read of the bev_pool features is limited by TLB misses, so the setting moves both
+  the kernel and the reference (see README, "Compiled ops").
 """
 from __future__ import annotations
 
@@ -110,6 +114,7 @@ class OpsBenchResult:
     comparisons: list[Comparison] = field(default_factory=list)
     bandwidth: Bandwidth | None = None
     cuda_device: str | None = None
+    cpu_huge_pages: bool | None = None  # None: could not be told (not Linux)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -167,6 +172,26 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
         return _proc_status_bytes("VmHWM") - base
     except (OSError, AttributeError):
         return None
+
+
+def _anon_huge_page_bytes() -> int:
+    with open("/proc/self/smaps_rollup", encoding="ascii") as f:
+        match = re.search(r"^AnonHugePages:\s+(\d+) kB", f.read(), re.MULTILINE)
+    if match is None:
+        raise OSError("AnonHugePages missing from /proc/self/smaps_rollup")
+    return int(match.group(1)) * 1024
+
+
+def cpu_tensors_on_huge_pages() -> bool | None:
+    """Whether a fresh 8 MiB CPU tensor is backed by transparent huge pages; None off Linux."""
+    try:
+        before = _anon_huge_page_bytes()
+        probe = torch.ones(8 << 20, dtype=torch.uint8)  # written, so its pages exist
+        after = _anon_huge_page_bytes()
+    except OSError:
+        return None
+    del probe
+    return after > before
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -289,7 +314,8 @@ def bench_ops(sizes: OpsBenchSizes, *, repeats: int = 3, threads: int | None = N
     """Run every comparison on the CPU (and on CUDA when a GPU and the CUDA extension are present)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    result = OpsBenchResult(sizes=sizes, threads=torch.get_num_threads(), backend=_backend_summary())
+    result = OpsBenchResult(sizes=sizes, threads=torch.get_num_threads(), backend=_backend_summary(),
+                            cpu_huge_pages=cpu_tensors_on_huge_pages())
     cpu = torch.device("cpu")
     module = _extension.load("cpu")
     if module is None:
@@ -324,9 +350,12 @@ def _mib(value: int | None) -> str:
 
 def format_result(result: OpsBenchResult) -> str:
     s = result.sizes
+    pages = {True: "2 MiB (transparent huge pages)", False: "4 KiB (THP_MEM_ALLOC_ENABLE=1 gives 2 MiB)",
+             None: "unknown"}[result.cpu_huge_pages]
     lines = [
         f"bench ops: {result.threads} CPU thread(s); backends {result.backend}"
         + (f"; GPU {result.cuda_device}" if result.cuda_device else ""),
+        f"  CPU tensor pages: {pages}",
         f"  bev_pool: {s.frustum_points} points ({s.cameras} cams x {s.depth_bins} bins x {s.feat_h}x{s.feat_w}), "
         f"{s.pool_channels} ch -> grid {s.grid}",
         f"  ms_deform_attn: {s.bev_h * s.bev_w} queries, {s.embed_dims} dims = {s.heads} heads x "

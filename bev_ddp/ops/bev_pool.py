@@ -89,14 +89,14 @@ def bev_pool_reference(
     """
     nz, nx, ny = check_bev_pool_inputs(feats, coords, batch_size, grid)
     c = feats.shape[1]
-    coords = coords.long()
-    x, y, z, b = coords.unbind(1)
-    inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny) & (z >= 0) & (z < nz)
     cells = batch_size * nz * nx * ny
-    # flat cell index in [B, Z, X, Y] order; dropped points go to one extra "dump" row, which is
-    # cheaper than gathering the kept feature rows first
-    rank = torch.where(inside, ((b * nz + z) * nx + x) * ny + y, cells)
-    out = feats.new_zeros(cells + 1, c).index_add(0, rank, feats)  # [B*Z*X*Y + 1, C]
+    x, y, z, b = coords.unbind(1)  # [N] strided views
+    inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny) & (z >= 0) & (z < nz)
+    # flat cell index in [B, Z, X, Y] order, int64 (index_add_ is much slower with int32); dropped
+    # points go to one extra "dump" row, which is cheaper than gathering the kept feature rows first
+    rank = b.to(torch.int64, copy=True).mul_(nz).add_(z).mul_(nx).add_(x).mul_(ny).add_(y)
+    rank.masked_fill_(~inside, cells)  # [N]
+    out = feats.new_zeros(cells + 1, c).index_add_(0, rank, feats)  # [B*Z*X*Y + 1, C]
     out = out[:cells].view(batch_size, nz, nx, ny, c)  # [B, Z, X, Y, C]
     return out.permute(0, 4, 1, 2, 3).contiguous()  # [B, C, Z, X, Y]
 
@@ -107,9 +107,8 @@ class BEVPoolFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats, coords, batch_size, grid, module):  # type: ignore[override]
         nz, nx, ny = grid
-        # ranks [N]: flat cell index of every point (-1 when dropped), reused by backward
-        out, ranks = module.bev_pool_forward(feats, coords, batch_size, nz, nx, ny)
-        ctx.save_for_backward(ranks)
+        out = module.bev_pool_forward(feats, coords, batch_size, nz, nx, ny)  # [B, C, Z, X, Y]
+        ctx.save_for_backward(coords)  # backward recomputes every point's cell from its coords
         ctx.module = module
         return out
 
@@ -117,8 +116,8 @@ class BEVPoolFunction(torch.autograd.Function):
     def backward(ctx, grad_out):  # type: ignore[override]
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        (ranks,) = ctx.saved_tensors
-        grad_feats = ctx.module.bev_pool_backward(grad_out.contiguous(), ranks)
+        (coords,) = ctx.saved_tensors
+        grad_feats = ctx.module.bev_pool_backward(grad_out.contiguous(), coords)
         return grad_feats, None, None, None, None
 
 

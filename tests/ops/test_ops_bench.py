@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -45,3 +48,21 @@ def test_sizes_for_scale_shrinks_points_and_queries():
     small = sizes_for_scale(0.25)
     full = OpsBenchSizes()
     assert small.frustum_points < full.frustum_points and small.bev_h * small.bev_w < full.bev_h * full.bev_w
+
+
+def _thp_mode() -> str | None:
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii").read()
+    except OSError:
+        return None
+    return text[text.index("[") + 1:text.index("]")]
+
+
+@pytest.mark.skipif(_thp_mode() != "madvise", reason="needs transparent huge pages in madvise mode")
+@pytest.mark.parametrize("setting, expected", [("1", True), ("0", False)])
+def test_huge_page_probe_follows_torch_setting(setting, expected):
+    """The bench's page line tells torch's THP_MEM_ALLOC_ENABLE apart (set before torch allocates)."""
+    code = "from bev_ddp.bench.ops import cpu_tensors_on_huge_pages as f; print(f())"
+    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": setting}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(expected)

@@ -39,12 +39,16 @@ def kernel_pool(module, feats, coords, batch_size, grid):
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
-@pytest.mark.parametrize("batch_size, grid", [(1, (1, 16, 16)), (3, (2, 7, 5))])
+# (3, 11, 13): 429 cells per sample, so the kernel's blocks of output cells end mid-sample and its
+# output rows start unaligned
+@pytest.mark.parametrize("batch_size, grid", [(1, (1, 16, 16)), (3, (2, 7, 5)), (2, (3, 11, 13))])
 def test_forward_and_grad_match_reference(cpu_kernel, index_dtype, batch_size, grid):
     feats, coords = random_points(3000, 12, batch_size, grid, outside=0.2, index_dtype=index_dtype)
     feats.requires_grad_(True)
+    coords_before = coords.clone()
     out = kernel_pool(cpu_kernel, feats, coords, batch_size, grid)
     ref = bev_pool_reference(feats, coords, batch_size, grid)
+    assert torch.equal(coords, coords_before)  # neither path writes into the caller's coords
     assert out.shape == (batch_size, 12, *grid) and out.is_contiguous()
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     grad = torch.randn(out.shape, generator=make_generator(1))
