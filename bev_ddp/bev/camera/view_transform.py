@@ -137,10 +137,11 @@ class LSSTransform(nn.Module):
     def lift(self, feats: torch.Tensor) -> torch.Tensor:
         """feats [B·N, C_in, fH, fW] → depth-weighted context [B·N, D, fH, fW, C]."""
         x = self.depthnet(feats)  # [B·N, D + C, fH, fW]
-        depth = x[:, : self.depth.cells].softmax(dim=1)
-        context = x[:, self.depth.cells :]
-        x = depth.unsqueeze(1) * context.unsqueeze(2)  # [B·N, C, D, fH, fW]
-        return x.permute(0, 2, 3, 4, 1)  # [B·N, D, fH, fW, C]
+        depth = x[:, : self.depth.cells].softmax(dim=1)  # [B·N, D, fH, fW]
+        context = x[:, self.depth.cells :].permute(0, 2, 3, 1).contiguous()  # [B·N, fH, fW, C]
+        # written once, contiguous, in the channels-last layout bev_pool reads: the splat's reshape
+        # is then a view, not a second copy of this (largest) tensor of the model
+        return depth.unsqueeze(-1) * context.unsqueeze(1)  # [B·N, D, fH, fW, C]
 
     def splat(self, lifted: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """lifted [B, N, D, fH, fW, C], points [B, N, D, fH, fW, 3] (m) → BEV [B, C·Z, X, Y]."""

@@ -89,6 +89,21 @@ def test_splat_sums_features_into_the_cell_under_each_point():
     torch.testing.assert_close(bev, expected)
 
 
+def test_lift_is_the_depth_context_outer_product_channels_last():
+    """lift writes [B·N, D, fH, fW, C] contiguous, so the splat reshapes it without a copy."""
+    torch.manual_seed(0)
+    vt = LSSTransform(in_channels=4, out_channels=3, image_size=(16, 24), feature_stride=8, xbound=(-4, 4, 1),
+                      ybound=(-4, 4, 1), zbound=(-2, 2, 4), dbound=(1, 6, 1), downsample=1)
+    feats = torch.randn(2, 4, 2, 3)
+    lifted = vt.lift(feats)
+    assert lifted.shape == (2, 5, 2, 3, 3) and lifted.is_contiguous()
+    x = vt.depthnet(feats)
+    depth, context = x[:, :5].softmax(1), x[:, 5:]
+    expected = torch.einsum("ndhw,nchw->ndhwc", depth, context)
+    torch.testing.assert_close(lifted, expected)
+    assert lifted.reshape(-1, 3).data_ptr() == lifted.data_ptr()  # a view
+
+
 def test_view_transform_rejects_bad_sizes():
     with pytest.raises(ValueError, match="divisible"):
         LSSTransform(in_channels=4, out_channels=2, image_size=(100, 176), feature_stride=8, xbound=(-4, 4, 1),
