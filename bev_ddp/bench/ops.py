@@ -145,11 +145,12 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> f
     return statistics.median(times)
 
 
-def _proc_status_bytes(key: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
+def _proc_bytes(path: str, key: str) -> int:
+    """A ``key:  N kB`` field of a ``/proc`` file, in bytes."""
+    with open(path, encoding="ascii") as f:
         match = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.MULTILINE)
     if match is None:
-        raise OSError(f"{key} missing from /proc/self/status")
+        raise OSError(f"{key} missing from {path}")
     return int(match.group(1)) * 1024
 
 
@@ -167,27 +168,19 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the OS: growth is the call's own
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")  # reset the peak resident set (VmHWM) to the current one
-        base = _proc_status_bytes("VmRSS")
+        base = _proc_bytes("/proc/self/status", "VmRSS")
         fn()
-        return _proc_status_bytes("VmHWM") - base
+        return _proc_bytes("/proc/self/status", "VmHWM") - base
     except (OSError, AttributeError):
         return None
-
-
-def _anon_huge_page_bytes() -> int:
-    with open("/proc/self/smaps_rollup", encoding="ascii") as f:
-        match = re.search(r"^AnonHugePages:\s+(\d+) kB", f.read(), re.MULTILINE)
-    if match is None:
-        raise OSError("AnonHugePages missing from /proc/self/smaps_rollup")
-    return int(match.group(1)) * 1024
 
 
 def cpu_tensors_on_huge_pages() -> bool | None:
     """Whether a fresh 8 MiB CPU tensor is backed by transparent huge pages; None off Linux."""
     try:
-        before = _anon_huge_page_bytes()
+        before = _proc_bytes("/proc/self/smaps_rollup", "AnonHugePages")
         probe = torch.ones(8 << 20, dtype=torch.uint8)  # written, so its pages exist
-        after = _anon_huge_page_bytes()
+        after = _proc_bytes("/proc/self/smaps_rollup", "AnonHugePages")
     except OSError:
         return None
     del probe

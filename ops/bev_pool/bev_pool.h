@@ -39,15 +39,19 @@ at::Tensor bev_pool_backward_cuda(const at::Tensor& grad_out, const at::Tensor& 
 #endif
 
 // Checks shared by both devices; raise c10::ValueError (Python ValueError) naming the input.
+inline void bev_pool_check_coords(const at::Tensor& coords) {
+  TORCH_CHECK_VALUE(coords.dim() == 2 && coords.size(1) == 4, "bev_pool coords must be [N, 4], got ",
+                    coords.sizes());
+  TORCH_CHECK_VALUE(coords.scalar_type() == at::kInt || coords.scalar_type() == at::kLong,
+                    "bev_pool coords must be int32 or int64, got ", coords.scalar_type());
+}
+
 inline void bev_pool_check_inputs(const at::Tensor& feats, const at::Tensor& coords, int64_t batch_size,
                                   int64_t nz, int64_t nx, int64_t ny) {
   TORCH_CHECK_VALUE(feats.dim() == 2, "bev_pool feats must be [N, C], got ", feats.sizes());
-  TORCH_CHECK_VALUE(coords.dim() == 2 && coords.size(1) == 4, "bev_pool coords must be [N, 4], got ",
-                    coords.sizes());
+  bev_pool_check_coords(coords);
   TORCH_CHECK_VALUE(coords.size(0) == feats.size(0), "bev_pool feats ", feats.sizes(), " and coords ",
                     coords.sizes(), " differ in the number of points");
-  TORCH_CHECK_VALUE(coords.scalar_type() == at::kInt || coords.scalar_type() == at::kLong,
-                    "bev_pool coords must be int32 or int64, got ", coords.scalar_type());
   TORCH_CHECK_VALUE(c10::isFloatingType(feats.scalar_type()), "bev_pool feats must be floating point, got ",
                     feats.scalar_type());
   TORCH_CHECK_VALUE(feats.device() == coords.device(), "bev_pool feats and coords must be on one device");
@@ -78,10 +82,7 @@ inline at::Tensor bev_pool_forward(const at::Tensor& feats, const at::Tensor& co
 // Backward: coords are the forward's; the grid is read from grad_out's shape [B, C, Z, X, Y].
 inline at::Tensor bev_pool_backward(const at::Tensor& grad_out, const at::Tensor& coords) {
   TORCH_CHECK_VALUE(grad_out.dim() == 5, "bev_pool grad_out must be [B, C, Z, X, Y], got ", grad_out.sizes());
-  TORCH_CHECK_VALUE(coords.dim() == 2 && coords.size(1) == 4, "bev_pool coords must be [N, 4], got ",
-                    coords.sizes());
-  TORCH_CHECK_VALUE(coords.scalar_type() == at::kInt || coords.scalar_type() == at::kLong,
-                    "bev_pool coords must be int32 or int64, got ", coords.scalar_type());
+  bev_pool_check_coords(coords);
   TORCH_CHECK_VALUE(grad_out.device() == coords.device(), "bev_pool grad_out and coords must be on one device");
   if (grad_out.is_cuda()) {
 #ifdef WITH_CUDA

@@ -20,7 +20,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 
 #if defined(__SSE2__)
 #include <immintrin.h>
