@@ -38,7 +38,7 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["bev_ddp", "bev_ddp.*", "data_tools", "data_tools.*"]),
+    packages=find_packages(include=["bev_ddp", "bev_ddp.*"]),
     package_data={"bev_ddp": ["py.typed"]},
     install_requires=[
         "torch>=2.4",

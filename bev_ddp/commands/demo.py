@@ -8,7 +8,7 @@ from bev_ddp.engine.cli_support import run_command, setup_logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bev_ddp.engine.demo import DEFAULT_CONFIG, DemoSettings
+    from bev_ddp.commands.demo_pipeline import DEFAULT_CONFIG, DemoSettings
 
     d = DemoSettings()
     parser.add_argument("--out", default=str(d.out_dir), help=f"output folder (default {d.out_dir})")
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     def body() -> int:
-        from bev_ddp.engine.demo import DemoSettings, headline, run_demo
+        from bev_ddp.commands.demo_pipeline import DemoSettings, headline, run_demo
 
         setup_logging()
         base = DemoSettings.quick(Path(args.out)) if args.quick else DemoSettings(out_dir=Path(args.out))

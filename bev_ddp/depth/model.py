@@ -1,11 +1,11 @@
 """DDP for monocular depth estimation (paper §4.4, Appendix B.3).
 
-image → :class:`~bev_ddp.seg.encoder.ImageEncoder` (the segmentation encoder: backbone → FPN
+image → :class:`~bev_ddp.nn.image_encoder.ImageEncoder` (the segmentation encoder: backbone → FPN
 256 → merge, condition at 1/4) → :class:`~bev_ddp.nn.DDPHead` with continuous depth encoding
 (scale 0.1, valid-mask-aware downsampling of sparse ground truth), output
 ``ReLU(logits) + min_depth`` and :class:`~bev_ddp.depth.losses.SigLoss` on valid pixels.
 
-Inference: whole image or sliding windows (:mod:`bev_ddp.seg.inference`); with ``flip_tta``
+Inference: whole image or sliding windows (:mod:`bev_ddp.nn.dense_inference`); with ``flip_tta``
 the horizontally flipped image is predicted too and the two depth maps (flipped back) are
 averaged, as are the uncertainty maps.
 """
@@ -19,8 +19,8 @@ from torch import nn
 
 from bev_ddp.errors import InputError
 from bev_ddp.nn import DDPHead
-from bev_ddp.seg.encoder import ImageEncoder
-from bev_ddp.seg.inference import DenseMaps, SlidingWindow
+from bev_ddp.nn.image_encoder import ImageEncoder
+from bev_ddp.nn.dense_inference import DenseMaps, SlidingWindow
 from bev_ddp.seg.model import check_images, dense_predictions
 
 

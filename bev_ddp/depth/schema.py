@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from bev_ddp.engine.schema import EvalSchema, OptimSchema, TrainSchema
+from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
 from bev_ddp.seg.schema import BackboneSchema, DecoderSchema, InferenceSchema
 
 

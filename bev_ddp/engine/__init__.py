@@ -6,5 +6,5 @@
 * :mod:`bev_ddp.engine.evaluation`: one pass over a split for several step counts.
 * :mod:`bev_ddp.engine.checkpoint`, :mod:`~bev_ddp.engine.data`, :mod:`~bev_ddp.engine.lr_schedule`,
   :mod:`~bev_ddp.engine.distributed`, :mod:`~bev_ddp.engine.logger`: the pieces.
-* :mod:`bev_ddp.engine.demo`: the ``bev-ddp demo`` pipeline.
+* :mod:`bev_ddp.commands.demo_pipeline`: the ``bev-ddp demo`` pipeline.
 """

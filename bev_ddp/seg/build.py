@@ -9,9 +9,9 @@ from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder
 from bev_ddp.errors import ConfigError
 from bev_ddp.nn import DDPHead, MapDecoder
 from bev_ddp.nn.backbone import build_timm_backbone
-from bev_ddp.seg.encoder import ImageEncoder, build_image_encoder
+from bev_ddp.nn.image_encoder import ImageEncoder, build_image_encoder
 from bev_ddp.seg.heads import CrossEntropyObjective, FCNHead
-from bev_ddp.seg.inference import SlidingWindow
+from bev_ddp.nn.dense_inference import SlidingWindow
 from bev_ddp.seg.model import DDPSegmentor
 
 SCHEDULES = ("cosine", "linear")

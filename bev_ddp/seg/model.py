@@ -1,6 +1,6 @@
 """DDP for image semantic segmentation (paper §3, §4.2; Table 1 setting).
 
-image → :class:`~bev_ddp.seg.encoder.ImageEncoder` (backbone → FPN 256 → multi-stage merge,
+image → :class:`~bev_ddp.nn.image_encoder.ImageEncoder` (backbone → FPN 256 → multi-stage merge,
 condition at 1/4 resolution) → :class:`~bev_ddp.nn.DDPHead` (map decoder with class embedding,
 scale 0.01, cross-entropy objective) plus an auxiliary :class:`~bev_ddp.seg.heads.FCNHead` (0.4)
 during training.
@@ -20,9 +20,9 @@ from torch import nn
 
 from bev_ddp.errors import InputError
 from bev_ddp.nn import DDPHead
-from bev_ddp.seg.encoder import ImageEncoder
+from bev_ddp.nn.image_encoder import ImageEncoder
 from bev_ddp.seg.heads import FCNHead
-from bev_ddp.seg.inference import DenseMaps, SlidingWindow, infer_dense
+from bev_ddp.nn.dense_inference import DenseMaps, SlidingWindow, infer_dense
 
 
 @dataclass

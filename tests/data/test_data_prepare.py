@@ -12,7 +12,7 @@ from bev_ddp.data.infos import read_bevfusion_pkl, read_infos
 from bev_ddp.data.sensors import CAMERA_NAMES
 from bev_ddp.data.splits import split_scenes
 from bev_ddp.errors import InputError
-from data_tools.create_infos import create_infos
+from bev_ddp.data.create_infos import create_infos
 
 
 def test_infos_match_the_devkit(world, infos):

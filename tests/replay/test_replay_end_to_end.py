@@ -29,7 +29,7 @@ from bev_ddp.replay.outputs import ReplayOutputs, quantise
 from bev_ddp.replay.sample import SampleBuilder
 from bev_ddp.replay.sync import FrameAssembler, SyncSettings
 from bev_ddp.replay.topics import default_topic_map
-from data_tools.create_infos import create_infos
+from bev_ddp.data.create_infos import create_infos
 from test_replay_outputs import read_mcap
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bev" / "synth_tiny_fusion_ddp.yaml"

@@ -1,10 +1,10 @@
-"""Learnability of the DDP core on the toy 2-D map task (bev_ddp.diffusion.toy)."""
+"""Learnability of the DDP core on the toy 2-D map task (bev_ddp.examples.toy)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bev_ddp.diffusion.toy import ToyConfig, format_toy_result, make_toy_batch, train_toy
+from bev_ddp.examples.toy import ToyConfig, format_toy_result, make_toy_batch, train_toy
 
 
 def test_toy_batch_is_seeded_and_labelled():

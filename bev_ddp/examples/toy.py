@@ -9,7 +9,7 @@ the image into a 16x16 condition; a tiny :class:`~bev_ddp.nn.MapDecoder` + class
 with self-aligned denoising (Alg. 4).  Evaluation reports mIoU per number of sampling steps and
 the AUROC of the change-count uncertainty as a detector of wrong pixels.
 
-Run ``python -m bev_ddp.diffusion.toy`` (about a minute on two CPU cores).  Everything is
+Run ``python -m bev_ddp.examples.toy`` (about a minute on two CPU cores).  Everything is
 seeded: two runs with the same :class:`ToyConfig` print the same numbers.
 """
 from __future__ import annotations

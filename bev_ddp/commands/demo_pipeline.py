@@ -82,7 +82,7 @@ def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, prog
     from bev_ddp.bev.task import TASK
     from bev_ddp.data.synthetic import WorldSettings, generate_world
     from bev_ddp.engine.trainer import train
-    from data_tools.create_infos import create_infos
+    from bev_ddp.data.create_infos import create_infos
 
     out = Path(settings.out_dir)
     world = out / "world"
