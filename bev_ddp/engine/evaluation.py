@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bev_ddp.comm import get_rank, get_world_size
 from bev_ddp.engine.data import build_eval_loader, move_to_device
-from bev_ddp.engine.distributed import get_rank, get_world_size
 from bev_ddp.engine.task import Evaluator, Task
 from bev_ddp.errors import InputError
 from bev_ddp.report.writer import VISUALS_FILE

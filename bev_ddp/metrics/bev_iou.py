@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from bev_ddp.engine.distributed import all_reduce_sum
+from bev_ddp.comm import all_reduce_sum
 from bev_ddp.metrics.uncertainty import UncertaintyHistogram
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65)
