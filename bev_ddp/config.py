@@ -155,3 +155,18 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
     """Plain-python copy of a config (for checkpoints and logs)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def to_plain(node: Any, *, tuples: bool = False) -> Any:
+    """Plain Python containers from a config node (libraries such as timm expect them).
+
+    With ``tuples`` every list becomes a tuple (timm's architecture arguments); plain values pass through.
+    """
+    value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not tuples:
+        return value
+    if isinstance(value, dict):
+        return {k: to_plain(v, tuples=True) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(to_plain(v, tuples=True) for v in value)
+    return value
