@@ -16,22 +16,17 @@ import difflib
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from bev_ddp.errors import ConfigError
+from bev_ddp.files import read_yaml
 
 BASE_KEY = "_base_"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path, what="config file", error=ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -170,3 +165,8 @@ def to_plain(node: Any, *, tuples: bool = False) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(to_plain(v, tuples=True) for v in value)
     return value
+
+
+def int_tuple(value: Any) -> tuple[int, ...] | None:
+    """A config list of sizes (e.g. ``crop_size: [512, 512]``) as a tuple of ints; None stays None."""
+    return tuple(int(v) for v in value) if value is not None else None

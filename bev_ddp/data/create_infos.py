@@ -7,7 +7,6 @@ the map location.  Infos are JSON; the split (official or deterministic) is reco
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from bev_ddp.data.infos import INFO_FORMAT, write_infos
 from bev_ddp.data.sensors import CAMERA_NAMES, LIDAR_NAME
 from bev_ddp.data.splits import split_scenes
 from bev_ddp.errors import InputError
+from bev_ddp.files import read_json
 
 TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
           "scene", "sample", "sample_data", "sample_annotation", "map")
@@ -30,12 +30,7 @@ def check_tables(dataroot: Path, version: str) -> None:
         raise InputError(f"nuScenes version folder not found: {folder}")
     for name in TABLES:
         path = folder / f"{name}.json"
-        if not path.is_file():
-            raise InputError(f"nuScenes table not found: {path}")
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"nuScenes table {path} is not valid JSON: {exc}") from exc
+        rows = read_json(path, what="nuScenes table")
         if not isinstance(rows, list) or any(not isinstance(r, dict) or "token" not in r for r in rows):
             raise InputError(f"nuScenes table {path} must be a list of records that each have a 'token'")
 

@@ -33,7 +33,6 @@ Randomness of training augmentation comes from a ``torch.Generator`` seeded from
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -45,6 +44,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from bev_ddp.errors import InputError
+from bev_ddp.files import read_json
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -194,12 +194,7 @@ def split_file_items(split_file: str | Path, *, image_root: str | Path, depth_ro
 def read_export_meta(root: str | Path) -> dict[str, Any]:
     """``meta.json`` of a synthetic image-task export (classes, depth scale)."""
     path = Path(root) / "meta.json"
-    if not path.is_file():
-        raise InputError(f"image-task export meta file not found: {path}")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"image-task export meta file {path} is not valid JSON: {exc}") from exc
+    meta = read_json(path, what="image-task export meta file")
     if not isinstance(meta, dict) or "classes" not in meta:
         raise InputError(f"image-task export meta file {path} has no 'classes' list")
     return meta
@@ -486,22 +481,4 @@ def synthetic_depth_dataset(root: str | Path, split: str, *, pipeline: DepthPipe
     items = [DepthItem(img, dep, name) for img, dep, name in export_items(root, split, "depth")]
     return ImageDepthDataset(items=items, depth_scale=scale, pipeline=pipeline, training=training, seed=seed,
                              max_depth=max_depth)
-
-
-def collate_image_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors (all samples of a batch must share one size), keep ``meta`` as a list."""
-    if not samples:
-        raise ValueError("collate_image_samples got an empty list")
-    batch: dict[str, Any] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        if isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) > 1:
-                raise InputError(f"cannot batch '{key}' of different sizes {sorted(shapes)}; use batch_size 1 "
-                                 "or a fixed crop / scale")
-            batch[key] = torch.stack(values)
-        else:
-            batch[key] = values
-    return batch
 

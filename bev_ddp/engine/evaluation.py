@@ -40,9 +40,9 @@ def parse_steps(text: str | Sequence[int]) -> list[int]:
     try:
         steps = [int(s) for s in items]
     except ValueError as exc:
-        raise ValueError(f"steps must be comma-separated positive integers, got {text!r}") from exc
+        raise InputError(f"steps must be comma-separated positive integers, got {text!r}") from exc
     if not steps or any(s < 1 for s in steps):
-        raise ValueError(f"steps must be comma-separated positive integers, got {text!r}")
+        raise InputError(f"steps must be comma-separated positive integers, got {text!r}")
     return sorted(set(steps))
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bev_ddp.comm import all_reduce_sum
+from bev_ddp.errors import InputError
 from bev_ddp.metrics.uncertainty import UncertaintyHistogram
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65)
@@ -67,13 +68,13 @@ class BEVIoUEvaluator:
         gt_key: str = "gt_masks_bev",
     ):
         if not classes:
-            raise ValueError("classes must not be empty")
+            raise InputError("classes must not be empty")
         if not steps:
-            raise ValueError("steps must not be empty")
+            raise InputError("steps must not be empty")
         if any(int(s) < 1 for s in steps):
-            raise ValueError(f"step counts must be >= 1, got {list(steps)}")
+            raise InputError(f"step counts must be >= 1, got {list(steps)}")
         if not any(abs(t - 0.5) < 1e-9 for t in thresholds):
-            raise ValueError(f"thresholds must include 0.5, got {list(thresholds)}")
+            raise InputError(f"thresholds must include 0.5, got {list(thresholds)}")
         self.classes = list(classes)
         self.steps = [int(s) for s in steps]
         self.thresholds = [float(t) for t in thresholds]
@@ -96,7 +97,7 @@ class BEVIoUEvaluator:
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}")
         if tuple(tensor.shape) != shape:
-            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {shape}")
+            raise InputError(f"{name} has shape {tuple(tensor.shape)}, expected {shape}")
         return tensor
 
     def process(self, batch: dict[str, Any], preds: dict[int, Any]) -> None:
@@ -104,7 +105,7 @@ class BEVIoUEvaluator:
             raise KeyError(f"batch has no ground truth {self.gt_key!r} (keys: {', '.join(batch)})")
         gt = batch[self.gt_key]
         if gt.dim() != 4 or gt.shape[1] != len(self.classes):
-            raise ValueError(f"{self.gt_key} has shape {tuple(gt.shape)}, expected [B, {len(self.classes)}, X, Y]")
+            raise InputError(f"{self.gt_key} has shape {tuple(gt.shape)}, expected [B, {len(self.classes)}, X, Y]")
         gt = gt.detach().cpu() > 0.5  # [B, K, X, Y] bool
         shape = tuple(gt.shape)
         thr = torch.tensor(self.thresholds).view(-1, 1, 1, 1, 1)  # [T, 1, 1, 1, 1]
@@ -113,7 +114,7 @@ class BEVIoUEvaluator:
                 raise KeyError(f"predictions lack step count {step} (have {sorted(preds)})")
             probs = self._check(f"probs for {step} step(s)", preds[step].probs, shape).detach().float().cpu()
             if not torch.isfinite(probs).all():
-                raise ValueError(f"probs for {step} step(s) contain NaN or inf")
+                raise InputError(f"probs for {step} step(s) contain NaN or inf")
             hard = probs.unsqueeze(0) >= thr  # [T, B, K, X, Y]
             tp = (hard & gt).sum(dim=(1, 3, 4))  # [T, K]
             fp = (hard & ~gt).sum(dim=(1, 3, 4))
