@@ -18,12 +18,14 @@ key                meaning
 ``td``             time difference of the DDIM sampler (Alg. 2)
 =================  ==========================================================================
 
-Usage, with the task's own label encoder and objective::
+Usage, with the task's own condition, label encoder and objective (the task builds the parts in
+the order it wants their weights drawn; the head takes them as arguments)::
 
-    head = build_ddp_head(cfg.model.ddp, cond_channels=encoder.out_channels, out_channels=K,
-                          label_encoder=ClassEmbeddingEncoder(num_classes=K, dims=cfg.model.ddp.map_channels,
-                                                              scale=cfg.model.ddp.label_scale),
-                          objective=CrossEntropyObjective(), key="model.ddp")
+    d = cfg.model.ddp
+    label_encoder = ClassEmbeddingEncoder(num_classes=K, dims=d.map_channels, scale=d.label_scale)
+    decoder = build_map_decoder(d, cond_channels=encoder.out_channels, out_channels=K, key="model.ddp")
+    head = build_ddp_head(d, decoder=decoder, label_encoder=label_encoder, objective=CrossEntropyObjective(),
+                          key="model.ddp")
 """
 from __future__ import annotations
 
@@ -65,20 +67,19 @@ def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: s
         raise ConfigError(f"{key}: {exc}") from exc
 
 
-def build_ddp_head(cfg: Any, *, cond_channels: int, out_channels: int, label_encoder: MapEncoder,
+def build_ddp_head(cfg: Any, *, decoder: MapDecoder, label_encoder: MapEncoder,
                    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                    key: str = "model.ddp") -> DDPHead:
-    """DDP head = map decoder + ``label_encoder`` + ``objective`` + the section's noise schedule and ``td``.
+    """DDP head = ``decoder`` + ``label_encoder`` + ``objective`` + the section's noise schedule and ``td``.
 
     Args:
         cfg: a :class:`DDPHeadSchema` section.
-        cond_channels: channels of the condition the task's encoder declares.
-        out_channels: channels the decoder predicts (classes, or 1 for depth).
-        label_encoder: the task's encoding; its ``channels`` must equal ``cfg.map_channels``.
+        decoder: from :func:`build_map_decoder` on the same section.
+        label_encoder: the task's encoding; its ``channels`` must equal ``cfg.map_channels`` and its
+            ``out_channels`` the decoder's.
         objective: ``(logits at target size, target) -> scalar``.
         key: where ``cfg`` sits in the config, for error messages.
     """
-    decoder = build_map_decoder(cfg, cond_channels=cond_channels, out_channels=out_channels, key=key)
     try:
         schedule = NoiseSchedule(name=cfg.schedule)
         return DDPHead(decoder=decoder, label_encoder=label_encoder, objective=objective, schedule=schedule,

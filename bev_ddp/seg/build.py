@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder
-from bev_ddp.nn.ddp_head_schema import build_ddp_head
+from bev_ddp.nn.ddp_head_schema import build_ddp_head, build_map_decoder
 from bev_ddp.nn.image_encoder_schema import image_encoder_from_config, sliding_window_from_config
 from bev_ddp.seg.heads import CrossEntropyObjective, FCNHead
 from bev_ddp.seg.model import DDPSegmentor
@@ -16,8 +16,9 @@ def build_seg_model(cfg: Any) -> DDPSegmentor:
     img_size = cfg.data.crop_size or (cfg.model.inference.window_crop or None)
     encoder = image_encoder_from_config(m, img_size)
     label_encoder = ClassEmbeddingEncoder(num_classes=m.num_classes, dims=m.ddp.map_channels, scale=m.ddp.label_scale)
-    head = build_ddp_head(m.ddp, cond_channels=encoder.out_channels, out_channels=m.num_classes,
-                          label_encoder=label_encoder, objective=CrossEntropyObjective(ignore_index=255))
+    decoder = build_map_decoder(m.ddp, cond_channels=encoder.out_channels, out_channels=m.num_classes)
+    head = build_ddp_head(m.ddp, decoder=decoder, label_encoder=label_encoder,
+                          objective=CrossEntropyObjective(ignore_index=255))
     aux = None
     if m.aux_weight > 0:
         aux = FCNHead(in_channels=encoder.out_channels, channels=m.aux_channels, num_classes=m.num_classes,

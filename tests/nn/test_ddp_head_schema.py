@@ -9,7 +9,7 @@ from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder, ContinuousEncoder
 from bev_ddp.errors import ConfigError
 from bev_ddp.nn import DDPHead, MapDecoder
 from bev_ddp.nn.backbone import build_timm_backbone
-from bev_ddp.nn.ddp_head_schema import DDPHeadSchema, build_ddp_head
+from bev_ddp.nn.ddp_head_schema import DDPHeadSchema, build_ddp_head, build_map_decoder
 from bev_ddp.nn.image_encoder import build_image_encoder
 from ddp_nn_helpers import ce
 
@@ -22,16 +22,16 @@ def _cfg(**kw):
 
 def _built(cfg, seed=0):
     torch.manual_seed(seed)
-    return build_ddp_head(cfg, cond_channels=6, out_channels=3, objective=ce,
-                          label_encoder=ClassEmbeddingEncoder(num_classes=3, dims=cfg.map_channels,
-                                                              scale=cfg.label_scale))
+    label_encoder = ClassEmbeddingEncoder(num_classes=3, dims=cfg.map_channels, scale=cfg.label_scale)
+    decoder = build_map_decoder(cfg, cond_channels=6, out_channels=3)
+    return build_ddp_head(cfg, decoder=decoder, label_encoder=label_encoder, objective=ce)
 
 
 def test_builder_equals_the_hand_built_head():
     cfg = _cfg(dropout=0.1, schedule="linear", td=0.5, label_scale=0.02)
     head = _built(cfg)
     torch.manual_seed(0)
-    encoder = ClassEmbeddingEncoder(num_classes=3, dims=8, scale=0.02)  # drawn first, as in _built
+    encoder = ClassEmbeddingEncoder(num_classes=3, dims=8, scale=0.02)
     decoder = MapDecoder(cond_channels=6, map_channels=8, out_channels=3, embed_dims=16, depth=2, num_heads=2,
                          num_points=2, ffn_dims=32, dropout=0.1)
     manual = DDPHead(decoder=decoder, objective=ce, schedule="linear", td=0.5, label_encoder=encoder)
@@ -47,8 +47,8 @@ def test_bad_values_raise_config_errors_naming_the_key():
     with pytest.raises(ConfigError, match=r"model\.ddp: .*depth"):
         _built(_cfg(depth=0))
     with pytest.raises(ConfigError, match=r"model\.head\.ddp: .*map_channels"):
-        build_ddp_head(_cfg(), cond_channels=6, out_channels=1, objective=ce, key="model.head.ddp",
-                       label_encoder=ContinuousEncoder(min_value=0.1, max_value=10.0))  # 1 channel, not 8
+        build_ddp_head(_cfg(), decoder=build_map_decoder(_cfg(), cond_channels=6, out_channels=1), objective=ce,
+                       key="model.head.ddp", label_encoder=ContinuousEncoder(min_value=0.1, max_value=10.0))
 
 
 def test_image_encoder_declares_its_padding_divisor():
