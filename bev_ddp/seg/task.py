@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from bev_ddp.config import int_tuple
 from bev_ddp.data import image_datasets as imds
+from bev_ddp.data.image_pipelines import SegPipeline
 from bev_ddp.data.structures import collate_samples
 from bev_ddp.errors import ConfigError
 from bev_ddp.seg.schema import SegConfig
@@ -51,7 +52,7 @@ class SegTask:
     def build_dataset(self, cfg: Any, split: str) -> Dataset:
         builder, _ = seg_format(cfg)
         d = cfg.data
-        pipeline = imds.SegPipeline(scale=int_tuple(d.scale), ratio_range=tuple(d.ratio_range),
+        pipeline = SegPipeline(scale=int_tuple(d.scale), ratio_range=tuple(d.ratio_range),
                                     crop_size=int_tuple(d.crop_size), flip_prob=d.flip_prob)
         dataset = builder(d.root, split, pipeline=pipeline, training=split == "train", seed=cfg.train.seed)
         if len(dataset.classes) != cfg.model.num_classes:

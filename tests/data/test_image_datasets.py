@@ -10,9 +10,11 @@ import torch
 from PIL import Image
 
 from bev_ddp.data.image_datasets import (
-    ADE20K_CLASSES, CITYSCAPES_CLASSES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DepthPipeline, SegPipeline,
-    ade20k_dataset, cityscapes_dataset, depth_split_dataset, rescale_size,
+    ADE20K_CLASSES, CITYSCAPES_CLASSES, ade20k_dataset, cityscapes_dataset, depth_split_dataset,
     synthetic_depth_dataset, synthetic_seg_dataset,
+)
+from bev_ddp.data.image_pipelines import (
+    IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DepthPipeline, SegPipeline, rescale_size,
 )
 from bev_ddp.data.structures import collate_samples
 from bev_ddp.errors import InputError
