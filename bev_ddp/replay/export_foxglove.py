@@ -23,31 +23,14 @@ from typing import Any
 import numpy as np
 from foxglove_schemas_protobuf.CameraCalibration_pb2 import CameraCalibration
 from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
-from foxglove_schemas_protobuf.FrameTransform_pb2 import FrameTransform
 from foxglove_schemas_protobuf.PackedElementField_pb2 import PackedElementField
 from foxglove_schemas_protobuf.PointCloud_pb2 import PointCloud
-from foxglove_schemas_protobuf.Quaternion_pb2 import Quaternion
-from foxglove_schemas_protobuf.Vector3_pb2 import Vector3
-from google.protobuf.timestamp_pb2 import Timestamp
-from scipy.spatial.transform import Rotation
 
 from bev_ddp.data.sensors import LIDAR_NAME
+from bev_ddp.replay.foxglove import frame_transform, timestamp
 from bev_ddp.replay.nuscenes_source import NuScenesSceneSource
 
 LIDAR_FIELDS = ("x", "y", "z", "intensity", "ring")  # float32 each, in file order
-
-
-def timestamp(stamp_ns: int) -> Timestamp:
-    return Timestamp(seconds=int(stamp_ns // 1_000_000_000), nanos=int(stamp_ns % 1_000_000_000))
-
-
-def frame_transform(parent: str, child: str, stamp_ns: int, child_to_parent: np.ndarray) -> FrameTransform:
-    """float64 [4, 4] child → parent as a ``foxglove.FrameTransform``."""
-    x, y, z, w = Rotation.from_matrix(child_to_parent[:3, :3]).as_quat()
-    t = child_to_parent[:3, 3]
-    return FrameTransform(timestamp=timestamp(stamp_ns), parent_frame_id=parent, child_frame_id=child,
-                          translation=Vector3(x=float(t[0]), y=float(t[1]), z=float(t[2])),
-                          rotation=Quaternion(x=float(x), y=float(y), z=float(z), w=float(w)))
 
 
 def point_cloud(records: bytes, stamp_ns: int, frame_id: str) -> PointCloud:

@@ -120,7 +120,7 @@ def image_to_rgb(msg, *, name: str = "Image") -> np.ndarray:
         raise InputError(f"{name}: unsupported image encoding {msg.encoding!r}; use one of {sorted(_IMAGE_ENCODINGS)}")
     channels, dtype, order = _IMAGE_ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
+    data = np.frombuffer(msg.data, dtype=np.uint8) if isinstance(msg.data, bytes) else np.asarray(msg.data, np.uint8)
     if height <= 0 or width <= 0 or step < width * channels or data.size < height * step:
         raise InputError(f"{name}: {data.size} bytes cannot hold a {height}×{width} {encoding} image (step {step})")
     rows = data[: height * step].reshape(height, step)[:, : width * channels]  # [H, W*C]

@@ -18,12 +18,20 @@ def _record(index: int, **kw) -> FrameRecord:
     return FrameRecord(index=index, stamp_ns=1_000 + index, flags=[], camera_valid={"CAM_FRONT": True}, sweeps=1, **kw)
 
 
-def read_mcap(path) -> dict[str, list[tuple[str, int, dict]]]:
-    """topic → [(schema name, log time, decoded JSON)] of a finished MCAP file."""
+def read_mcap(path) -> dict[str, list[tuple[str, int, object]]]:
+    """topic → [(schema name, log time, message)] of a finished MCAP file: JSON channels as dicts,
+    protobuf channels decoded with the schema embedded in the file."""
+    from mcap_protobuf.decoder import DecoderFactory
+
     out: dict[str, list] = {}
+    factory = DecoderFactory()
     with open(path, "rb") as stream:
         for schema, channel, message in make_reader(stream).iter_messages():
-            out.setdefault(channel.topic, []).append((schema.name, message.log_time, json.loads(message.data)))
+            if channel.message_encoding == "json":
+                decoded = json.loads(message.data)
+            else:
+                decoded = factory.decoder_for(channel.message_encoding, schema)(message.data)
+            out.setdefault(channel.topic, []).append((schema.name, message.log_time, decoded))
     return out
 
 
