@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from bev_ddp.engine.cli_support import run_command
+from bev_ddp.engine.cli_support import HelpFormatter, parse_command_line, run_command
 
 SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model"}
 
@@ -27,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_suite(name: str, argv: list[str]) -> int:
     """Parse ``argv`` with the suite's own options and run it."""
     module = importlib.import_module(SUITES[name])
-    parser = argparse.ArgumentParser(prog=f"bev-ddp bench {name}", description=module.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"bev-ddp bench {name}", description=module.__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     module.add_arguments(parser)
-    return int(module.run(parser.parse_args(argv)) or 0)
+    return int(module.run(parse_command_line(parser, argv)) or 0)
 
 
 def run(args: argparse.Namespace) -> int:
