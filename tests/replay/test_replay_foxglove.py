@@ -228,3 +228,21 @@ def test_foxglove_image_and_calibration_conversion(tmp_path):
     assert size == (4, 6)
     with pytest.raises(InputError, match="cam_x"):
         foxglove_messages.camera_calibration_to_intrinsics(CameraCalibration(width=6, height=4), name="cam_x")
+
+
+def test_a_ros_definition_that_does_not_parse_is_an_input_error_not_storage_damage(tmp_path):
+    """A cut-off ROS 2 MCAP (streamed) whose /tf schema is not a message definition."""
+    path = tmp_path / "ros_bad_def.mcap"
+    stream = open(path, "wb")
+    writer = McapWriter(stream, use_chunking=False)
+    writer.start(profile="ros2", library="test")
+    schema = writer.register_schema(name="custom_msgs/msg/Weird", encoding="ros2msg", data=b"\n\x05broken")
+    lidar_schema = writer.register_schema(name="sensor_msgs/msg/PointCloud2", encoding="ros2msg", data=b"")
+    tf = writer.register_channel(topic="/tf", message_encoding="cdr", schema_id=schema)
+    lidar = writer.register_channel(topic="/LIDAR_TOP", message_encoding="cdr", schema_id=lidar_schema)
+    writer.add_message(channel_id=tf, log_time=1, publish_time=1, data=b"\x00\x01\x00\x00")
+    writer.add_message(channel_id=lidar, log_time=2, publish_time=2, data=b"\x00\x01\x00\x00")
+    stream.close()  # no summary, no footer: the file is streamed
+    source = open_log(path)
+    with pytest.raises(InputError, match="cannot parse the definition of custom_msgs/msg/Weird"):
+        list(source.events())  # before: a LogError "unreadable ... (truncated or corrupt storage)"
