@@ -170,18 +170,28 @@ def test_a_payload_that_does_not_parse_is_a_corrupt_message_not_storage_damage(s
     assert len(frames) == FRAMES and assembler.log_error is None and frames[3].flags[0] == "lidar_corrupt"
 
 
-def test_a_schema_that_does_not_build_is_an_input_error_naming_the_topic(tmp_path):
-    path = tmp_path / "bad_schema.mcap"
-    with open(path, "wb") as stream:
-        writer = McapWriter(stream)
-        writer.start(profile="", library="test")
-        cloud = writer.register_schema(name="foxglove.PointCloud", encoding="protobuf", data=b"\xff\xfe not a descriptor")
-        tf = writer.register_schema(name="foxglove.FrameTransform", encoding="protobuf", data=b"\x0a\x05broken")
-        lidar = writer.register_channel(topic="/lidar_top", message_encoding="protobuf", schema_id=cloud)
-        tf_channel = writer.register_channel(topic="/tf", message_encoding="protobuf", schema_id=tf)
-        writer.add_message(channel_id=tf_channel, log_time=1, publish_time=1, data=b"")
-        writer.add_message(channel_id=lidar, log_time=2, publish_time=2, data=b"")
+def _two_channel_mcap(path: Path, *, profile: str, encoding: str, schemas: dict[str, tuple[str, bytes]],
+                      finish: bool = True) -> Path:
+    """An MCAP with one empty-ish message on each of ``schemas``' topics (topic → (schema name, schema data));
+    ``finish=False`` leaves it without summary and footer, as a cut-off recording."""
+    schema_encoding = {"protobuf": "protobuf", "cdr": "ros2msg"}[encoding]
+    stream = open(path, "wb")
+    writer = McapWriter(stream, use_chunking=False)
+    writer.start(profile=profile, library="test")
+    for time, (topic, (name, data)) in enumerate(schemas.items()):
+        schema = writer.register_schema(name=name, encoding=schema_encoding, data=data)
+        channel = writer.register_channel(topic=topic, message_encoding=encoding, schema_id=schema)
+        writer.add_message(channel_id=channel, log_time=time + 1, publish_time=time + 1, data=b"\x00\x01\x00\x00")
+    if finish:
         writer.finish()
+    stream.close()
+    return path
+
+
+def test_a_schema_that_does_not_build_is_an_input_error_naming_the_topic(tmp_path):
+    path = _two_channel_mcap(tmp_path / "bad_schema.mcap", profile="", encoding="protobuf", schemas={
+        "/tf": ("foxglove.FrameTransform", b"\x0a\x05broken"),
+        "/lidar_top": ("foxglove.PointCloud", b"\xff\xfe not a descriptor")})
     with pytest.raises(InputError, match=r"/tf \(foxglove.FrameTransform\) from its embedded schema"):
         list(open_log(path).events())
 
@@ -232,17 +242,7 @@ def test_foxglove_image_and_calibration_conversion(tmp_path):
 
 def test_a_ros_definition_that_does_not_parse_is_an_input_error_not_storage_damage(tmp_path):
     """A cut-off ROS 2 MCAP (streamed) whose /tf schema is not a message definition."""
-    path = tmp_path / "ros_bad_def.mcap"
-    stream = open(path, "wb")
-    writer = McapWriter(stream, use_chunking=False)
-    writer.start(profile="ros2", library="test")
-    schema = writer.register_schema(name="custom_msgs/msg/Weird", encoding="ros2msg", data=b"\n\x05broken")
-    lidar_schema = writer.register_schema(name="sensor_msgs/msg/PointCloud2", encoding="ros2msg", data=b"")
-    tf = writer.register_channel(topic="/tf", message_encoding="cdr", schema_id=schema)
-    lidar = writer.register_channel(topic="/LIDAR_TOP", message_encoding="cdr", schema_id=lidar_schema)
-    writer.add_message(channel_id=tf, log_time=1, publish_time=1, data=b"\x00\x01\x00\x00")
-    writer.add_message(channel_id=lidar, log_time=2, publish_time=2, data=b"\x00\x01\x00\x00")
-    stream.close()  # no summary, no footer: the file is streamed
-    source = open_log(path)
+    path = _two_channel_mcap(tmp_path / "ros_bad_def.mcap", profile="ros2", encoding="cdr", finish=False, schemas={
+        "/tf": ("custom_msgs/msg/Weird", b"\n\x05broken"), "/LIDAR_TOP": ("sensor_msgs/msg/PointCloud2", b"")})
     with pytest.raises(InputError, match="cannot parse the definition of custom_msgs/msg/Weird"):
-        list(source.events())  # before: a LogError "unreadable ... (truncated or corrupt storage)"
+        list(open_log(path).events())  # before: a LogError "unreadable ... (truncated or corrupt storage)"
