@@ -188,10 +188,10 @@ def test_ctrl_c_leaves_a_closed_mcap_with_the_frames_so_far(logs, model, tmp_pat
 def test_ctrl_c_while_writing_finishes_the_frame_being_written(logs, model, tmp_path, monkeypatch):
     original = ReplayOutputs.write
 
-    def write_and_get_interrupted(self, record, *args):
+    def write_and_get_interrupted(self, record, *args, **kwargs):
         if record.index == 1:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives in the middle of writing frame 1
-        original(self, record, *args)
+        original(self, record, *args, **kwargs)
 
     monkeypatch.setattr(ReplayOutputs, "write", write_and_get_interrupted)
     result = run_replay(_request(tmp_path, bag=logs["mcap"]), model=model)
