@@ -150,8 +150,10 @@ def inference_bev(model: torch.nn.Module, inputs: Mapping[str, Any], *, steps: i
     """
     if "img" in inputs:  # a batch, or one sample as the dataset yields it
         from bev_ddp.data.structures import collate_samples
+        from bev_ddp.engine.data import move_to_device
 
         batch = collate_samples([dict(inputs)]) if inputs["img"].dim() == 4 else dict(inputs)
+        batch = move_to_device(batch, next(model.parameters()).device)
     elif "lidar_path" in inputs:
         batch = build_batch(model, inputs, dataroot=dataroot)
     else:

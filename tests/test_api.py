@@ -87,5 +87,7 @@ def test_info_record_and_raw_inputs_give_the_dataset_prediction(workspace, monke
     torch.testing.assert_close(from_raw.probs, expected.probs, rtol=0, atol=1e-5)
     batch = bev_ddp.build_batch(model, **raw)
     assert batch["img"].shape == (1, 6, 3, 96, 176) and batch["points"][0].shape[1] == 5
+    from_batch = bev_ddp.inference_bev(model, dataset[0], steps=2, seed=5)  # one dataset sample as it comes
+    torch.testing.assert_close(from_batch.probs, expected.probs, rtol=0, atol=0)
     with pytest.raises(bev_ddp.api.InputError, match="6 images"):
         bev_ddp.build_batch(model, **{**raw, "images": raw["images"][:5]})

@@ -246,3 +246,15 @@ def test_a_ros_definition_that_does_not_parse_is_an_input_error_not_storage_dama
         "/tf": ("custom_msgs/msg/Weird", b"\n\x05broken"), "/LIDAR_TOP": ("sensor_msgs/msg/PointCloud2", b"")})
     with pytest.raises(InputError, match="cannot parse the definition of custom_msgs/msg/Weird"):
         list(open_log(path).events())  # before: a LogError "unreadable ... (truncated or corrupt storage)"
+
+
+def test_a_cut_off_foxglove_recording_is_streamed_up_to_the_damage(recording, tmp_path):
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(recording.read_bytes()[: int(recording.stat().st_size * 0.6)])
+    source = open_log(cut)
+    assert isinstance(source, FoxgloveMcapSource) and not source.layout.indexed
+    assert source.count_lidar_messages() is None
+    assembler = FrameAssembler(settings=SyncSettings(num_sweeps=1))
+    frames = list(assembler.frames(source.events()))
+    assert 0 < len(frames) < FRAMES and "cut.mcap" in assembler.log_error and "truncated" in assembler.log_error
+    assert all(f.points is not None for f in frames)  # what was read is whole
