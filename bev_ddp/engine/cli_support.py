@@ -20,10 +20,9 @@ if TYPE_CHECKING:
     from bev_ddp.engine.task import Task
 
 
-#: ``key=value`` (``+key=value`` adds, ``~key`` deletes, as OmegaConf dot-lists); no ``/`` in the key,
-#: so paths stay positional arguments
+#: ``key=value`` or ``+key=value`` (dotted keys, list indices); no ``/`` in the key, so paths stay
+#: positional arguments
 OVERRIDE_TOKEN = re.compile(r"^[+~]?[A-Za-z_][\w\-]*(\.[\w\-\[\]]+)*=")
-OVERRIDE_ALIASES = ("--cfg-options",)
 
 _verbosity = 0  # -v count minus -q count, set by bev_ddp.cli.main
 
@@ -53,19 +52,16 @@ def set_verbosity(verbose: int = 0, quiet: int = 0) -> None:
 
 def log_level(*, main_process: bool = True) -> int:
     """INFO on the main rank by default, DEBUG with ``-v``, WARNING with ``-q``, ERROR with ``-qq``;
-    other ranks log one level above WARNING-or-the-main-rank-level."""
+    other ranks log at WARNING or the main rank's level, whichever is higher."""
     level = min(max(logging.INFO - 10 * _verbosity, logging.DEBUG), logging.ERROR)
     return level if main_process else max(level, logging.WARNING)
 
 
 def setup_logging(*, main_process: bool = True) -> None:
-    """Configure the root logger at :func:`log_level` (``-v``/``-q``)."""
-    logging.basicConfig(
-        level=log_level(main_process=main_process),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
-    )
+    """Configure the root logger (once) and set its level to :func:`log_level` (``-v``/``-q``)."""
+    level = log_level(main_process=main_process)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(level)
 
 
 def add_override_arguments(parser: argparse.ArgumentParser, *aliases: str) -> None:
