@@ -128,8 +128,8 @@ class ReplayOutputs:
             self._channels[topic] = self._writer.register_channel(
                 topic=topic, message_encoding="json", schema_id=schema_ids[name]
             )
-        from mcap_protobuf.schema import register_schema
         from foxglove_schemas_protobuf.FrameTransform_pb2 import FrameTransform
+        from mcap_protobuf.schema import register_schema
 
         self._channels["/tf"] = self._writer.register_channel(
             topic="/tf", message_encoding="protobuf", schema_id=register_schema(self._writer, FrameTransform))
