@@ -176,7 +176,10 @@ class BEVFusionModel(nn.Module):
                 DegradedInputWarning,
                 stacklevel=3,
             )
-        return self.lidar(points)
+        # spconv's CPU convolutions write torch.mm results into float32 buffers, which CPU autocast
+        # breaks; the LiDAR branch runs without CPU autocast (CUDA autocast is left as it is)
+        with torch.autocast("cpu", enabled=False):
+            return self.lidar(points)
 
     def encode(self, batch: dict[str, Any]) -> torch.Tensor:
         """Encoders → fuser → SECOND + SECONDFPN: [B, C_dec, X, Y] features for the head."""
