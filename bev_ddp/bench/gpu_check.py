@@ -52,6 +52,7 @@ TINY_CONFIG = "configs/bev/synth_tiny_fusion_ddp.yaml"
 # modules the steps import (the BEV model's own imports, not all of requirements.txt); spconv only
 # when the config has a LiDAR branch
 NEEDED_MODULES = ("numpy", "omegaconf", "timm", "rich", "yaml", "torchvision", "pytest")
+LIBRARY_MODULES = ("bev_ddp.cli", "bev_ddp.engine.cli_support", "bev_ddp.bev.build")
 
 
 @dataclass
@@ -155,11 +156,15 @@ def _config_modalities(path: str) -> list[str]:
 def step_environment(s: Settings) -> StepResult:
     missing = []
     lidar = "lidar" in _config_modalities(s.config)
-    for name in NEEDED_MODULES + (("spconv",) if lidar else ()):
+    # the library's entry points of the later steps: a ModuleNotFoundError names the missing package
+    for name in NEEDED_MODULES + (("spconv",) if lidar else ()) + LIBRARY_MODULES:
         try:
             importlib.import_module(name)
-        except Exception as exc:  # ImportError, or a broken binary wheel
-            missing.append(f"{name} ({type(exc).__name__})")
+        except ModuleNotFoundError as exc:
+            missing.append(exc.name or name)
+        except Exception as exc:  # a broken binary wheel
+            missing.append(f"{name} ({type(exc).__name__}: {exc})")
+    missing = list(dict.fromkeys(missing))
     if s.device.type == "cuda" and not torch.cuda.is_available():
         return StepResult("environment", "failed", 0.0, "no CUDA device visible to torch")
     status = "failed" if missing else "ok"
@@ -357,7 +362,7 @@ STEPS: tuple[tuple[str, Callable[[Settings], StepResult], tuple[str, ...]], ...]
     ("environment", step_environment, ()),
     ("build", step_build, ()),
     ("cuda-tests", step_cuda_tests, ("build",)),
-    ("bench-ops", step_bench_ops, ("build",)),
+    ("bench-ops", step_bench_ops, ("environment", "build")),
     ("bench-model-fp32", step_bench_model_fp32, ("environment", "build")),
     ("bench-model-amp", step_bench_model_amp, ("environment", "build")),
     ("sampling-no-sync", step_sampling_no_sync, ("build",)),

@@ -235,7 +235,8 @@ def ms_deform_attn_inputs(sizes: OpsBenchSizes, device: torch.device, generator:
     offsets = 2.0 * torch.randn(1, q, heads, 1, points, 2, generator=generator) / torch.tensor([w, h])
     loc = centre + offsets
     attn = torch.randn(1, q, heads, 1, points, generator=generator).softmax(-1)
-    return [t.to(device) for t in (value, shapes, starts, loc, attn)]
+    # the level table stays on the host: the kernels take it there (no device copy, no sync)
+    return [value.to(device), shapes, starts, loc.to(device), attn.to(device)]
 
 
 # -- benchmarks ---------------------------------------------------------------------------------
