@@ -157,3 +157,19 @@ def test_decoder_under_bf16_autocast_stays_close_to_fp32():
         film_got = head.decoder.films[0](query, head.decoder.time_embedding(log_snr))
     torch.testing.assert_close(film_got, film_want, rtol=0, atol=0)
     assert (got.float() - want).abs().max() < 0.05
+
+
+@pytest.mark.cuda
+def test_cuda_sampling_makes_no_device_synchronisation():
+    """On a GPU the guard also sets CUDA's sync debug mode to "error" (blocking copies, stream syncs)."""
+    head = tiny_seg_head().eval().cuda()
+    cond = _cond().cuda()
+
+    def predict():
+        return head.predict_many(cond, steps=[1, 3], generator=torch.Generator("cuda").manual_seed(0))
+
+    want = predict()
+    with value_checks(False), forbid_host_sync(cuda=True):
+        got = predict()
+    for n in (1, 3):
+        torch.testing.assert_close(got[n].logits, want[n].logits, rtol=0, atol=0)
