@@ -16,6 +16,7 @@ the DDP authors' Swin / ConvNeXt) compute from the same weights:
   its shift even where the map is smaller than the window (timm's ``always_partition``).  The two
   orders agree only where every stage map is a multiple of the window (224×224 input); at
   BEVFusion's 256×704 none is.
+* Swin: an input whose sides are not multiples of the patch size is padded at the bottom/right.
 * one LayerNorm per output stage (mmdet's ``norm{i}``; ``out_norms.{i}`` here), applied over
   channels before the map is returned.
 """
@@ -23,12 +24,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import PatchEmbed
 from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
 from torch import nn
 
@@ -164,7 +167,8 @@ def build_timm_backbone(name: str, *, out_indices: Sequence[int] = (0, 1, 2, 3),
     family = _family(name)
     if family == "swin":
         size = {"img_size": tuple(int(v) for v in img_size)} if img_size is not None else {}
-        layout = {"always_partition": True} if mmdet_layout else {}
+        # mmdet also pads an input that is not a multiple of the patch size at the bottom/right
+        layout = {"always_partition": True, "embed_layer": partial(PatchEmbed, dynamic_img_pad=True)} if mmdet_layout else {}
         kwargs = {**size, "dynamic_img_size": True, **layout, **kwargs}
     elif mmdet_layout and not family:
         raise InputError(f"mmdet_layout is defined for Swin and ConvNeXt backbones, not {name!r}")

@@ -145,5 +145,9 @@ def test_mmdet_layout_blocks_norms_and_drop_path():
     # LayerNorm at identity init: zero mean, unit variance over channels at every pixel
     for f in feats:
         torch.testing.assert_close(f.mean(1), torch.zeros_like(f.mean(1)), atol=1e-5, rtol=0)
+    with torch.no_grad():  # an input side that is not a multiple of the patch (4) is padded at the bottom/right
+        odd = torch.randn(1, 3, 66, 62)
+        for a, b in zip(backbone(odd), backbone(F.pad(odd, (0, 2, 0, 2)))):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(InputError, match="mmdet_layout"):
         build_timm_backbone("resnet18", mmdet_layout=True)
