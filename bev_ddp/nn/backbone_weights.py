@@ -173,7 +173,10 @@ def swin_to_backbone_state_dict(src: Mapping[str, torch.Tensor]) -> tuple[dict[s
     origin = dict(zip(state, src))  # converted key -> source key (renaming keeps the order)
     buffers = [k for k in state if k.endswith(_SWIN_BUFFERS)]
     if naming != "timm" or buffers:
-        arch = _swin_arch(state)
+        try:
+            arch = _swin_arch(state)
+        except KeyError as exc:
+            raise InputError(f"{naming} Swin state dict lacks {exc.args[0]}") from exc
         model = timm_swin.SwinTransformer(**arch, num_classes=0, always_partition=True, strict_img_size=False,
                                           weight_init="skip", device="meta")
         filtered = timm_swin.checkpoint_filter_fn(state, model)  # drops buffers; downsample end → start of next stage
@@ -209,7 +212,10 @@ def convnext_to_backbone_state_dict(src: Mapping[str, torch.Tensor]) -> tuple[di
             match = re.match(r"stages\.(\d+)\.(\d+)\.", key)
             if match:
                 depths[int(match.group(1))] = max(depths[int(match.group(1))], int(match.group(2)) + 1)
-        dims = [int(state[f"stages.{s}.0.dwconv.weight"].shape[0]) for s in range(4)]
+        try:
+            dims = [int(state[f"stages.{s}.0.dwconv.weight"].shape[0]) for s in range(4)]
+        except KeyError as exc:
+            raise InputError(f"{naming} ConvNeXt state dict lacks {exc.args[0]}") from exc
         model = timm_convnext.ConvNeXt(depths=tuple(depths), dims=tuple(dims), num_classes=0, device="meta")
         filtered = timm_convnext.checkpoint_filter_fn(state, model)  # renames one to one, in order
         origin = dict(zip(filtered, src))
@@ -275,7 +281,10 @@ def load_backbone_weights(backbone: "TimmBackbone", path: str | Path) -> list[st
     problems = [(t, ks) for t, ks in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatch)) if ks]
     if problems:
         shown = "; ".join(f"{t} ({len(ks)}): {', '.join(ks[:6])}{' ...' if len(ks) > 6 else ''}" for t, ks in problems)
-        raise InputError(f"backbone checkpoint {path} does not fit the backbone: {shown}")
+        hint = ""
+        if unexpected and all(k.startswith("out_norms.") for k in unexpected):
+            hint = " (the file has mmdet's output norms: build the backbone with mmdet_layout: true)"
+        raise InputError(f"backbone checkpoint {path} does not fit the backbone: {shown}{hint}")
     backbone.load_state_dict(converted, strict=False)
     log.info("backbone weights from %s: %d tensors; %s", path, len(converted), "; ".join(notes))
     return notes

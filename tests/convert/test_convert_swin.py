@@ -109,3 +109,20 @@ def test_unknown_or_foreign_keys_are_named(oracle):
         convert_swin_state_dict(src)
     with pytest.raises(InputError, match="not a Swin state dict"):
         convert_swin_state_dict({"conv1.weight": torch.zeros(1)})
+
+
+@needs_oracle
+def test_detector_file_loads_through_the_config_key(oracle, tmp_path):
+    """An mmdet detector checkpoint (backbone under ``backbone.``, neck beside it) as ``backbone_checkpoint``."""
+    path = tmp_path / "detector.pth"
+    state = {f"backbone.{k}": v.half() if v.is_floating_point() else v for k, v in oracle["state_dict"].items()}
+    torch.save({"meta": {}, "state_dict": {**state, "neck.lateral_convs.0.conv.weight": torch.zeros(2, 2, 1, 1)}}, path)
+    cfg = oracle["config"]
+    arch = dict(out_indices=tuple(cfg["out_indices"]), embed_dim=cfg["embed_dims"], depths=tuple(cfg["depths"]),
+                num_heads=tuple(cfg["num_heads"]), drop_path_rate=0.0)
+    backbone = build_timm_backbone(SWIN, img_size=(64, 128), mmdet_layout=True, checkpoint=str(path), **arch).eval()
+    with torch.no_grad():
+        for got, want in zip(backbone(oracle["input"]), oracle["outputs"]):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    with pytest.raises(InputError, match="mmdet_layout: true"):  # the output norms need somewhere to go
+        build_timm_backbone(SWIN, img_size=(64, 128), checkpoint=str(path), **arch)
