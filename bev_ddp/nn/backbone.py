@@ -168,7 +168,9 @@ def build_timm_backbone(name: str, *, out_indices: Sequence[int] = (0, 1, 2, 3),
     if family == "swin":
         size = {"img_size": tuple(int(v) for v in img_size)} if img_size is not None else {}
         # mmdet also pads an input that is not a multiple of the patch size at the bottom/right
-        layout = {"always_partition": True, "embed_layer": partial(PatchEmbed, dynamic_img_pad=True)} if mmdet_layout else {}
+        layout = {}
+        if mmdet_layout:
+            layout = {"always_partition": True, "embed_layer": partial(PatchEmbed, dynamic_img_pad=True)}
         kwargs = {**size, "dynamic_img_size": True, **layout, **kwargs}
     elif mmdet_layout and not family:
         raise InputError(f"mmdet_layout is defined for Swin and ConvNeXt backbones, not {name!r}")
@@ -178,8 +180,8 @@ def build_timm_backbone(name: str, *, out_indices: Sequence[int] = (0, 1, 2, 3),
         raise InputError(f"cannot build backbone {name!r} with {kwargs}: {exc}") from exc
     out_norms = None
     if mmdet_layout:
-        if family == "swin":
-            use_pad_then_shift(model)
+        if family == "swin" and use_pad_then_shift(model) == 0:
+            raise InputError(f"mmdet_layout: {name!r} has no timm SwinTransformerBlock to switch to pad-then-shift")
         out_norms = nn.ModuleDict({
             str(stage): nn.LayerNorm(int(c), eps=OUT_NORM_EPS[family])
             for stage, c in zip(out_indices, model.feature_info.channels())

@@ -262,7 +262,8 @@ def load_backbone_weights(backbone: "TimmBackbone", path: str | Path) -> list[st
     state = read_state_dict(path)
     prefix, sub = _backbone_subtree(state)
     if not sub:
-        raise InputError(f"backbone checkpoint {path} shares no parameter name with any backbone layout (first keys: {', '.join(list(state)[:4])})")
+        first = ", ".join(list(state)[:4])
+        raise InputError(f"backbone checkpoint {path} shares no parameter name with any backbone layout (first keys: {first})")
     try:
         converted, notes = backbone_state_dict(sub)
     except InputError as exc:
