@@ -151,3 +151,31 @@ def test_mmdet_layout_blocks_norms_and_drop_path():
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(InputError, match="mmdet_layout"):
         build_timm_backbone("resnet18", mmdet_layout=True)
+
+
+def test_config_flag_reaches_the_backbone(tmp_path):
+    """``model.camera.allow_scratch`` (BEV) and ``model.backbone.allow_scratch`` (seg/depth) are passed through."""
+    from pathlib import Path
+
+    from bev_ddp.bev.build import build_camera_encoder
+    from bev_ddp.bev.schema import BEVConfig
+    from bev_ddp.config import load_config
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "bev" / "synth_tiny_camera_ddp.yaml"
+    missing = f"model.camera.backbone_checkpoint={tmp_path / 'nuimages_swin_t.pth'}"
+    cfg = load_config(config, [missing], schema=BEVConfig)
+    with pytest.raises(InputError, match="allow_scratch"):
+        build_camera_encoder(cfg.model.camera, image_size=cfg.data.image_size)
+    cfg = load_config(config, [missing, "model.camera.allow_scratch=true"], schema=BEVConfig)
+    assert build_camera_encoder(cfg.model.camera, image_size=cfg.data.image_size).backbone.out_norms is None
+
+    from bev_ddp.seg.build import build_encoder
+    from bev_ddp.seg.schema import SegConfig
+
+    seg_config = config.parents[1] / "seg" / "synth_tiny.yaml"
+    missing = f"model.backbone.checkpoint={tmp_path / 'swin_t_imagenet.pth'}"
+    cfg = load_config(seg_config, [missing], schema=SegConfig)
+    with pytest.raises(InputError, match="allow_scratch"):
+        build_encoder(cfg.model, img_size=(64, 64))
+    cfg = load_config(seg_config, [missing, "model.backbone.allow_scratch=true"], schema=SegConfig)
+    assert build_encoder(cfg.model, img_size=(64, 64)).backbone.feature_specs
