@@ -17,7 +17,8 @@ MANIFESTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "mani
 if not MANIFESTS.is_dir():  # a checkout outside the work tree layout
     MANIFESTS = Path("/work/shared/reference/manifests")
 ORACLE = MANIFESTS / "swin_oracle.pt"
-needs_oracle = pytest.mark.skipif(not ORACLE.is_file(), reason="swin_oracle.pt not available")
+needs_oracle = pytest.mark.skipif(not ORACLE.is_file(), reason=f"reference oracle {ORACLE} not available")
+needs_manifest = pytest.mark.skipif(not (MANIFESTS / "mmdet_swin_t.json").is_file(), reason="mmdet_swin_t.json not available")
 SWIN = "swin_tiny_patch4_window7_224"
 
 
@@ -86,6 +87,7 @@ def test_patch_merging_permutation_matches_unfold_and_x0123_concatenation():
     assert torch.equal(unfold_to_timm_order(unfolded), concat)
 
 
+@needs_manifest
 def test_bevfusion_swin_t_manifest_maps_one_to_one():
     manifest = json.loads((MANIFESTS / "mmdet_swin_t.json").read_text())
     src = {k: torch.zeros(shape) for k, shape in manifest["keys"].items()}
