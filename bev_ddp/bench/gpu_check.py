@@ -472,6 +472,8 @@ def run(args: argparse.Namespace) -> int:
     from bev_ddp.errors import InputError
 
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: torch sees no CUDA device here (use --device cpu --tiny on a CPU machine)")
     only = set(args.only.split(",")) if args.only else None
     if only is not None and not only <= {name for name, _, _ in STEPS}:
         raise InputError(f"--only: unknown step(s) {sorted(only - {n for n, _, _ in STEPS})}")

@@ -54,3 +54,9 @@ def test_a_failing_step_fails_the_run_and_its_dependents(tmp_path, monkeypatch):
 def test_unknown_step_is_a_named_error(tmp_path):
     with pytest.raises(InputError, match="--only: unknown step"):
         gpu_check.run(_args("--device", "cpu", "--only", "warp-drive", "--out", str(tmp_path)))
+
+
+def test_cuda_run_without_a_gpu_is_a_named_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="--device cuda: torch sees no CUDA device"):
+        gpu_check.run(_args("--device", "cuda", "--out", str(tmp_path)))
