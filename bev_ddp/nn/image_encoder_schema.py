@@ -25,6 +25,7 @@ class BackboneSchema:
     out_indices: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     kwargs: dict[str, Any] = field(default_factory=dict)  # architecture overrides (embed_dim, depths, dims ...)
     checkpoint: Optional[str] = None  # local backbone weights (torch.load weights_only)
+    allow_scratch: bool = False  # a named checkpoint that is missing: random weights + warning, not an error
 
 
 @dataclass
@@ -43,7 +44,7 @@ def image_encoder_from_config(model_cfg: Any, img_size: Optional[Sequence[int]])
     b = model_cfg.backbone
     kwargs = to_plain(b.kwargs, tuples=True)  # timm's architecture arguments expect tuples
     backbone = build_timm_backbone(b.name, img_size=img_size, out_indices=list(b.out_indices),
-                                   checkpoint=b.checkpoint, **kwargs)
+                                   checkpoint=b.checkpoint, allow_scratch=b.allow_scratch, **kwargs)
     return build_image_encoder(backbone=backbone, channels=model_cfg.neck_channels, num_groups=model_cfg.num_groups)
 
 
