@@ -22,6 +22,7 @@ class OptimSchema:
     warmup_iters: int = 0
     min_lr_ratio: float = 1e-3
     poly_power: float = 1.0
+    no_decay_keys: list[str] = field(default_factory=list)  # parameter-name substrings exempt from weight decay
 
 
 @dataclass

@@ -36,6 +36,7 @@ from bev_ddp.engine.data import build_train_loader, move_to_device
 from bev_ddp.engine.evaluation import EvalResult, evaluate_task
 from bev_ddp.engine.logger import LossWindow, MetricLogger
 from bev_ddp.engine.lr_schedule import LRFactor, build_lr_scheduler
+from bev_ddp.engine.param_groups import decay_param_groups
 from bev_ddp.engine.process import StopRequest, derived_seed, seed_everything
 from bev_ddp.engine.task import Task
 from bev_ddp.errors import ConfigError, InputError
@@ -103,7 +104,7 @@ class Trainer:
                 "self_aligned flag (a model without a DDP head?); set train.self_aligned_iters=0"
             )
         self.amp = bool(tc.amp) and self.dist.device.type == "cuda"
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = decay_param_groups(self.model, weight_decay=oc.weight_decay, no_decay_keys=oc.no_decay_keys)
         if not params:
             raise ConfigError(f"{type(self.model).__name__} has no trainable parameters")
         self.optimizer = torch.optim.AdamW(

@@ -16,6 +16,7 @@ key                meaning
 ``schedule``       ``cosine`` | ``linear`` noise schedule (Table 5c), checked by
                    :class:`bev_ddp.diffusion.schedule.NoiseSchedule`
 ``td``             time difference of the DDIM sampler (Alg. 2)
+``head_kernel``    kernel of the decoder's output conv (1; the authors' depth head uses 3)
 =================  ==========================================================================
 
 Usage, with the task's own condition, label encoder and objective (the task builds the parts in
@@ -55,6 +56,7 @@ class DDPHeadSchema:
     label_scale: float = 0.01
     schedule: str = "cosine"  # cosine | linear
     td: float = 1.0
+    head_kernel: int = 1  # output conv kernel (odd); 3 = the DDP authors' depth head
 
 
 def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: str = "model.ddp") -> MapDecoder:
@@ -62,7 +64,8 @@ def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: s
     try:
         return MapDecoder(cond_channels=cond_channels, map_channels=cfg.map_channels, out_channels=out_channels,
                           embed_dims=cfg.embed_dims, depth=cfg.depth, num_heads=cfg.num_heads,
-                          num_points=cfg.num_points, ffn_dims=cfg.ffn_dims, dropout=cfg.dropout)
+                          num_points=cfg.num_points, ffn_dims=cfg.ffn_dims, dropout=cfg.dropout,
+                          head_kernel=int(cfg.head_kernel))
     except InputError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
 

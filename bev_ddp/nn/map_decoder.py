@@ -82,17 +82,22 @@ class MapDecoder(nn.Module):
         time_dims: time embedding width (default ``4 * embed_dims`` = 1024).
         freq_dims: learned sinusoidal frequencies x 2 (16 -> 8 frequencies).
         dropout: dropout in the layers and before the head (0 by default).
+        head_kernel: kernel size of the output conv, odd (1 by default; 3 is the DDP authors' depth head,
+            zero-padded so the output keeps the input's H, W).
     """
 
     def __init__(self, *, cond_channels: int, map_channels: int, out_channels: int, embed_dims: int = 256,
                  depth: int = 6, num_heads: int = 8, num_points: int = 4, ffn_dims: int = 1024,
-                 time_dims: int | None = None, freq_dims: int = 16, dropout: float = 0.0) -> None:
+                 time_dims: int | None = None, freq_dims: int = 16, dropout: float = 0.0,
+                 head_kernel: int = 1) -> None:
         super().__init__()
         for name, value in (("cond_channels", cond_channels), ("map_channels", map_channels),
                             ("out_channels", out_channels), ("embed_dims", embed_dims), ("depth", depth),
                             ("num_heads", num_heads), ("num_points", num_points), ("ffn_dims", ffn_dims)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"MapDecoder {name} must be a positive integer, got {value!r}")
+        if isinstance(head_kernel, bool) or not isinstance(head_kernel, int) or head_kernel < 1 or head_kernel % 2 == 0:
+            raise InputError(f"MapDecoder head_kernel must be a positive odd integer, got {head_kernel!r}")
         if embed_dims % 2:
             raise InputError(f"MapDecoder embed_dims must be even (sine positional encoding), got {embed_dims}")
         time_dims = 4 * embed_dims if time_dims is None else time_dims
@@ -115,7 +120,8 @@ class MapDecoder(nn.Module):
             for _ in range(depth)
         )
         self.films = nn.ModuleList(TimeFiLM(time_dims=time_dims, channels=embed_dims) for _ in range(depth))
-        self.head = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(embed_dims, out_channels, kernel_size=1))
+        self.head = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(embed_dims, out_channels, kernel_size=head_kernel,
+                                                                   padding=head_kernel // 2))
 
     def check_inputs(self, cond: torch.Tensor, x_t: torch.Tensor, log_snr: torch.Tensor) -> None:
         """Shape and dtype checks (values are checked once per call by :class:`DDPHead`)."""

@@ -1,0 +1,105 @@
+"""The published seg/depth reference configs: the authors' parameter counts and recipe settings.
+
+Counts are the trainable parameters of the DDP authors' own models (mmseg/mmdet builds of their
+configs), quoted in issue 17: ADE20K Swin-T 39,666,734; Cityscapes Swin-T 39,565,864; KITTI/NYU
+Swin-T 38,897,667.  They come out only with the mmdet-layout Swin (output LayerNorms) and, for depth,
+the 3x3 output conv: each switch is checked to move the count by the expected amount.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bev_ddp.engine.cli_support import load_task_config
+from bev_ddp.engine.param_groups import decay_param_groups
+from bev_ddp.errors import ConfigError, InputError
+from bev_ddp.nn.map_decoder import MapDecoder
+from seg_helpers import CONFIGS
+
+SCRATCH = ["model.backbone.allow_scratch=true"]
+AUTHORS_TRAINABLE = {
+    "seg/reference/ade20k_swin_t.yaml": 39_666_734,
+    "seg/reference/cityscapes_swin_t.yaml": 39_565_864,
+    "depth/reference/kitti_swin_t.yaml": 38_897_667,
+    "depth/reference/nyu_swin_t.yaml": 38_897_667,
+}
+
+
+def trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build(rel: str, *overrides: str):
+    cfg, task = load_task_config(CONFIGS / rel, [*SCRATCH, *overrides])
+    return cfg, task.build_model(cfg)
+
+
+@pytest.fixture(scope="module")
+def kitti():
+    return build("depth/reference/kitti_swin_t.yaml")
+
+
+@pytest.mark.parametrize("rel", sorted(AUTHORS_TRAINABLE))
+def test_reference_configs_have_the_authors_parameter_counts(rel, kitti):
+    _, model = kitti if rel.endswith("kitti_swin_t.yaml") else build(rel)
+    assert trainable(model) == AUTHORS_TRAINABLE[rel]
+    if rel.startswith("depth/"):  # the 3x3 output conv from 256 channels to 1: 2,048 more than a 1x1
+        assert model.head.decoder.head[-1].weight.shape == (1, 256, 3, 3)
+
+
+@pytest.mark.parametrize("rel", ["seg/reference/ade20k_swin_t.yaml", "seg/reference/cityscapes_convnext_t.yaml"])
+def test_reference_configs_refuse_to_train_from_scratch(rel):
+    cfg, task = load_task_config(CONFIGS / rel)
+    assert cfg.model.backbone.checkpoint and not cfg.model.backbone.allow_scratch
+    with pytest.raises((ConfigError, InputError), match="checkpoint"):
+        task.build_model(cfg)
+
+
+def test_every_reference_config_names_its_pretrained_file():
+    for rel in [*AUTHORS_TRAINABLE, "seg/reference/cityscapes_convnext_t.yaml"]:
+        cfg, _ = load_task_config(CONFIGS / rel)
+        assert cfg.model.backbone.checkpoint.endswith(".pth") and not cfg.model.backbone.allow_scratch, rel
+
+
+def test_reference_recipe_settings():
+    ade, _ = load_task_config(CONFIGS / "seg/reference/ade20k_swin_t.yaml")
+    assert ade.optim.grad_clip == 0.1 and ade.model.accumulate and ade.train.self_aligned_iters == 0
+    assert ade.model.backbone.kwargs["mmdet_layout"] and ade.model.backbone.kwargs["drop_path_rate"] == 0.3
+    assert list(ade.optim.no_decay_keys) == ["norm"] and not ade.train.amp
+    city, _ = load_task_config(CONFIGS / "seg/reference/cityscapes_convnext_t.yaml")
+    assert city.model.backbone.name == "convnext_tiny" and city.model.inference.window_crop is None
+    assert city.model.num_classes == 19 and city.optim.grad_clip is None
+    kitti, _ = load_task_config(CONFIGS / "depth/reference/kitti_swin_t.yaml")
+    assert (kitti.optim.schedule, kitti.optim.warmup_iters, kitti.optim.grad_clip) == ("cosine", 12800, 35.0)
+    assert kitti.train.self_aligned_iters == 0 and kitti.model.ddp.head_kernel == 3
+    nyu, _ = load_task_config(CONFIGS / "depth/reference/nyu_swin_t.yaml")
+    assert nyu.optim.lr == 6e-5 and nyu.model.max_depth == 10.0 and nyu.data.eval_crop == "nyu"
+
+
+def test_no_decay_keys_exempt_norms_and_position_tables(kitti):
+    cfg, model = kitti
+    groups = decay_param_groups(model, weight_decay=0.01, no_decay_keys=cfg.optim.no_decay_keys)
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+    exempt = {id(p) for p in groups[1]["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in exempt}
+    tables = [n for n in names if "relative_position_bias_table" in n]
+    assert len(tables) == 12  # one per Swin-T block (2 + 2 + 6 + 2)
+    layer_norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm) and "norm" in n]
+    assert layer_norms and all(f"{n}.weight" in names for n in layer_norms)
+    assert not any("attn.qkv" in n or "fuse" in n for n in names)  # ordinary weights keep their decay
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
+    single = decay_param_groups(model, weight_decay=0.01, no_decay_keys=[])
+    assert len(single) == 1 and len(single[0]["params"]) == len(list(model.parameters()))
+
+
+def test_map_decoder_3x3_head_is_a_same_size_3x3_conv():
+    torch.manual_seed(0)
+    dec = MapDecoder(cond_channels=8, map_channels=2, out_channels=1, embed_dims=16, depth=1, num_heads=2,
+                     num_points=2, ffn_dims=32, head_kernel=3)
+    conv = dec.head[-1]
+    assert conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+    x = torch.randn(1, 16, 5, 7)
+    ref = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+    assert torch.allclose(dec.head(x), ref) and dec.head(x).shape == (1, 1, 5, 7)
+    with pytest.raises(InputError, match="head_kernel"):
+        MapDecoder(cond_channels=8, map_channels=2, out_channels=1, embed_dims=16, head_kernel=2)
