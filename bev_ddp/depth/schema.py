@@ -47,6 +47,9 @@ class DepthDataSchema:
     crop_size: Optional[list[int]] = field(default_factory=lambda: [352, 704])
     flip_prob: float = 0.5
     eval_crop: Optional[str] = "garg"  # garg | eigen | nyu | null
+    # cropped: eval_crop's fractions of the (KB-cropped 352x1216) ground truth, the published protocol;
+    # full: placed on the full frame the KB crop was cut from
+    eval_crop_frame: str = "cropped"
 
 
 @dataclass

@@ -50,7 +50,8 @@ class DepthTask:
         from bev_ddp.metrics.depth import DepthEvaluator
 
         return DepthEvaluator(steps=list(steps), min_depth=cfg.model.min_depth, max_depth=cfg.model.max_depth,
-                              crop=cfg.data.eval_crop, num_vis=cfg.eval.num_vis)
+                              crop=cfg.data.eval_crop, num_vis=cfg.eval.num_vis,
+                              crop_frame=cfg.data.eval_crop_frame)
 
     def write_report(self, metrics: dict[str, Any], out_dir: Path) -> list[Path]:
         from bev_ddp.report import write_report

@@ -25,6 +25,11 @@ Crops (fractions of the ground-truth height H and width W, rows then columns):
 * ``eigen`` (KITTI, Eigen et al.): rows ``[0.3324324 H, 0.91351351 H)``, cols ``[0.0359477 W, 0.96405229 W)``
 * ``nyu``   (NYU-Depth v2, Eigen et al.): rows ``[45, 471)``, cols ``[41, 601)`` of a 480×640 image,
   scaled proportionally for other sizes.
+
+On the KITTI benchmark crop (352×1216 windows of the ~375×1242 frame) the DDP authors, DepthFormer
+and BTS take these fractions of the *cropped* ground truth (``crop_frame="cropped"``: Garg rows
+143..348, cols 43..1171); ``crop_frame="full"`` places them on the full frame instead, from the
+``full_size`` / ``crop_offset`` a sample's ``meta`` carries (13 rows and 24 columns more scored).
 """
 from __future__ import annotations
 
@@ -114,13 +119,17 @@ class DepthEvaluator:
     ``process(batch, preds)`` takes ``batch["gt_depth"]`` float [B, 1, H, W] (metres, 0 = invalid)
     and ``preds = {steps: DepthPrediction}`` with ``depth`` float [B, 1, H, W] (metres) and
     ``uncertainty`` float [B, H, W].  Images without any valid pixel are skipped and counted.
-    A sample whose ``meta`` holds ``full_size`` and ``crop_offset`` (KITTI benchmark crop) gets the
-    evaluation crop of the full frame.
+    ``crop_frame``: ``cropped`` (the published protocol: the crop fractions apply to the ground truth
+    as given) or ``full`` (a sample whose ``meta`` holds ``full_size`` and ``crop_offset`` gets the
+    evaluation crop of its full frame).
     The uncertainty is scored against "pixel fails δ1" (``max(d/g, g/d) >= 1.25``).
     """
 
     def __init__(self, *, steps: Sequence[int], min_depth: float, max_depth: float, crop: Optional[str] = None,
-                 num_vis: int = 0, uncertainty_bins: int = 10) -> None:
+                 num_vis: int = 0, uncertainty_bins: int = 10, crop_frame: str = "full") -> None:
+        if crop_frame not in ("cropped", "full"):
+            raise InputError(f"depth evaluation crop_frame must be 'cropped' or 'full', got {crop_frame!r}")
+        self.crop_frame = crop_frame
         if not 0 <= min_depth < max_depth:
             raise InputError(f"need 0 <= min_depth < max_depth, got {min_depth}, {max_depth}")
         crop_mask(1, 1, crop)  # validates the name
@@ -149,8 +158,9 @@ class DepthEvaluator:
         metas = batch.get("meta") or [{}] * gt.shape[0]
         for b in range(gt.shape[0]):
             meta = metas[b]
+            frame = meta if self.crop_frame == "full" else {}
             mask = eval_mask(gt[b, 0], min_depth=self.min_depth, max_depth=self.max_depth, crop=self.crop,
-                             full_size=meta.get("full_size"), offset=meta.get("crop_offset", (0, 0)))
+                             full_size=frame.get("full_size"), offset=frame.get("crop_offset", (0, 0)))
             if not mask.any():
                 self.skipped += 1
                 continue
