@@ -6,8 +6,9 @@ inference pads the image at the bottom/right to a multiple of the backbone strid
 maps back.  Sliding-window inference tiles the (padded) image with ``crop``-sized windows every
 ``stride`` pixels — the last window in each direction is aligned to the image border — and
 averages the maps where windows overlap.  :func:`dense_predictions` is the whole inference
-contract of an image task: check the batch, run whole-image or sliding-window inference, resize
-to the ground truth's size.
+contract of an image task: check the batch, run whole-image or sliding-window inference (optionally
+under multi-scale + flip test-time augmentation, :class:`MultiScaleFlip`), resize to the ground
+truth's size.
 """
 from __future__ import annotations
 
@@ -47,6 +48,52 @@ class SlidingWindow:
                 bottom, right = min(r * sh + ch, height), min(c * sw + cw, width)
                 out.append((max(bottom - ch, 0), max(right - cw, 0), bottom, right))
         return out
+
+
+@dataclass(frozen=True)
+class MultiScaleFlip:
+    """Test-time augmentation: the input rescaled by each of ``scales`` (and mirrored when ``flip``).
+
+    As mmseg's aug test: each view is rescaled to ``int(size * scale + 0.5)`` (bilinear), inferred
+    (whole image or sliding windows), its maps resized back to the input size (values bilinear,
+    uncertainty nearest) and un-mirrored, and the maps of all views averaged.  The DDP authors'
+    multi-scale figure uses scales 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 with flip.
+    """
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.scales or min(self.scales) <= 0:
+            raise InputError(f"test-time augmentation scales must be positive, got {list(self.scales)}")
+
+    def views(self) -> list[tuple[float, bool]]:
+        return [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
+
+
+def infer_augmented(images: torch.Tensor, fn: DenseFn, *, tta: MultiScaleFlip, window: SlidingWindow | None,
+                    size_divisor: int) -> DenseMaps:
+    """:func:`infer_dense` averaged over the views of ``tta``; maps [B, C, h, w] at the input size.
+
+    The last map of each step's list is taken as the uncertainty (resized by nearest neighbour).
+    """
+    h, w = images.shape[-2:]
+    sums: DenseMaps = {}
+    views = tta.views()
+    for scale, flip in views:
+        size = (int(h * scale + 0.5), int(w * scale + 0.5))
+        x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        x = x.flip(-1) if flip else x
+        for s, maps in infer_dense(x, fn, window=window, size_divisor=size_divisor).items():
+            back = []
+            for i, m in enumerate(maps):
+                if tuple(m.shape[-2:]) != (h, w):
+                    nearest = i == len(maps) - 1
+                    m = F.interpolate(m, size=(h, w), mode="nearest" if nearest else "bilinear",
+                                      **({} if nearest else {"align_corners": False}))
+                back.append(m.flip(-1) if flip else m)
+            sums[s] = back if s not in sums else [a + b for a, b in zip(sums[s], back)]
+    return {s: [m / len(views) for m in maps] for s, maps in sums.items()}
 
 
 def pad_to(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -121,8 +168,11 @@ def output_size(batch: dict[str, Any], images: torch.Tensor) -> tuple[int, int]:
 
 
 def dense_predictions(batch: dict[str, Any], steps: Sequence[int], dense: Callable[[torch.Tensor, list[int]], Any],
-                      *, window: Optional[SlidingWindow], size_divisor: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+                      *, window: Optional[SlidingWindow], size_divisor: int,
+                      tta: Optional[MultiScaleFlip] = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Whole-image or sliding-window inference of ``batch['img']`` at :func:`output_size`.
+
+    ``tta``: average over rescaled / mirrored views (:func:`infer_augmented`); None = the input only.
 
     ``dense(images, steps)`` returns ``{steps: [values [B, K, h, w], uncertainty [B, 1, h, w]]}``;
     values are resized bilinearly and the uncertainty by nearest neighbour.  Returns
@@ -131,7 +181,10 @@ def dense_predictions(batch: dict[str, Any], steps: Sequence[int], dense: Callab
     images = check_images(batch)
     steps = check_steps(steps)
     size = output_size(batch, images)
-    maps = infer_dense(images, lambda x: dense(x, steps), window=window, size_divisor=size_divisor)
+    if tta is None:
+        maps = infer_dense(images, lambda x: dense(x, steps), window=window, size_divisor=size_divisor)
+    else:
+        maps = infer_augmented(images, lambda x: dense(x, steps), tta=tta, window=window, size_divisor=size_divisor)
     result = {}
     for s, (values, uncertainty) in maps.items():
         if tuple(values.shape[-2:]) != size:

@@ -4,7 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder
+from bev_ddp.errors import ConfigError, InputError
 from bev_ddp.nn.ddp_head_schema import build_ddp_head, build_map_decoder
+from bev_ddp.nn.dense_inference import MultiScaleFlip
 from bev_ddp.nn.image_encoder_schema import image_encoder_from_config, sliding_window_from_config
 from bev_ddp.seg.heads import CrossEntropyObjective, FCNHead
 from bev_ddp.seg.model import DDPSegmentor
@@ -24,4 +26,14 @@ def build_seg_model(cfg: Any) -> DDPSegmentor:
         aux = FCNHead(in_channels=encoder.out_channels, channels=m.aux_channels, num_classes=m.num_classes,
                       num_groups=m.num_groups)
     return DDPSegmentor(encoder=encoder, head=head, aux_head=aux, aux_weight=m.aux_weight, accumulate=m.accumulate,
-                        window=sliding_window_from_config(m.inference))
+                        window=sliding_window_from_config(m.inference), tta=tta_from_config(m))
+
+
+def tta_from_config(m: Any) -> MultiScaleFlip | None:
+    """``model.tta_scales`` / ``model.tta_flip`` as a :class:`MultiScaleFlip`, or None when both are off."""
+    if m.tta_scales is None and not m.tta_flip:
+        return None
+    try:
+        return MultiScaleFlip(scales=tuple(float(v) for v in (m.tta_scales or [1.0])), flip=bool(m.tta_flip))
+    except InputError as exc:
+        raise ConfigError(f"model.tta_scales: {exc}") from exc

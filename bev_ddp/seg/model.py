@@ -20,7 +20,7 @@ from torch import nn
 
 from bev_ddp.errors import InputError
 from bev_ddp.nn import DDPHead
-from bev_ddp.nn.dense_inference import DenseMaps, SlidingWindow, check_images, dense_predictions
+from bev_ddp.nn.dense_inference import DenseMaps, MultiScaleFlip, SlidingWindow, check_images, dense_predictions
 from bev_ddp.nn.image_encoder import ImageEncoder
 from bev_ddp.seg.heads import FCNHead
 
@@ -51,17 +51,19 @@ class DDPSegmentor(nn.Module):
         ignore_index: unlabelled value of ``gt_seg``.
         accumulate: average the class probabilities of every sampling step at inference.
         window: sliding-window inference; None = whole image (padded to ``encoder.size_divisor``).
+        tta: multi-scale + flip test-time augmentation (class probabilities averaged); None = off.
     """
 
     def __init__(self, *, encoder: ImageEncoder, head: DDPHead, aux_head: Optional[FCNHead] = None,
                  aux_weight: float = 0.4, ignore_index: int = 255, accumulate: bool = False,
-                 window: Optional[SlidingWindow] = None) -> None:
+                 window: Optional[SlidingWindow] = None, tta: Optional[MultiScaleFlip] = None) -> None:
         super().__init__()
         self.encoder, self.head, self.aux_head = encoder, head, aux_head
         self.aux_weight = aux_weight
         self.ignore_index = ignore_index
         self.accumulate = accumulate
         self.window = window
+        self.tta = tta
         self.num_classes = head.decoder.out_channels
 
     # ------------------------------------------------------------------------- training
@@ -100,7 +102,7 @@ class DDPSegmentor(nn.Module):
     def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1, 3), seed: int = 0) -> dict[int, SegPrediction]:
         """Predictions per step count at ``batch['ori_size']`` (see :class:`SegPrediction`)."""
         maps = dense_predictions(batch, steps, lambda x, s: self._dense(x, s, seed), window=self.window,
-                                 size_divisor=self.encoder.size_divisor)
+                                 size_divisor=self.encoder.size_divisor, tta=self.tta)
         result = {}
         for s, (probs, uncertainty) in maps.items():
             confidence, labels = probs.max(1)
