@@ -14,6 +14,8 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from bev_ddp.data.image_augment import color_aug, photometric_distortion, random_rotate, valid_region_crop
+
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,12 +75,29 @@ class SegPipeline:
     ``crop_size`` (padded with 0 / ignore), horizontal flip with ``flip_prob``.  Evaluation:
     keep-ratio rescale into ``scale`` only; the ground truth stays at its original size (``ori_size``)
     and predictions are resized back to it.  ``scale=None`` keeps the image size.
+    ``cat_max_ratio`` < 1: redraw the crop (up to 10 times, as mmseg) while one class covers at least
+    that fraction of its labelled pixels or it holds a single class.  ``photometric``: mmseg's
+    PhotoMetricDistortion after the flip (:func:`~bev_ddp.data.image_augment.photometric_distortion`).
     """
 
     scale: Optional[tuple[int, int]] = None
     ratio_range: tuple[float, float] = (0.5, 2.0)
     crop_size: Optional[tuple[int, int]] = None
     flip_prob: float = 0.5
+    cat_max_ratio: float = 1.0
+    photometric: bool = False
+
+    def _crop_origin(self, label: torch.Tensor, crop: tuple[int, int], gen: torch.Generator) -> tuple[int, int]:
+        top, left = _random_crop(gen, tuple(label.shape), crop)
+        if self.cat_max_ratio >= 1.0:
+            return top, left
+        for _ in range(10):
+            window = label[top:top + crop[0], left:left + crop[1]]
+            counts = torch.unique(window[window != IGNORE_INDEX], return_counts=True)[1]
+            if len(counts) > 1 and float(counts.max()) / float(counts.sum()) < self.cat_max_ratio:
+                break
+            top, left = _random_crop(gen, tuple(label.shape), crop)
+        return top, left
 
     def __call__(self, img: torch.Tensor, label: torch.Tensor, *, training: bool,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -91,11 +110,13 @@ class SegPipeline:
         img, label = _resize_image(img, new), _resize_nearest(label, new)
         if self.crop_size:
             crop = tuple(self.crop_size)
-            top, left = _random_crop(gen, new, crop)
+            top, left = self._crop_origin(label, crop, gen)
             img, label = _crop_pad(img, top, left, crop, 0), _crop_pad(label, top, left, crop, IGNORE_INDEX)
         flip = bool(torch.rand(1, generator=gen) < self.flip_prob)
         if flip:
             img, label = img.flip(-1), label.flip(-1)
+        if self.photometric:
+            img = photometric_distortion(img, gen)
         return img, label, {"flip": flip}
 
 
@@ -105,13 +126,19 @@ class DepthPipeline:
 
     ``kb_crop``: the KITTI benchmark crop (bottom 352 rows, centred 1216 columns) at train and
     test time.  ``resize``: optional fixed (H, W) applied to image (bilinear) and depth (nearest) —
-    used for synthetic renders only.  Training: random crop ``crop_size``, horizontal flip.
+    used for synthetic renders only.  Training: ``valid_region`` crop (NYU), rotation by up to
+    ``rotate_degree`` (probability 0.5; 0 = off), random crop ``crop_size``, horizontal flip, colour
+    augmentation with brightness in ``color_brightness`` (None = off); the DDP authors' order
+    (:mod:`bev_ddp.data.image_augment`).  Tests see the full frame (the evaluation crop applies there).
     """
 
     kb_crop: bool = False
     resize: Optional[tuple[int, int]] = None
     crop_size: Optional[tuple[int, int]] = None
     flip_prob: float = 0.5
+    valid_region: bool = False
+    rotate_degree: float = 0.0
+    color_brightness: Optional[tuple[float, float]] = None
 
     def __call__(self, img: torch.Tensor, depth: torch.Tensor, *, training: bool,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -122,18 +149,24 @@ class DepthPipeline:
             img, depth = img[:, top:top + 352, left:left + 1216], depth[top:top + 352, left:left + 1216]
             # where the crop sits in the full frame: evaluation crops are defined on the full frame
             flags = {"full_size": (h, w), "crop_offset": (top, left)}
+        if self.valid_region and training:
+            img, depth = valid_region_crop(img, depth)
         if self.resize:
             size = tuple(self.resize)
             img, depth = _resize_image(img, size), _resize_nearest(depth, size)
         if not training:
             return img, depth, {"flip": False, **flags}
+        if self.rotate_degree > 0:
+            img, depth = random_rotate(img, depth, gen, degree=self.rotate_degree)
         if self.crop_size:
             crop = tuple(self.crop_size)
             top, left = _random_crop(gen, tuple(depth.shape), crop)
             img, depth = _crop_pad(img, top, left, crop, 0), _crop_pad(depth, top, left, crop, 0.0)
-        flip = bool(torch.rand(1, generator=gen) < self.flip_prob)
+        flip = bool(torch.rand(1, generator=gen) < self.flip_prob)  # crop-then-flip: same distribution as flip-then-crop
         if flip:
             img, depth = img.flip(-1), depth.flip(-1)
+        if self.color_brightness is not None:
+            img = color_aug(img, gen, brightness_range=tuple(self.color_brightness))
         return img, depth, {"flip": flip}
 
 

@@ -46,6 +46,9 @@ class DepthDataSchema:
     resize: Optional[list[int]] = None
     crop_size: Optional[list[int]] = field(default_factory=lambda: [352, 704])
     flip_prob: float = 0.5
+    valid_region: bool = False  # NYU training: crop to rows 45..471, cols 43..607 first
+    rotate_degree: float = 0.0  # random rotation up to this many degrees, probability 0.5 (the authors: 2.5)
+    color_brightness: Optional[list[float]] = None  # colour augmentation's brightness range (KITTI 0.9..1.1, NYU 0.75..1.25)
     eval_crop: Optional[str] = "garg"  # garg | eigen | nyu | null
     # cropped: eval_crop's fractions of the (KB-cropped 352x1216) ground truth, the published protocol;
     # full: placed on the full frame the KB crop was cut from

@@ -33,7 +33,9 @@ class DepthTask:
         if d.format not in DEPTH_FORMATS:
             raise ConfigError(f"data.format must be one of {', '.join(DEPTH_FORMATS)}, got {d.format!r}")
         pipeline = DepthPipeline(kb_crop=d.kb_crop, resize=int_tuple(d.resize), crop_size=int_tuple(d.crop_size),
-                                      flip_prob=d.flip_prob)
+                                      flip_prob=d.flip_prob, valid_region=d.valid_region,
+                                      rotate_degree=float(d.rotate_degree),
+                                      color_brightness=None if d.color_brightness is None else tuple(d.color_brightness))
         training = split == "train"
         common = dict(pipeline=pipeline, training=training, seed=cfg.train.seed, max_depth=cfg.model.max_depth)
         if d.format == "synthetic":

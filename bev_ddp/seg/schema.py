@@ -46,6 +46,8 @@ class SegDataSchema:
     ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     crop_size: Optional[list[int]] = field(default_factory=lambda: [512, 512])
     flip_prob: float = 0.5
+    cat_max_ratio: float = 1.0  # < 1: redraw crops dominated by one class (the authors: 0.75)
+    photometric: bool = False  # mmseg's PhotoMetricDistortion (the authors: on)
 
 
 @dataclass

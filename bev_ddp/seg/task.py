@@ -53,7 +53,8 @@ class SegTask:
         builder, _ = seg_format(cfg)
         d = cfg.data
         pipeline = SegPipeline(scale=int_tuple(d.scale), ratio_range=tuple(d.ratio_range),
-                                    crop_size=int_tuple(d.crop_size), flip_prob=d.flip_prob)
+                                    crop_size=int_tuple(d.crop_size), flip_prob=d.flip_prob,
+                                    cat_max_ratio=float(d.cat_max_ratio), photometric=bool(d.photometric))
         dataset = builder(d.root, split, pipeline=pipeline, training=split == "train", seed=cfg.train.seed)
         if len(dataset.classes) != cfg.model.num_classes:
             raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but {d.root} has "

@@ -66,6 +66,7 @@ def test_reference_recipe_settings():
     assert ade.optim.grad_clip == 0.1 and ade.model.accumulate and ade.train.self_aligned_iters == 0
     assert ade.model.backbone.kwargs["mmdet_layout"] and ade.model.backbone.kwargs["drop_path_rate"] == 0.3
     assert list(ade.optim.no_decay_keys) == ["norm"] and not ade.train.amp
+    assert ade.data.cat_max_ratio == 0.75 and ade.data.photometric
     city, _ = load_task_config(CONFIGS / "seg/reference/cityscapes_convnext_t.yaml")
     assert city.model.backbone.name == "convnext_tiny" and city.model.inference.window_crop is None
     assert city.model.num_classes == 19 and city.optim.grad_clip is None
@@ -74,6 +75,8 @@ def test_reference_recipe_settings():
     assert kitti.train.self_aligned_iters == 0 and kitti.model.ddp.head_kernel == 3
     nyu, _ = load_task_config(CONFIGS / "depth/reference/nyu_swin_t.yaml")
     assert nyu.optim.lr == 6e-5 and nyu.model.max_depth == 10.0 and nyu.data.eval_crop == "nyu"
+    assert kitti.data.rotate_degree == 2.5 and list(kitti.data.color_brightness) == [0.9, 1.1]
+    assert nyu.data.valid_region and list(nyu.data.color_brightness) == [0.75, 1.25] and nyu.data.rotate_degree == 2.5
 
 
 def test_no_decay_keys_exempt_norms_and_position_tables(kitti):
