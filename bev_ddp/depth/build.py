@@ -28,7 +28,8 @@ def build_depth_model(cfg: Any) -> DDPDepthEstimator:
     if m.output_unit <= 0:
         raise ConfigError(f"model.output_unit must be positive, got {m.output_unit}")
     label_encoder = ReLUDepthEncoder(min_value=m.min_depth, max_value=m.max_depth, scale=m.ddp.label_scale,
-                                     num_bins=m.num_bins, unit=m.output_unit)
+                                     num_bins=m.num_bins, unit=m.output_unit,
+                                     target_downsample=m.target_downsample)
     decoder = build_map_decoder(m.ddp, cond_channels=encoder.out_channels, out_channels=1)
     init_depth = m.init_depth if m.init_depth is not None else m.max_depth / 4
     if not m.min_depth < init_depth < m.max_depth:

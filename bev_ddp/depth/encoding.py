@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from bev_ddp.depth.losses import depth_from_logits
 from bev_ddp.diffusion.encoding import ContinuousEncoder
@@ -26,14 +27,29 @@ class ReLUDepthEncoder(ContinuousEncoder):
         scale: encoded range [-scale, scale] (0.1).  num_bins: log-depth bins of ``discretize``
             (their step-to-step changes make the uncertainty map).
         unit: metres per unit of the decoder output.
+        target_downsample: ``masked`` (mean over the valid pixels of each cell; cells without any
+            encode as 0) or ``bilinear`` (the DDP authors': bilinear resize with the missing pixels'
+            zeros blended in, every cell encoded, an all-missing cell as the range minimum).
     """
 
     def __init__(self, *, min_value: float, max_value: float, scale: float = 0.1, num_bins: int = 64,
-                 unit: float = 1.0) -> None:
+                 unit: float = 1.0, target_downsample: str = "masked") -> None:
         if min_value <= 0:
             raise InputError(f"ReLUDepthEncoder needs min_value > 0 (log-depth bins), got {min_value}")
+        if target_downsample not in ("masked", "bilinear"):
+            raise InputError(f"target_downsample must be 'masked' or 'bilinear', got {target_downsample!r}")
         super().__init__(min_value=min_value, max_value=max_value, scale=scale, num_bins=num_bins)
         self.unit = float(unit)
+        self.target_downsample = target_downsample
+
+    def prepare_target(self, target: torch.Tensor, size: tuple[int, int] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depth [B, 1, H, W] -> (values, valid) at ``size`` by ``target_downsample``."""
+        values, valid = super().prepare_target(target, size)
+        if self.target_downsample == "masked" or size is None or tuple(target.shape[-2:]) == tuple(size):
+            return values, valid
+        values = F.interpolate(target, size=tuple(size), mode="bilinear", align_corners=False)  # [B, 1, h, w]
+        return values, torch.ones_like(values, dtype=torch.bool)
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """Decoder output [B, 1, H, W] -> depth in metres (>= min_value)."""

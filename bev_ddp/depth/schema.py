@@ -26,6 +26,7 @@ class DepthModelSchema:
     num_groups: int = 32
     # continuous encoding: one map channel at scale 0.1
     ddp: DDPHeadSchema = field(default_factory=lambda: DDPHeadSchema(map_channels=1, label_scale=0.1))
+    target_downsample: str = "masked"  # masked | bilinear (the authors': zeros of missing pixels blended in)
     num_bins: int = 64  # log-depth bins whose step-to-step changes make the uncertainty map
     flip_tta: bool = True
     inference: InferenceSchema = field(default_factory=InferenceSchema)

@@ -73,6 +73,7 @@ def test_reference_recipe_settings():
     kitti, _ = load_task_config(CONFIGS / "depth/reference/kitti_swin_t.yaml")
     assert (kitti.optim.schedule, kitti.optim.warmup_iters, kitti.optim.grad_clip) == ("cosine", 12800, 35.0)
     assert kitti.train.self_aligned_iters == 0 and kitti.model.ddp.head_kernel == 3
+    assert kitti.model.target_downsample == "bilinear"
     nyu, _ = load_task_config(CONFIGS / "depth/reference/nyu_swin_t.yaml")
     assert nyu.optim.lr == 6e-5 and nyu.model.max_depth == 10.0 and nyu.data.eval_crop == "nyu"
     assert kitti.data.rotate_degree == 2.5 and list(kitti.data.color_brightness) == [0.9, 1.1]
