@@ -4,6 +4,8 @@
   BEVFusion's sizes (:mod:`bev_ddp.bench.ops`);
 * ``model``: BEV model latency and memory, DDP sampling steps against the baseline head
   (:mod:`bev_ddp.bench.model`);
+* ``frontier``: DDP quality / latency / uncertainty over steps x noise draws x noise grid
+  (:mod:`bev_ddp.bench.frontier`);
 * ``all``: every suite with its default options.
 
 A suite's module is imported, and its options parsed, only when that suite runs
@@ -16,7 +18,7 @@ import importlib
 
 from bev_ddp.engine.cli_support import run_command
 
-SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model"}
+SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model", "frontier": "bev_ddp.bench.frontier"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

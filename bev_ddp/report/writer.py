@@ -21,7 +21,9 @@ The metrics dict (what every task's evaluator returns, JSON-serialisable)::
 
 Files (any optional part missing in the metrics is skipped): ``metrics.json``,
 ``per_class_<metric>.csv``, ``report.md``, ``<metric>_vs_threshold.png``, ``metrics_vs_steps.png``,
-``uncertainty_vs_error.png`` and ``maps.png`` (from ``visuals``, or ``visuals.npz`` in ``out_dir``).
+``uncertainty_vs_error.png``, ``maps.png`` (from ``visuals``, or ``visuals.npz`` in ``out_dir``), and
+``uncertainty_estimators.png`` / ``reliability.png`` from a step's ``uncertainty_estimators``
+(:mod:`bev_ddp.report.uncertainty_plots`).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import numpy as np
 from rich.console import Console
 
 from bev_ddp.errors import InputError
-from bev_ddp.report import plots, tables
+from bev_ddp.report import plots, tables, uncertainty_plots
 
 VISUALS_FILE = "visuals.npz"
 
@@ -87,9 +89,13 @@ def write_report(
         ("Metrics vs sampling steps", plots.plot_summary_vs_steps(metrics, out_dir / "metrics_vs_steps.png")),
         ("Uncertainty vs error", plots.plot_uncertainty_vs_error(metrics, out_dir / "uncertainty_vs_error.png")),
         ("Predictions next to ground truth", plots.plot_maps(visuals, out_dir / "maps.png")),
+        ("Error rate by uncertainty, per estimator", uncertainty_plots.plot_estimator_error_rates(
+            metrics, out_dir / "uncertainty_estimators.png")),
+        ("Reliability of the probabilities", uncertainty_plots.plot_reliability(metrics, out_dir / "reliability.png")),
     ]
     md = [f"# {title}", "", f"{metrics.get('num_samples', '?')} samples.", ""]
     md.append(tables.markdown_tables(metrics))
+    md.append(uncertainty_plots.markdown_estimators(metrics))
     for caption, path in figures:
         if path is not None:
             written.append(path)
