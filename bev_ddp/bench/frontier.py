@@ -312,6 +312,64 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown_per_class(points: list[QualityPoint], baseline: QualityPoint | None) -> str:
+    """Per-class IoU (%) at threshold 0.50 / best threshold, for the baseline and every (steps, draws)."""
+    rows = ([("baseline head", baseline)] if baseline else []) + [(f"S={q.steps}, K={q.draws}", q) for q in points]
+    if not rows:
+        return ""
+    classes = list(rows[0][1].metrics["per_class"])
+    lines = ["| point | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+    for name, q in rows:
+        table = q.metrics["per_threshold"]
+        at50 = table["thresholds"].index(min(table["thresholds"], key=lambda t: abs(t - 0.5)))
+        cells = [f"{100 * table['per_class'][c][at50]:.1f} / {100 * q.metrics['per_class'][c]:.1f}" for c in classes]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine_description(threads: int) -> str:
+    """CPU model, logical cores and torch threads of this machine (for the dated result files)."""
+    import os
+    import platform
+
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical cores, torch {torch.__version__}, {threads} torch thread(s)"
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> Path:
+    """The dated result file: command, machine, the frontier table and per-class IoU."""
+    lat = result["latency"]
+    q = result["quality"]
+    lines = [f"# DDP frontier: steps x draws x noise grid ({time.strftime('%Y-%m-%d')})", "",
+             f"Command: `{result.get('command') or 'bev-ddp bench frontier'}`", "",
+             f"Machine: {result['machine']}", "",
+             f"Latency: `{lat['config']}`, random weights, {lat['points']} LiDAR points, {lat['repeats']} repeat(s); "
+             f"whole model = encoders ({lat['encoder_s']:.2f} s) + head; baseline head {lat['baseline_head_s']:.2f} s "
+             f"(whole model {lat['baseline_total_s']:.2f} s). Encoder grid: {lat['encoder_grid_option']}.", ""]
+    if q:
+        lines += [f"Quality: `{q['checkpoint']}` ({q['config']}), {q['samples']} held-out samples; noise grid "
+                  f"{q['noise_grid']}, encoder grid {q['encoder_grid']}, label grid {q['label_grid']}"
+                  + (" (they coincide: the grid axis changes latency only)" if q["grids_coincide"] else "")
+                  + (f"; baseline `{q['baseline_checkpoint']}`" if q.get("baseline_checkpoint") else "") + ".", "",
+                  "AUROC: uncertainty as a score for wrong cells, a cell wrong when any class's mask at 0.50 is wrong, "
+                  "score = maximum over classes (`pixels`). IoU in %.", ""]
+    lines += [markdown_table(result["rows"]), ""]
+    points = [QualityPoint(**p) for p in result["quality_points"]]
+    base = QualityPoint(**result["baseline_quality"]) if result["baseline_quality"] else None
+    if points:
+        lines += ["Per-class IoU (%) at threshold 0.50 / at the best threshold:", "", markdown_per_class(points, base), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
     from bev_ddp.bev.build import label_grid
     from bev_ddp.bev.camera.view_transform import Bound
@@ -351,9 +409,10 @@ def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
         "auroc_definition": AUROC_DEFINITION,
         "latency": asdict(latency),
         "quality": quality_info,
-        "quality_points": [{k: v for k, v in asdict(q).items()} for q in quality or []],
+        "quality_points": [asdict(q) for q in quality or []],
         "baseline_quality": None if baseline is None else asdict(baseline),
         "rows": rows,
+        "machine": machine_description(args.threads),
     }
 
 
@@ -387,6 +446,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="draw d starts from seed + d")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="write the frontier plot (PNG) here")
+    parser.add_argument("--markdown", type=Path, help="write the result as markdown (command, machine, tables) here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -407,6 +467,8 @@ def run(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
         tmp.replace(args.out)
         print(f"wrote {args.out}")
+    if args.markdown:
+        print(f"wrote {write_markdown(result, args.markdown)}")
     if args.plot:
         from bev_ddp.report.uncertainty_plots import plot_frontier
 

@@ -62,15 +62,18 @@ def test_quality_points_score_every_estimator(tiny_model):
     # one draw carries no spread across draws: MI / variance / disagreement are constant (AUROC 0.5)
     assert one[(1, 1)].auroc["mutual_information"] == pytest.approx(0.5)
     assert one[(1, 2)].auroc["mutual_information"] != pytest.approx(0.5)
+    table = frontier.markdown_per_class(points, points[0])
+    iou = points[3].metrics["per_class"]["divider"]
+    assert "| S=2, K=2 |" in table and f"/ {100 * iou:.1f}" in table and table.count("\n") == 6
 
 
 def test_latency_frontier_run_writes_json_and_plot(tmp_path):
     parser = argparse.ArgumentParser()
     frontier.add_arguments(parser)
-    out, plot = tmp_path / "frontier.json", tmp_path / "frontier.png"
+    out, plot, md = tmp_path / "frontier.json", tmp_path / "frontier.png", tmp_path / "frontier.md"
     args = parser.parse_args(["--latency-config", TINY, "data.xbound=[-32.0,32.0,0.5]", "data.ybound=[-32.0,32.0,0.5]",
                               "--steps", "1,2", "--draws", "1,2", "--points", "2000", "--threads", "1",
-                              "--out", str(out), "--plot", str(plot)])
+                              "--out", str(out), "--plot", str(plot), "--markdown", str(md)])
     assert frontier.run(args) == 0
     result = json.loads(out.read_text())
     lat = result["latency"]
@@ -85,6 +88,8 @@ def test_latency_frontier_run_writes_json_and_plot(tmp_path):
     assert rows[0]["name"] == "baseline head" and rows[0]["total_ratio"] == 1.0
     assert all(r["miou"] is None for r in rows)  # no checkpoint: latency only
     assert plot.is_file() and plot.stat().st_size > 0
+    text = md.read_text()
+    assert "| baseline head | 1.00x |" in text and "torch thread(s)" in text and "Quality:" not in text
     with pytest.raises(InputError, match="--grids"):
         frontier.run(parser.parse_args(["--grids", "label,coarse"]))
     with pytest.raises(InputError, match="--draws"):
