@@ -272,10 +272,17 @@ def measure_latency(*, config: str, overrides: Sequence[str], steps: Sequence[in
 
 
 # -- the frontier -------------------------------------------------------------------------------------
-def frontier_rows(latency: LatencyResult, quality: list[QualityPoint] | None, baseline: QualityPoint | None,
+def frontier_rows(latency: LatencyResult | None, quality: list[QualityPoint] | None, baseline: QualityPoint | None,
                   quality_grid: str | None, grids_coincide: bool) -> list[dict[str, Any]]:
-    """One row per latency point, joined with the quality of the same (steps, draws) where it applies."""
+    """One row per latency point, joined with the quality of the same (steps, draws) where it applies;
+    without latency (``--no-latency``) one row per quality point, latency ``None``."""
     by_point = {(q.steps, q.draws): q for q in quality or []}
+    if latency is None:
+        return ([{"name": "baseline head", "grid": None, "steps": None, "draws": None, "total_ratio": None,
+                  "total_s": None, **_quality_cells(baseline)}] if baseline else []) + [
+            {"name": f"DDP {quality_grid} grid, {q.steps} step(s), {q.draws} draw(s)", "grid": quality_grid,
+             "steps": q.steps, "draws": q.draws, "total_ratio": None, "total_s": None, **_quality_cells(q)}
+            for q in quality or []]
     rows = [{"name": "baseline head", "grid": None, "steps": None, "draws": None, "total_ratio": 1.0,
              "total_s": latency.baseline_total_s,
              **_quality_cells(baseline)}]
@@ -306,7 +313,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
     for r in rows:
-        cells = [r["name"], f"{r['total_ratio']:.2f}x", pct(r["miou"]), pct(r["miou50"]),
+        ratio = "n/a" if r["total_ratio"] is None else f"{r['total_ratio']:.2f}x"
+        cells = [r["name"], ratio, pct(r["miou"]), pct(r["miou50"]),
                  *[num(r["auroc"].get(n)) for n in names], num(r["ece"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -347,10 +355,14 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
     q = result["quality"]
     lines = [f"# DDP frontier: steps x draws x noise grid ({time.strftime('%Y-%m-%d')})", "",
              f"Command: `{result.get('command') or 'bev-ddp bench frontier'}`", "",
-             f"Machine: {result['machine']}", "",
-             f"Latency: `{lat['config']}`, random weights, {lat['points']} LiDAR points, {lat['repeats']} repeat(s); "
-             f"whole model = encoders ({lat['encoder_s']:.2f} s) + head; baseline head {lat['baseline_head_s']:.2f} s "
-             f"(whole model {lat['baseline_total_s']:.2f} s). Encoder grid: {lat['encoder_grid_option']}.", ""]
+             f"Machine: {result['machine']}", ""]
+    if lat:
+        lines += [f"Latency: `{lat['config']}`, random weights, {lat['points']} LiDAR points, {lat['repeats']} "
+                  f"repeat(s); whole model = encoders ({lat['encoder_s']:.2f} s) + head; baseline head "
+                  f"{lat['baseline_head_s']:.2f} s (whole model {lat['baseline_total_s']:.2f} s). "
+                  f"Encoder grid: {lat['encoder_grid_option']}.", ""]
+    else:
+        lines += ["Latency: not measured in this run (`--no-latency`).", ""]
     if q:
         lines += [f"Quality: `{q['checkpoint']}` ({q['config']}), {q['samples']} held-out samples; noise grid "
                   f"{q['noise_grid']}, encoder grid {q['encoder_grid']}, label grid {q['label_grid']}"
@@ -401,13 +413,13 @@ def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
             baseline = measure_baseline_quality(bmodel, _held_out_batches(bcfg, args.max_samples),
                                                 classes=list(bcfg.data.classes))
             quality_info.update(baseline_config=args.baseline_config, baseline_checkpoint=args.baseline_checkpoint)
-    latency = measure_latency(config=args.latency_config, overrides=list(args.overrides), steps=steps, draws=draws,
-                              grids=grids, repeats=args.repeats, points=args.points, threads=args.threads,
-                              seed=args.seed)
+    latency = None if args.no_latency else measure_latency(
+        config=args.latency_config, overrides=list(args.overrides), steps=steps, draws=draws, grids=grids,
+        repeats=args.repeats, points=args.points, threads=args.threads, seed=args.seed)
     rows = frontier_rows(latency, quality, baseline, quality_grid, coincide)
     return {
         "auroc_definition": AUROC_DEFINITION,
-        "latency": asdict(latency),
+        "latency": None if latency is None else asdict(latency),
         "quality": quality_info,
         "quality_points": [asdict(q) for q in quality or []],
         "baseline_quality": None if baseline is None else asdict(baseline),
@@ -440,6 +452,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-config", help="config the baseline checkpoint was trained with")
     parser.add_argument("--baseline-checkpoint", help="trained baseline-head checkpoint (same budget)")
     parser.add_argument("--max-samples", type=int, default=None, help="score only the first N held-out samples")
+    parser.add_argument("--no-latency", action="store_true", help="quality only (needs --checkpoint)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats; medians are reported (default 1)")
     parser.add_argument("--points", type=int, default=250_000, help="LiDAR points of the latency input")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
@@ -456,6 +469,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--repeats and --threads must be >= 1 and --points >= 0")
     if args.checkpoint and not args.config:
         raise InputError("--checkpoint needs --config (the config it was trained with)")
+    if args.no_latency and not args.checkpoint:
+        raise InputError("--no-latency needs a --checkpoint (there is nothing else to measure)")
     if args.baseline_checkpoint and not (args.baseline_config and args.checkpoint):
         raise InputError("--baseline-checkpoint needs --baseline-config and a DDP --checkpoint")
     result = run_frontier(args)

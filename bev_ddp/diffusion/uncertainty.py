@@ -122,12 +122,30 @@ def per_class_change_count(step_probs: Sequence[torch.Tensor], threshold: float 
     return (masks[1:] != masks[:-1]).float().sum(dim=0) / (masks.shape[0] - 1)
 
 
+def error_probability(draw_probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """[D, ...] -> [...] min(p̄, 1 - p̄): the chance that the mask ``p̄ >= 0.5`` is wrong if p̄ is calibrated.
+
+    Per class it ranks cells exactly as :func:`entropy_of_mean` (both fall with |p̄ - 0.5|); it
+    differs in how classes combine into a pixel (:func:`pixel_any`).
+    """
+    p = _check_draws(draw_probs).mean(dim=0)
+    return torch.where(p >= threshold, 1.0 - p, p)
+
+
 def pixel_max(per_class: torch.Tensor) -> torch.Tensor:
     """[B, K, H, W] per-class uncertainty -> [B, H, W]: the most uncertain class of each pixel."""
     return per_class.amax(dim=1)
 
 
-ESTIMATORS = ("change_count", "entropy", "mutual_information", "variance", "disagreement")
+def pixel_any(per_class: torch.Tensor) -> torch.Tensor:
+    """[B, K, H, W] per-class error probabilities -> [B, H, W] 1 - Π_k (1 - e_k): the chance that
+    any class is wrong, classes taken as independent."""
+    return 1.0 - torch.prod(1.0 - per_class.clamp(0.0, 1.0), dim=1)
+
+
+ESTIMATORS = ("change_count", "entropy", "error_probability", "mutual_information", "variance", "disagreement")
+# how an estimator's per-class map becomes a pixel score (default :func:`pixel_max`)
+PIXEL_REDUCTIONS = {"error_probability": pixel_any}
 
 
 def multilabel_estimators(draw_step_probs: Sequence[Sequence[torch.Tensor]], threshold: float = 0.5
@@ -141,7 +159,7 @@ def multilabel_estimators(draw_step_probs: Sequence[Sequence[torch.Tensor]], thr
     Returns:
         ``{name: [B, K, H, W] in [0, 1]}`` for the names in :data:`ESTIMATORS`:
         ``change_count`` (mean over draws of :func:`per_class_change_count`),
-        ``entropy`` (:func:`entropy_of_mean` of the final steps), ``mutual_information``,
+        ``entropy`` (:func:`entropy_of_mean` of the final steps), ``error_probability``, ``mutual_information``,
         ``variance`` and ``disagreement`` of the final steps (zero for one draw).
     """
     if len(draw_step_probs) == 0 or any(len(s) == 0 for s in draw_step_probs):
@@ -153,6 +171,7 @@ def multilabel_estimators(draw_step_probs: Sequence[Sequence[torch.Tensor]], thr
     return {
         "change_count": change,
         "entropy": entropy_of_mean(final),
+        "error_probability": error_probability(final, threshold),
         "mutual_information": mutual_information(final),
         "variance": draw_variance(final),
         "disagreement": draw_disagreement(final, threshold),

@@ -17,7 +17,8 @@ the reliability diagram, and ECE = Σ_b (n_b / N) |mean p_b - positive rate_b|.
 
 * ``class_cells``: every (class, cell) pair is one binary prediction; it is wrong when the class's
   mask at threshold 0.5 differs from the ground truth; its score is that class's uncertainty.
-* ``pixels``: a cell is wrong when any class is wrong; its score is the maximum over classes.
+* ``pixels``: a cell is wrong when any class is wrong; its score is the maximum over classes
+  (``error_probability``: the chance that any class is wrong, 1 - Π_k (1 - e_k)).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from bev_ddp.diffusion.uncertainty import PIXEL_REDUCTIONS, pixel_max
 
 @dataclass
 class UncertaintyStats:
@@ -174,7 +176,8 @@ class CalibrationHistogram:
 
 ERROR_DEFINITIONS = {
     "class_cells": "every (class, cell) pair; wrong when that class's mask at 0.5 differs from the ground truth",
-    "pixels": "every cell; wrong when any class's mask at 0.5 is wrong; score = maximum over classes",
+    "pixels": "every cell; wrong when any class's mask at 0.5 is wrong; score = maximum over classes "
+              "(error_probability: 1 - prod_k (1 - e_k))",
 }
 
 
@@ -220,7 +223,7 @@ class MultiLabelUncertaintyScores:
             hists = self.histograms.setdefault(
                 name, {d: UncertaintyHistogram(self.num_bins, self.resolution) for d in ERROR_DEFINITIONS})
             hists["class_cells"].update(unc, wrong)
-            hists["pixels"].update(unc.amax(dim=1), wrong_pixel)
+            hists["pixels"].update(PIXEL_REDUCTIONS.get(name, pixel_max)(unc), wrong_pixel)
 
     def to_dict(self, reduce: Callable[[torch.Tensor], torch.Tensor] = _identity) -> dict:
         """``{"definitions": ..., "estimators": {name: {definition: stats}}, "calibration": stats}``.

@@ -11,9 +11,11 @@ from bev_ddp.diffusion.uncertainty import (
     draw_disagreement,
     draw_variance,
     entropy_of_mean,
+    error_probability,
     multilabel_estimators,
     mutual_information,
     per_class_change_count,
+    pixel_any,
     pixel_max,
 )
 from bev_ddp.errors import InputError
@@ -74,7 +76,7 @@ def test_multilabel_estimators_from_draws_and_steps():
     g = torch.Generator().manual_seed(2)
     draws = [[torch.rand(2, 3, 4, 4, generator=g) for _ in range(3)] for _ in range(2)]
     est = multilabel_estimators(draws)
-    assert set(est) == {"change_count", "entropy", "mutual_information", "variance", "disagreement"}
+    assert set(est) == {"change_count", "entropy", "error_probability", "mutual_information", "variance", "disagreement"}
     final = torch.stack([d[-1] for d in draws])
     torch.testing.assert_close(est["entropy"], binary_entropy(final.mean(0)))
     torch.testing.assert_close(est["change_count"],
@@ -87,3 +89,12 @@ def test_multilabel_estimators_from_draws_and_steps():
         multilabel_estimators([])
     with pytest.raises(InputError):
         multilabel_estimators([draws[0], draws[1][:2]])
+
+
+def test_error_probability_and_any_class_combination():
+    draws = torch.tensor([[0.9, 0.2], [0.7, 0.4]])  # [D=2, cells=2]: p̄ = 0.8, 0.3
+    torch.testing.assert_close(error_probability(draws), torch.tensor([0.2, 0.3]))
+    per_class = torch.tensor([[[[0.2]], [[0.5]], [[0.0]]]])  # [B=1, K=3, 1, 1]
+    # P(any wrong) = 1 - 0.8 * 0.5 * 1.0 = 0.6 (more than the worst class alone)
+    assert pixel_any(per_class).item() == pytest.approx(0.6)
+    assert pixel_max(per_class).item() == pytest.approx(0.5)

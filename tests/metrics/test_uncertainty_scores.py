@@ -100,7 +100,7 @@ def test_bev_evaluator_reports_estimators_and_calibration():
     ev = BEVIoUEvaluator(classes=["a", "b", "c"], steps=[3])
     ev.process({"gt_masks_bev": gt.float()}, {3: _Pred(steps[-1], steps)})
     m = ev.evaluate()["steps"]["3"]["uncertainty_estimators"]
-    assert set(m["estimators"]) == {"change_count", "entropy", "mutual_information", "variance", "disagreement"}
+    assert set(m["estimators"]) == {"change_count", "entropy", "error_probability", "mutual_information", "variance", "disagreement"}
     ref = _rank_auroc((0.5 - (steps[-1] - 0.5).abs()).flatten(), ((steps[-1] >= 0.5) != gt).flatten())
     # entropy is a monotone function of |p - 0.5|: same ranking as the reference score
     assert m["estimators"]["entropy"]["class_cells"]["auroc"] == pytest.approx(ref, abs=5e-3)
