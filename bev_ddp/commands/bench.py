@@ -6,7 +6,9 @@
   (:mod:`bev_ddp.bench.model`);
 * ``frontier``: DDP quality / latency / uncertainty over steps x noise draws x noise grid
   (:mod:`bev_ddp.bench.frontier`);
-* ``all``: every suite with its default options.
+* ``gpu-check``: the whole GPU proof in one command (build, CUDA tests, both benches on CUDA,
+  AMP training, sync-free sampling, two processes; :mod:`bev_ddp.bench.gpu_check`, ``make gpu-check``);
+* ``all``: the ``ops`` and ``model`` suites with their default options.
 
 A suite's module is imported, and its options parsed, only when that suite runs
 (``bev-ddp bench ops --help`` lists the options of ``ops``).
@@ -18,7 +20,9 @@ import importlib
 
 from bev_ddp.engine.cli_support import run_command
 
-SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model", "frontier": "bev_ddp.bench.frontier"}
+SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model", "frontier": "bev_ddp.bench.frontier",
+          "gpu-check": "bev_ddp.bench.gpu_check"}
+ALL = ("ops", "model")  # gpu-check builds and tests too, frontier needs checkpoints: not run with the others
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             return run_suite(args.suite, list(args.suite_args))
         if args.suite_args:
             raise SystemExit("bev-ddp bench all takes no options (run the suites one by one to pass options)")
-        codes = [run_suite(name, []) for name in SUITES]
+        codes = [run_suite(name, []) for name in ALL]
         return max(codes)
 
     return run_command("bev-ddp bench", body)
