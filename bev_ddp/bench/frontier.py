@@ -369,7 +369,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
                   + (" (they coincide: the grid axis changes latency only)" if q["grids_coincide"] else "")
                   + (f"; baseline `{q['baseline_checkpoint']}`" if q.get("baseline_checkpoint") else "") + ".", "",
                   "AUROC: uncertainty as a score for wrong cells, a cell wrong when any class's mask at 0.50 is wrong, "
-                  "score = maximum over classes (`pixels`). IoU in %.", ""]
+                  "score = maximum over classes, for error_probability 1 - prod_k (1 - e_k) (`pixels`). IoU in %.", ""]
     lines += [markdown_table(result["rows"]), ""]
     points = [QualityPoint(**p) for p in result["quality_points"]]
     base = QualityPoint(**result["baseline_quality"]) if result["baseline_quality"] else None
