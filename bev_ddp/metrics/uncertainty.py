@@ -28,6 +28,8 @@ from typing import Callable
 import torch
 
 from bev_ddp.diffusion.uncertainty import PIXEL_REDUCTIONS, pixel_max
+from bev_ddp.errors import InputError
+
 
 @dataclass
 class UncertaintyStats:
@@ -56,10 +58,10 @@ class UncertaintyHistogram:
 
     def __init__(self, num_bins: int = 20, resolution: int | None = None):
         if num_bins < 1:
-            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+            raise InputError(f"num_bins must be >= 1, got {num_bins}")
         resolution = num_bins if resolution is None else resolution
         if resolution < num_bins or resolution % num_bins:
-            raise ValueError(f"resolution {resolution} must be a multiple of num_bins {num_bins}")
+            raise InputError(f"resolution {resolution} must be a multiple of num_bins {num_bins}")
         self.num_bins = num_bins
         self.resolution = resolution
         self.counts = torch.zeros(2, resolution, dtype=torch.int64)  # [correct, wrong] x fine bins
@@ -76,7 +78,7 @@ class UncertaintyHistogram:
             valid: optional [...] bool mask of pixels to count.
         """
         if uncertainty.shape != error.shape:
-            raise ValueError(f"uncertainty {tuple(uncertainty.shape)} and error {tuple(error.shape)} differ in shape")
+            raise InputError(f"uncertainty {tuple(uncertainty.shape)} and error {tuple(error.shape)} differ in shape")
         u = uncertainty.detach().float().clamp(0.0, 1.0).reshape(-1)
         e = error.detach().reshape(-1).bool()
         if valid is not None:
@@ -140,7 +142,7 @@ class CalibrationHistogram:
 
     def __init__(self, num_bins: int = 15):
         if num_bins < 1:
-            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+            raise InputError(f"num_bins must be >= 1, got {num_bins}")
         self.num_bins = num_bins
         self.sums = torch.zeros(3, num_bins, dtype=torch.float64)  # [count, Σ p, Σ label] x bins
 
@@ -150,7 +152,7 @@ class CalibrationHistogram:
     def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
         """probs [...] in [0, 1] (clamped), labels [...] bool of the same shape."""
         if probs.shape != labels.shape:
-            raise ValueError(f"probs {tuple(probs.shape)} and labels {tuple(labels.shape)} differ in shape")
+            raise InputError(f"probs {tuple(probs.shape)} and labels {tuple(labels.shape)} differ in shape")
         p = probs.detach().float().clamp(0.0, 1.0).reshape(-1).cpu()
         y = labels.detach().reshape(-1).cpu().double()
         bins = (p * self.num_bins).long().clamp_(max=self.num_bins - 1)
@@ -211,14 +213,14 @@ class MultiLabelUncertaintyScores:
             estimators: ``{name: [B, K, H, W] in [0, 1]}`` per-class uncertainty.
         """
         if probs.shape != gt.shape:
-            raise ValueError(f"probs {tuple(probs.shape)} and ground truth {tuple(gt.shape)} differ in shape")
+            raise InputError(f"probs {tuple(probs.shape)} and ground truth {tuple(gt.shape)} differ in shape")
         probs, gt = probs.detach().float().cpu(), gt.detach().cpu().bool()
         wrong = (probs >= self.threshold) != gt  # [B, K, H, W]
         wrong_pixel = wrong.any(dim=1)  # [B, H, W]
         self.calibration.update(probs, gt)
         for name, unc in estimators.items():
             if unc.shape != probs.shape:
-                raise ValueError(f"estimator {name!r} has shape {tuple(unc.shape)}, expected {tuple(probs.shape)}")
+                raise InputError(f"estimator {name!r} has shape {tuple(unc.shape)}, expected {tuple(probs.shape)}")
             unc = unc.detach().float().cpu()
             hists = self.histograms.setdefault(
                 name, {d: UncertaintyHistogram(self.num_bins, self.resolution) for d in ERROR_DEFINITIONS})
