@@ -115,6 +115,14 @@ NOISE_GRIDS = ("label", "encoder")
 EVAL_PROTOCOLS = ("last_step", "mean_draws_steps")
 
 
+def protocol_label(eval_protocol: str, draws: int = 1) -> str:
+    """How the reported probabilities were made, for reports (a figure is comparable only with
+    figures of the same protocol)."""
+    if eval_protocol == "last_step":
+        return "DDP: last step of 1 draw"
+    return f"DDP: mean sigmoid of {draws} draws x all steps"
+
+
 class DDPBEVHead(nn.Module):
     """DDP map decoder as a BEV head: grid transform → :class:`bev_ddp.nn.DDPHead` on the label grid.
 
@@ -151,10 +159,8 @@ class DDPBEVHead(nn.Module):
 
     @property
     def protocol_label(self) -> str:
-        """Short name of the evaluation protocol for reports, e.g. ``mean of 4 draws x all steps``."""
-        if self.eval_protocol == "last_step":
-            return "last step of 1 draw"
-        return f"mean sigmoid of {self.eval_draws} draws x all steps"
+        """The evaluation protocol in words (:func:`protocol_label`)."""
+        return protocol_label(self.eval_protocol, self.eval_draws)
 
     def condition(self, feats: torch.Tensor) -> torch.Tensor:
         """Decoder features → the decoder's condition (on the label or the encoder grid)."""

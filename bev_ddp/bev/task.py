@@ -55,14 +55,19 @@ class BEVTask:
         return collate_samples(samples)
 
     def build_evaluator(self, cfg: Any, steps: Sequence[int]):
+        from bev_ddp.bev.heads import protocol_label
         from bev_ddp.metrics.bev_iou import BEVIoUEvaluator
 
-        return BEVIoUEvaluator(classes=list(cfg.data.classes), steps=list(steps), num_vis=cfg.eval.num_vis)
+        head = cfg.model.head
+        protocol = protocol_label(head.ddp.eval_protocol, head.ddp.eval_draws) if head.type == "ddp" else "conv head"
+        return BEVIoUEvaluator(classes=list(cfg.data.classes), steps=list(steps), num_vis=cfg.eval.num_vis,
+                               protocol=protocol)
 
     def write_report(self, metrics: dict[str, Any], out_dir: Path) -> list[Path]:
         from bev_ddp.report import write_report
 
-        return write_report(metrics, out_dir, title="BEV map segmentation: per-class IoU")
+        protocol = f" ({metrics['protocol']})" if metrics.get("protocol") else ""
+        return write_report(metrics, out_dir, title=f"BEV map segmentation: per-class IoU{protocol}")
 
 
 TASK = BEVTask()

@@ -49,6 +49,8 @@ class BEVIoUEvaluator:
             uncertainty per step count) for the report's figures; see :meth:`visuals`.
         uncertainty_bins: bins of the uncertainty-vs-error histogram.
         gt_key: batch key of the ground truth, float/bool ``[B, K, X, Y]``.
+        protocol: how the predictions were made (e.g. ``DDP: mean sigmoid of 4 draws x all
+            steps``), written into the metrics so figures are never compared across protocols.
 
     ``process(batch, preds)`` takes ``preds[s]`` with ``probs`` ``[B, K, X, Y]`` (probabilities
     in [0, 1]) and ``uncertainty`` ``[B, X, Y]`` (in [0, 1], may be ``None``).
@@ -65,6 +67,7 @@ class BEVIoUEvaluator:
         num_vis: int = 0,
         uncertainty_bins: int = 20,
         gt_key: str = "gt_masks_bev",
+        protocol: str | None = None,
     ):
         if not classes:
             raise ValueError("classes must not be empty")
@@ -79,6 +82,7 @@ class BEVIoUEvaluator:
         self.thresholds = [float(t) for t in thresholds]
         self.num_vis = num_vis
         self.gt_key = gt_key
+        self.protocol = protocol
         self._fixed_index = min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - 0.5))
         self._uncertainty = {s: UncertaintyHistogram(uncertainty_bins) for s in self.steps}
         self.reset()
@@ -188,5 +192,6 @@ class BEVIoUEvaluator:
             "metric": self.metric_name,
             "classes": self.classes,
             "num_samples": num_samples,
+            "protocol": self.protocol,
             "steps": per_step,
         }

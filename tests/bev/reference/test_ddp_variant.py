@@ -74,3 +74,21 @@ def test_mean_draws_steps_averages_the_sigmoid_of_k_seeded_draws_times_every_ste
         manual += [logits.sigmoid() for logits in out.step_logits]
     torch.testing.assert_close(pred.probs, torch.stack(manual).mean(0), rtol=1e-5, atol=1e-6)
     assert "3 draws" in head.protocol_label
+
+
+def test_metrics_name_the_evaluation_protocol():
+    from pathlib import Path
+
+    from bev_ddp.bev.schema import BEVConfig
+    from bev_ddp.bev.task import TASK
+    from bev_ddp.config import load_config
+
+    configs = Path(__file__).resolve().parents[3] / "configs" / "bev"
+    labels = {}
+    for name in ("reference/ddp_fusion", "reference/ddp_camera", "nuscenes_fusion_ddp", "reference/bevfusion_fusion"):
+        cfg = load_config(configs / f"{name}.yaml", schema=BEVConfig)
+        labels[name] = TASK.build_evaluator(cfg, [3]).evaluate()["protocol"]
+    assert labels == {"reference/ddp_fusion": "DDP: mean sigmoid of 4 draws x all steps",
+                      "reference/ddp_camera": "DDP: mean sigmoid of 5 draws x all steps",
+                      "nuscenes_fusion_ddp": "DDP: last step of 1 draw",
+                      "reference/bevfusion_fusion": "conv head"}
