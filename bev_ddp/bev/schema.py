@@ -28,6 +28,7 @@ class BEVDataSchema:
     classes: list[str] = field(default_factory=lambda: list(MAP_CLASSES_DEFAULT))
     xbound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])  # map-label grid
     ybound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])
+    map_raster: str = "centres"  # centres: ours (cell centres, follows scale) | bevfusion: devkit get_map_mask
     aug: AugConfig = field(default_factory=AugConfig)  # image + BEV augmentation ranges (training)
 
 

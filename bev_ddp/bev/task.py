@@ -49,6 +49,7 @@ class BEVTask:
             xbound=tuple(d.xbound),
             ybound=tuple(d.ybound),
             seed=cfg.train.seed,
+            map_raster=d.map_raster,
         )
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
