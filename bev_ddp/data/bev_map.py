@@ -15,7 +15,7 @@ The devkit's mask drawing iterates shapely multi-part geometries directly, which
 forbids; :class:`MapExplorer` overrides the two drawing methods to iterate ``.geoms`` (and to draw
 with sub-pixel precision at pixel centres) and answers patch queries from a spatial index.
 
-``mode="bevfusion"`` (:func:`rasterize_map_bevfusion`) draws the ground truth the way BEVFusion's
+``rasterize_map(..., mode="bevfusion")`` draws the ground truth the way BEVFusion's
 ``LoadBEVSegmentation`` does, for figures comparable with published ones: the devkit's own
 drawing (polygon vertices rounded, line vertices truncated, lines 2 px thick; pixel ``j`` at
 ``0.5·j − 50`` m rather than at the cell centre), a fixed 100 m patch that ignores the BEV scale
@@ -58,6 +58,7 @@ CLASS_LAYERS: dict[str, tuple[str, ...]] = {
 
 MAP_LOCATIONS: tuple[str, ...] = tuple(map_api.locations)
 
+MAP_RASTER_MODES = ("centres", "bevfusion")
 _SHIFT = 4  # cv2 fixed-point bits for sub-pixel vertices
 _LINE_THICKNESS_PX = 2  # as the devkit draws lines
 
@@ -214,6 +215,7 @@ def rasterize_map(
     xbound: Sequence[float] = (-50.0, 50.0, 0.5),
     ybound: Sequence[float] = (-50.0, 50.0, 0.5),
     lidar_aug: np.ndarray | None = None,
+    mode: str = "centres",
 ) -> np.ndarray:
     """Rasterise map classes around the lidar, in the augmented lidar frame.
 
@@ -224,6 +226,8 @@ def rasterize_map(
         xbound, ybound: ``(min, max, step)`` of the grid in metres (augmented lidar frame).
         lidar_aug: [4, 4] BEV augmentation, lidar → augmented lidar (rotation about z, uniform
             scale, flips, translation); identity when ``None``.
+        mode: ``"centres"`` (ours) or ``"bevfusion"`` (the devkit's drawing as BEVFusion's
+            loader calls it; see the module docstring).
 
     Returns:
         bool [C, X, Y] masks.
@@ -231,6 +235,10 @@ def rasterize_map(
     unknown = [c for c in classes if c not in CLASS_LAYERS]
     if unknown:
         raise ValueError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
+    if mode not in MAP_RASTER_MODES:
+        raise ValueError(f"map raster mode must be one of {MAP_RASTER_MODES}, got {mode!r}")
+    if mode == "bevfusion":
+        return _rasterize_bevfusion(nusc_map, lidar2global, classes, xbound, ybound, lidar_aug)
     aug = np.eye(4) if lidar_aug is None else np.asarray(lidar_aug, dtype=np.float64)
     flip, similarity = _split_flip(aug[:2, :2])
     scale = float(np.sqrt(abs(np.linalg.det(similarity))))
@@ -275,25 +283,14 @@ def _classes_from_layers(masks: np.ndarray, layers: Sequence[str], classes: Sequ
     return np.stack([np.logical_or.reduce([by_layer[layer] for layer in CLASS_LAYERS[c]]) for c in classes])
 
 
-def rasterize_map_bevfusion(
-    nusc_map: NuScenesMap,
-    lidar2global: np.ndarray,
-    *,
-    classes: Sequence[str] = MAP_CLASSES,
-    xbound: Sequence[float] = (-50.0, 50.0, 0.5),
-    ybound: Sequence[float] = (-50.0, 50.0, 0.5),
-    lidar_aug: np.ndarray | None = None,
-) -> np.ndarray:
-    """Rasterise map classes as BEVFusion's ``LoadBEVSegmentation`` does (module docstring).
+def _rasterize_bevfusion(nusc_map: NuScenesMap, lidar2global: np.ndarray, classes: Sequence[str],
+                         xbound: Sequence[float], ybound: Sequence[float], lidar_aug: np.ndarray | None) -> np.ndarray:
+    """``mode="bevfusion"`` of :func:`rasterize_map`: as BEVFusion's ``LoadBEVSegmentation``.
 
     The patch is centred at the augmented lidar origin and turned by the yaw of its x axis; its
     size is the grid's extent whatever the augmentation's scale.  A flip in ``lidar_aug`` is
-    applied to the finished masks (BEVFusion flips after drawing).  Same arguments and result
-    (bool [C, X, Y]) as :func:`rasterize_map`.
+    applied to the finished masks (BEVFusion flips after drawing).
     """
-    unknown = [c for c in classes if c not in CLASS_LAYERS]
-    if unknown:
-        raise ValueError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
     aug = np.eye(4) if lidar_aug is None else np.asarray(lidar_aug, dtype=np.float64)
     flip, similarity = _split_flip(aug[:2, :2])
     unflipped = aug.copy()

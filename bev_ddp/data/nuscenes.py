@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from bev_ddp.data.bev_map import CLASS_LAYERS, MAP_CLASSES, load_map, rasterize_map, rasterize_map_bevfusion
+from bev_ddp.data.bev_map import CLASS_LAYERS, MAP_CLASSES, MAP_RASTER_MODES, load_map, rasterize_map
 from bev_ddp.data.infos import read_infos
 from bev_ddp.data.lidar_io import load_points
 from bev_ddp.data.sensors import CAMERA_NAMES
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-MAP_RASTERS = {"centres": rasterize_map, "bevfusion": rasterize_map_bevfusion}  # data.map_raster
 SWEEP_MIN_RADIUS = 1.0  # m: sweep points this close to the sensor (the ego car) are dropped
 
 
@@ -95,8 +94,8 @@ class NuScenesBEVDataset(Dataset):
         with_labels: bool = True,
         map_raster: str = "centres",
     ) -> None:
-        if map_raster not in MAP_RASTERS:
-            raise ValueError(f"map_raster must be one of {', '.join(MAP_RASTERS)}, got {map_raster!r}")
+        if map_raster not in MAP_RASTER_MODES:
+            raise ValueError(f"map_raster must be one of {', '.join(MAP_RASTER_MODES)}, got {map_raster!r}")
         if load_sweeps < 1:
             raise ValueError("load_sweeps counts the keyframe and must be >= 1")
         unknown = [c for c in classes if c not in CLASS_LAYERS]
@@ -117,7 +116,7 @@ class NuScenesBEVDataset(Dataset):
         self.epoch = 0
         self.allow_missing_lidar = allow_missing_lidar
         self.with_labels = with_labels
-        self.rasterize = MAP_RASTERS[map_raster]
+        self.map_raster = map_raster
         self._maps: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -244,7 +243,7 @@ class NuScenesBEVDataset(Dataset):
         }
         if self.with_labels:
             lidar2global = _as4(info["ego2global"]) @ lidar2ego
-            masks = self.rasterize(self._map(info["location"]), lidar2global, classes=self.classes,
-                                   xbound=self.xbound, ybound=self.ybound, lidar_aug=lidar_aug)
+            masks = rasterize_map(self._map(info["location"]), lidar2global, classes=self.classes, xbound=self.xbound,
+                                  ybound=self.ybound, lidar_aug=lidar_aug, mode=self.map_raster)
             sample["gt_masks_bev"] = torch.from_numpy(masks.astype(np.float32))  # [C, X, Y]
         return sample

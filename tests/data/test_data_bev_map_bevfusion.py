@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from nuscenes.map_expansion.map_api import NuScenesMap, NuScenesMapExplorer
 
-from bev_ddp.data.bev_map import MAP_CLASSES, rasterize_map, rasterize_map_bevfusion
+from bev_ddp.data.bev_map import MAP_CLASSES, rasterize_map
 from bev_ddp.data.infos import read_infos
 
 
@@ -59,7 +59,7 @@ def test_bevfusion_mode_agrees_with_their_loader_on_rotated_and_shifted_poses(ma
         lidar2global = np.asarray(info["ego2global"]) @ np.asarray(info["lidar2ego"])
         for _ in range(3):
             aug = _aug(rng.uniform(-45, 45), rng.uniform(0.9, 1.1), tuple(rng.normal(0, 3, 2)))
-            ours = rasterize_map_bevfusion(ours_map, lidar2global, lidar_aug=aug)
+            ours = rasterize_map(ours_map, lidar2global, lidar_aug=aug, mode="bevfusion")
             theirs = _their_labels(oracle, lidar2global, aug)
             for k, c in enumerate(MAP_CLASSES):
                 agree[c].append((ours[k] == theirs[k]).mean())
