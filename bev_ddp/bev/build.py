@@ -54,6 +54,7 @@ def build_camera_encoder(cfg: Any, *, image_size: Sequence[int]) -> CameraEncode
         dbound=cfg.dbound,
         downsample=cfg.downsample,
         frustum_pixels=cfg.frustum_pixels,
+        cell_index=cfg.cell_index,
     )
     return CameraEncoder(backbone=backbone, neck=neck, view_transform=view_transform)
 

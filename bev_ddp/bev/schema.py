@@ -49,6 +49,7 @@ class CameraSchema:
     dbound: list[float] = field(default_factory=lambda: [1.0, 60.0, 0.5])
     downsample: int = 2
     frustum_pixels: str = "centres"  # centres: feature-cell centres | linspace: BEVFusion's linspace(0, W - 1, fW)
+    cell_index: str = "floor"  # splat cell of a frustum point: floor | trunc (BEVFusion: toward zero)
 
 
 @dataclass

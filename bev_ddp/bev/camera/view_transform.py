@@ -47,6 +47,7 @@ class Bound:
 
 
 FRUSTUM_PIXELS = ("centres", "linspace")
+CELL_INDEX = ("floor", "trunc")
 
 
 def make_frustum(
@@ -106,6 +107,7 @@ class LSSTransform(nn.Module):
         dbound: depth bins (lower, upper, step) in metres along the optical axis.
         downsample: stride of the BEV conv stack (1 = no downsample stack).
         frustum_pixels: ``centres`` (feature-cell centres) or ``linspace`` (BEVFusion's).
+        cell_index: ``floor`` (the cell containing a point) or ``trunc`` (BEVFusion's, toward zero).
     """
 
     def __init__(
@@ -121,8 +123,12 @@ class LSSTransform(nn.Module):
         dbound: Sequence[float],
         downsample: int = 1,
         frustum_pixels: str = "centres",
+        cell_index: str = "floor",
     ):
         super().__init__()
+        if cell_index not in CELL_INDEX:
+            raise ValueError(f"cell_index must be one of {CELL_INDEX}, got {cell_index!r}")
+        self.cell_index = cell_index
         self.image_size = (int(image_size[0]), int(image_size[1]))
         if self.image_size[0] % feature_stride or self.image_size[1] % feature_stride:
             raise ValueError(f"image size {self.image_size} must be divisible by the feature stride {feature_stride}")
@@ -161,7 +167,10 @@ class LSSTransform(nn.Module):
         batch = lifted.shape[0]
         lower = points.new_tensor([self.x.lower, self.y.lower, self.z.lower])
         step = points.new_tensor([self.x.step, self.y.step, self.z.step])
-        cells = torch.floor((points - lower) / step).long()  # [B, N, D, fH, fW, 3] (x, y, z)
+        index = (points - lower) / step  # [B, N, D, fH, fW, 3] (x, y, z) in cells
+        # floor: the cell that contains the point; trunc (BEVFusion): toward zero, so points up
+        # to one cell below the grid land in cell 0
+        cells = (torch.floor(index) if self.cell_index == "floor" else torch.trunc(index)).long()
         batch_index = torch.arange(batch, device=cells.device).view(batch, 1, 1, 1, 1, 1).expand(*cells.shape[:-1], 1)
         coords = torch.cat([cells, batch_index], dim=-1).reshape(-1, 4)  # [B·N·D·fH·fW, 4] (x, y, z, b)
         feats = lifted.reshape(-1, lifted.shape[-1])  # [B·N·D·fH·fW, C]

@@ -120,3 +120,16 @@ def test_info_gives_the_published_trainable_parameter_counts(name, capsys):
         return
     assert main(["info", str(REFERENCE / f"{name}.yaml"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["trainable"] == PUBLISHED_TRAINABLE[name]
+
+
+@pytest.mark.parametrize("cell_index,expected_sum", [("floor", 1.0), ("trunc", 2.0)])
+def test_splat_cell_index_truncates_like_bevfusion(cell_index, expected_sum):
+    from bev_ddp.bev.camera.view_transform import LSSTransform
+
+    vt = LSSTransform(in_channels=4, out_channels=1, image_size=(8, 8), feature_stride=8, xbound=[0.0, 4.0, 1.0],
+                      ybound=[0.0, 4.0, 1.0], zbound=[-1.0, 1.0, 2.0], dbound=[1.0, 2.0, 1.0], cell_index=cell_index)
+    lifted = torch.ones(1, 1, 1, 1, 2, 1)  # [B, N, D, fH, fW, C]: two points of value 1
+    points = torch.tensor([0.5, 0.5, 0.0, -0.5, 0.5, 0.0]).view(1, 1, 1, 1, 2, 3)  # x index 0.5 and -0.5
+    bev = vt.splat(lifted, points)  # [1, 1, X, Y]
+    assert float(bev[0, 0, 0, 0]) == expected_sum  # trunc(-0.5) = 0: BEVFusion keeps the point in cell 0
+    assert _cfg("bevfusion_fusion").model.camera.cell_index == "trunc"
