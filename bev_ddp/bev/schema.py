@@ -25,6 +25,7 @@ class BEVDataSchema:
     info_dir: str = ""  # default: <dataroot>/infos
     image_size: list[int] = field(default_factory=lambda: [256, 704])  # network input (H, W), pixels
     load_sweeps: int = 10
+    sweep_protocol: str = "newest"  # newest | bevfusion: random choice also at test, square near-point removal
     classes: list[str] = field(default_factory=lambda: list(MAP_CLASSES_DEFAULT))
     xbound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])  # map-label grid
     ybound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])

@@ -50,6 +50,7 @@ class BEVTask:
             ybound=tuple(d.ybound),
             seed=cfg.train.seed,
             map_raster=d.map_raster,
+            sweep_protocol=d.sweep_protocol,
         )
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
