@@ -187,21 +187,21 @@ class DDPBEVHead(nn.Module):
         # K draws as one batch [K·B, ...]: draw r of every sample starts from seed + r
         seeds = [seed + r for r in range(draws) for _ in range(b)]
         cond_k = cond.repeat(draws, 1, 1, 1) if draws > 1 else cond
+        outputs = self.ddp.predict_many(cond_k, steps=steps, seed=seeds if draws > 1 else seed)  # shared first call
         results = {}
-        for num_steps in steps:
-            out = self.ddp.predict(cond_k, steps=int(num_steps), seed=seeds if draws > 1 else seed)
+        for num_steps, out in outputs.items():
             step_probs = [logits.sigmoid().view(draws, b, *logits.shape[1:]) for logits in out.step_logits]
             uncertainty = out.uncertainty.view(draws, b, *out.uncertainty.shape[1:]).mean(0)  # [B, X, Y]
             if self.eval_protocol == "last_step":
                 probs = step_probs[-1][0]
             else:
                 probs = torch.stack(step_probs).mean(dim=(0, 1))  # mean over steps and draws [B, K, X, Y]
-            results[int(num_steps)] = BEVPrediction(
+            results[num_steps] = BEVPrediction(
                 probs=probs, uncertainty=uncertainty, step_probs=[p.mean(0) for p in step_probs])
         return results
 
     @torch.no_grad()
     def predict(self, feats: torch.Tensor, steps: Sequence[int], seed: int = 0) -> dict[int, BEVPrediction]:
-        """One DDIM sampling run per step count, all from the same seeded noise (and K draws for
-        ``mean_draws_steps``)."""
+        """One DDIM sampling run per step count, all from the same seeded noise (first decoder call
+        shared; K draws for ``mean_draws_steps``)."""
         return self._sample(self.condition(feats), steps, seed)

@@ -4,7 +4,9 @@
   BEVFusion's sizes (:mod:`bev_ddp.bench.ops`);
 * ``model``: BEV model latency and memory, DDP sampling steps against the baseline head
   (:mod:`bev_ddp.bench.model`);
-* ``all``: every suite with its default options.
+* ``gpu-check``: the whole GPU proof in one command (build, CUDA tests, both benches on CUDA,
+  AMP training, sync-free sampling, two processes; :mod:`bev_ddp.bench.gpu_check`, ``make gpu-check``);
+* ``all``: the ``ops`` and ``model`` suites with their default options.
 
 A suite's module is imported, and its options parsed, only when that suite runs
 (``bev-ddp bench ops --help`` lists the options of ``ops``).
@@ -16,7 +18,8 @@ import importlib
 
 from bev_ddp.engine.cli_support import run_command
 
-SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model"}
+SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model", "gpu-check": "bev_ddp.bench.gpu_check"}
+ALL = ("ops", "model")  # gpu-check builds and tests too: not a benchmark to run with the others
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             return run_suite(args.suite, list(args.suite_args))
         if args.suite_args:
             raise SystemExit("bev-ddp bench all takes no options (run the suites one by one to pass options)")
-        codes = [run_suite(name, []) for name in SUITES]
+        codes = [run_suite(name, []) for name in ALL]
         return max(codes)
 
     return run_command("bev-ddp bench", body)
