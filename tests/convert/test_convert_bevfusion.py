@@ -32,15 +32,16 @@ def _convert(tmp_path, state, source, *extra):
     return main(["convert", str(src), str(out), "--from", source, *extra]), out
 
 
-def _check_converted(state, out_path):
-    """Spot checks that the values moved with their names (the strict load is the convert's own)."""
+def _check_converted(state, out_path, *, map_first: bool = False):
+    """Every value moved with its name (the strict load is the convert's own); ``map_first``: the
+    target fuses ``cat([map, features])``, so DDP's fuse-conv columns were swapped."""
     converted = torch.load(out_path, weights_only=True)["model"]
     key_map = reference_key_map(converted.keys())  # their -> ours
     for theirs, ours in key_map.items():
         value = state[theirs]
         if value.dim() == 5:  # spconv 1.x -> 2.x
             value = value.permute(4, 0, 1, 2, 3)
-        if theirs == "transform.conv.weight":  # [features, map] -> [map, features]
+        if theirs == "transform.conv.weight" and map_first:  # [features, map] -> [map, features]
             value = torch.cat([value[:, -256:], value[:, :-256]], dim=1)
         assert torch.equal(converted[ours].to(value.dtype), value), theirs
     return converted
@@ -88,3 +89,16 @@ def test_every_manifest_converts_and_loads_strictly(tmp_path, capsys, name):
         assert f"dropped {key}" in printed
     converted = _check_converted(state, out)
     assert any(k.startswith("camera.backbone.") for k in converted)
+
+
+@pytest.mark.slow
+@needs_swin
+def test_ddp_weights_load_into_our_default_head_with_the_fuse_columns_swapped(tmp_path, capsys):
+    """The variant with per-layer time MLPs fits our recommended DDP config (label grid, FiLM in
+    every layer, ``cat([map, features])``): the fuse conv's input columns are reordered."""
+    state = random_checkpoint(manifest("variant_ddp_bev_fusion_with_seg_time_mlp_layer")["keys"])
+    config = REFERENCE.parent / "nuscenes_fusion_ddp.yaml"
+    code, out = _convert(tmp_path, state, "ddp", "--config", str(config))
+    assert code == 0, capsys.readouterr().err
+    assert "transformed transform.conv.weight: input columns [features, map] -> [map, features]" in capsys.readouterr().out
+    _check_converted(state, out, map_first=True)

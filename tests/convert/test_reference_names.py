@@ -45,11 +45,11 @@ def test_names_and_shapes_map_one_to_one(name, config, overrides):
         if len(shape) == 5:  # spconv 2.x [Cout, k0, k1, k2, Cin] vs 1.x [k0, k1, k2, Cin, Cout]
             shape = shape[1:] + shape[:1]
         assert shape == keys[theirs], theirs
-    if importlib.util.find_spec("bev_ddp.convert.swin") is not None:
+    sub = {k[len(REFERENCE_BACKBONE_PREFIX):]: v for k, v in keys.items() if k.startswith(REFERENCE_BACKBONE_PREFIX)}
+    if sub and importlib.util.find_spec("bev_ddp.convert.swin") is not None:
         from bev_ddp.convert.swin import convert_swin_state_dict
         from convert_helpers import random_checkpoint
 
-        sub = {k[len(REFERENCE_BACKBONE_PREFIX):]: v for k, v in keys.items() if k.startswith(REFERENCE_BACKBONE_PREFIX)}
         converted, _ = convert_swin_state_dict(random_checkpoint(sub))
         ours = {k[len("camera.backbone."):]: list(v.shape) for k, v in state.items() if k.startswith("camera.backbone.")}
         assert {k: list(v.shape) for k, v in converted.items()} == ours
