@@ -16,6 +16,7 @@ import torch
 
 from bev_ddp.convert.names import BACKBONE_PREFIX, FUSE_KEY, REFERENCE_BACKBONE_PREFIX, reference_key_map
 from bev_ddp.convert.spconv import spconv1_to_spconv2
+from bev_ddp.convert.swin import convert_swin_state_dict
 from bev_ddp.errors import InputError
 
 # BEVFusion's LSS keeps its voxel size / origin / count and the frustum as frozen nn.Parameters:
@@ -47,10 +48,6 @@ def _convert_backbone(src: Mapping[str, torch.Tensor], out: Conversion) -> None:
     sub = {k[len(REFERENCE_BACKBONE_PREFIX):]: v for k, v in src.items() if k.startswith(REFERENCE_BACKBONE_PREFIX)}
     if not sub:
         return
-    try:
-        from bev_ddp.convert.swin import convert_swin_state_dict
-    except ImportError as exc:  # pragma: no cover - present once the Swin converter is installed
-        raise InputError(f"the checkpoint holds camera-backbone (Swin) weights but no Swin converter is available: {exc}")
     converted, notes = convert_swin_state_dict(sub)
     for key, value in converted.items():
         out.state[BACKBONE_PREFIX + key] = value

@@ -1,8 +1,6 @@
 """`bev-ddp convert --from bevfusion/ddp` against the reference manifests (random tensors, exact keys)."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -12,8 +10,6 @@ from bev_ddp.convert.names import reference_key_map
 
 from convert_helpers import REFERENCE, manifest, random_checkpoint  # noqa: I001
 
-HAS_SWIN_CONVERTER = importlib.util.find_spec("bev_ddp.convert.swin") is not None
-needs_swin = pytest.mark.skipif(not HAS_SWIN_CONVERTER, reason="needs bev_ddp.convert.swin (Swin converter)")
 
 # manifest -> (--from, reference config)
 CASES = {
@@ -74,7 +70,6 @@ def test_a_renamed_or_missing_source_key_exits_2_naming_it(tmp_path, capsys, mut
 
 
 @pytest.mark.slow
-@needs_swin
 @pytest.mark.parametrize("name", [n for n in CASES if n != "bevfusion_seg_lidar"])
 def test_every_manifest_converts_and_loads_strictly(tmp_path, capsys, name):
     source, config = CASES[name]
@@ -92,7 +87,6 @@ def test_every_manifest_converts_and_loads_strictly(tmp_path, capsys, name):
 
 
 @pytest.mark.slow
-@needs_swin
 def test_ddp_weights_load_into_our_default_head_with_the_fuse_columns_swapped(tmp_path, capsys):
     """The variant with per-layer time MLPs fits our recommended DDP config (label grid, FiLM in
     every layer, ``cat([map, features])``): the fuse conv's input columns are reordered."""

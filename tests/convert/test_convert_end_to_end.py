@@ -1,7 +1,6 @@
 """Published-layout checkpoint → ``bev-ddp convert`` → ``bev-ddp eval`` on the synthetic world."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -40,8 +39,7 @@ def _realistic(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name,config", [
     ("bevfusion_seg_lidar", "bevfusion_lidar"),
-    pytest.param("bevfusion_seg_fusion", "bevfusion_fusion", marks=pytest.mark.skipif(
-        importlib.util.find_spec("bev_ddp.convert.swin") is None, reason="needs bev_ddp.convert.swin")),
+    ("bevfusion_seg_fusion", "bevfusion_fusion"),
 ])
 def test_converted_reference_checkpoint_evaluates_on_the_synthetic_world(tmp_path, synthetic, capsys, name, config):
     world, info_dir = synthetic

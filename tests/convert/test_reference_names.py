@@ -1,9 +1,6 @@
 """Each reference config's parameter names and shapes map one-to-one onto its manifest's."""
 from __future__ import annotations
 
-import importlib.util
-import inspect
-
 import pytest
 
 from bev_ddp.bev.build import build_bev_model
@@ -11,7 +8,8 @@ from bev_ddp.bev.schema import BEVConfig
 from bev_ddp.config import load_config
 from bev_ddp.convert.bevfusion import DROPPED_KEYS
 from bev_ddp.convert.names import REFERENCE_BACKBONE_PREFIX, reference_key_map
-from convert_helpers import REFERENCE, manifest  # noqa: I001
+from bev_ddp.convert.swin import convert_swin_state_dict
+from convert_helpers import REFERENCE, manifest, random_checkpoint  # noqa: I001
 
 CASES = [
     ("bevfusion_seg_lidar", "bevfusion_lidar", []),
@@ -24,12 +22,7 @@ CASES = [
 
 
 def _state(config: str, overrides: list[str]):
-    from bev_ddp.nn.backbone import build_timm_backbone
-
-    cfg = load_config(REFERENCE / f"{config}.yaml", overrides, schema=BEVConfig)
-    if "mmdet_layout" not in inspect.signature(build_timm_backbone).parameters:
-        cfg.model.camera.backbone_kwargs.pop("mmdet_layout", None)  # the Swin keys are checked separately
-    return build_bev_model(cfg).state_dict()
+    return build_bev_model(load_config(REFERENCE / f"{config}.yaml", overrides, schema=BEVConfig)).state_dict()
 
 
 @pytest.mark.slow
@@ -46,10 +39,7 @@ def test_names_and_shapes_map_one_to_one(name, config, overrides):
             shape = shape[1:] + shape[:1]
         assert shape == keys[theirs], theirs
     sub = {k[len(REFERENCE_BACKBONE_PREFIX):]: v for k, v in keys.items() if k.startswith(REFERENCE_BACKBONE_PREFIX)}
-    if sub and importlib.util.find_spec("bev_ddp.convert.swin") is not None:
-        from bev_ddp.convert.swin import convert_swin_state_dict
-        from convert_helpers import random_checkpoint
-
+    if sub:  # the camera backbone: the Swin converter's names onto ours
         converted, _ = convert_swin_state_dict(random_checkpoint(sub))
         ours = {k[len("camera.backbone."):]: list(v.shape) for k, v in state.items() if k.startswith("camera.backbone.")}
         assert {k: list(v.shape) for k, v in converted.items()} == ours
