@@ -16,22 +16,17 @@ import difflib
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from bev_ddp.errors import ConfigError
+from bev_ddp.files import read_yaml
 
 BASE_KEY = "_base_"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path, what="config file", error=ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -155,3 +150,23 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
     """Plain-python copy of a config (for checkpoints and logs)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def to_plain(node: Any, *, tuples: bool = False) -> Any:
+    """Plain Python containers from a config node (libraries such as timm expect them).
+
+    With ``tuples`` every list becomes a tuple (timm's architecture arguments); plain values pass through.
+    """
+    value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not tuples:
+        return value
+    if isinstance(value, dict):
+        return {k: to_plain(v, tuples=True) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(to_plain(v, tuples=True) for v in value)
+    return value
+
+
+def int_tuple(value: Any) -> tuple[int, ...] | None:
+    """A config list of sizes (e.g. ``crop_size: [512, 512]``) as a tuple of ints; None stays None."""
+    return tuple(int(v) for v in value) if value is not None else None

@@ -1,1 +1,23 @@
-"""Benchmarks run by ``bev-ddp bench`` (each module exposes ``add_arguments`` and ``run``)."""
+"""Benchmarks run by ``bev-ddp bench`` (each suite module exposes ``add_arguments`` and ``run``).
+
+:func:`run_suite` parses a suite's own options and runs it; the ``bench`` command and the GPU
+check both call it.  A suite's module is imported only when that suite runs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from bev_ddp.engine.cli_support import HelpFormatter, parse_command_line
+
+SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model", "gpu-check": "bev_ddp.bench.gpu_check"}
+ALL = ("ops", "model")  # gpu-check builds and tests too: not a benchmark to run with the others
+
+
+def run_suite(name: str, argv: list[str]) -> int:
+    """Parse ``argv`` with the suite's own options and run it."""
+    module = importlib.import_module(SUITES[name])
+    parser = argparse.ArgumentParser(prog=f"bev-ddp bench {name}", description=module.__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    module.add_arguments(parser)
+    return int(module.run(parse_command_line(parser, argv)) or 0)

@@ -107,7 +107,7 @@ def _bench(s: Settings, suite: str, args: list[str]) -> tuple[int, str]:
     contained); in this process on the CPU, which saves an interpreter start per suite in CI."""
     if s.device.type == "cuda":
         return _run([sys.executable, "-m", "bev_ddp.cli", "bench", suite, *args], s.step_timeout_s)
-    from bev_ddp.commands.bench import run_suite
+    from bev_ddp.bench import run_suite
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):

@@ -21,7 +21,7 @@ much less so):
 * whether CPU tensors sit on transparent huge pages: torch does that for allocations of 2 MiB and
   more when ``THP_MEM_ALLOC_ENABLE=1`` is set before its first allocation.  With 4 KiB pages a
   streaming read of the bev_pool features is limited by TLB misses, so the setting moves both
-  the kernel and the reference (see README, "Compiled ops").
+  the kernel and the reference (see ops/README.md; recorded figures in benchmarks/).
 """
 from __future__ import annotations
 

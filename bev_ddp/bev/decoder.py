@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bev_ddp.errors import InputError
+
 
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
@@ -30,7 +32,7 @@ class SECOND(nn.Module):
     ):
         super().__init__()
         if not len(out_channels) == len(layer_nums) == len(layer_strides):
-            raise ValueError("SECOND needs out_channels, layer_nums and layer_strides of equal length")
+            raise InputError("SECOND needs out_channels, layer_nums and layer_strides of equal length")
         self.blocks = nn.ModuleList()
         channels = in_channels
         for out, num, stride in zip(out_channels, layer_nums, layer_strides):
@@ -57,7 +59,7 @@ class SECONDFPN(nn.Module):
     def __init__(self, *, in_channels: Sequence[int], out_channels: Sequence[int], upsample_strides: Sequence[int]):
         super().__init__()
         if not len(in_channels) == len(out_channels) == len(upsample_strides):
-            raise ValueError("SECONDFPN needs in_channels, out_channels and upsample_strides of equal length")
+            raise InputError("SECONDFPN needs in_channels, out_channels and upsample_strides of equal length")
         self.deblocks = nn.ModuleList()
         for cin, cout, stride in zip(in_channels, out_channels, upsample_strides):
             if stride == 1:

@@ -6,7 +6,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from bev_ddp.bev.camera.neck import conv_bn_relu
+from bev_ddp.errors import InputError
+from bev_ddp.nn.layers import conv_bn_relu
 
 
 class ConvFuser(nn.Module):
@@ -26,8 +27,8 @@ class ConvFuser(nn.Module):
     def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """maps: [B, C_i, X, Y] on one grid → [B, out_channels, X, Y]."""
         if len(maps) != len(self.in_channels):
-            raise ValueError(f"ConvFuser expects {len(self.in_channels)} maps, got {len(maps)}")
+            raise InputError(f"ConvFuser expects {len(self.in_channels)} maps, got {len(maps)}")
         sizes = {tuple(m.shape[-2:]) for m in maps}
         if len(sizes) != 1:
-            raise ValueError(f"ConvFuser inputs must share one BEV grid, got sizes {sorted(sizes)}")
+            raise InputError(f"ConvFuser inputs must share one BEV grid, got sizes {sorted(sizes)}")
         return self.fuse(torch.cat(list(maps), dim=1))  # [B, ΣC_i, X, Y] -> [B, out, X, Y]

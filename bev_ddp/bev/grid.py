@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bev_ddp.bev.camera.view_transform import Bound
+from bev_ddp.data.geometry import Bound
 
 
 class BEVGridTransform(nn.Module):

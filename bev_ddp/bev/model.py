@@ -113,9 +113,9 @@ class BEVFusionModel(nn.Module):
     ):
         super().__init__()
         if camera is None and lidar is None:
-            raise ValueError("BEVFusionModel needs a camera encoder, a LiDAR encoder or both")
+            raise InputError("BEVFusionModel needs a camera encoder, a LiDAR encoder or both")
         if (camera is not None and lidar is not None) != (fuser is not None):
-            raise ValueError("a fuser is needed exactly when both encoders are present")
+            raise InputError("a fuser is needed exactly when both encoders are present")
         self.camera = camera
         self.lidar = lidar
         self.fuser = fuser
@@ -131,7 +131,7 @@ class BEVFusionModel(nn.Module):
     def camera_features(self, batch: dict[str, Any]) -> torch.Tensor:
         """Camera BEV map [B, C_cam, X, Y] (missing cameras masked out, with a warning)."""
         if self.camera is None:
-            raise ValueError(f"this model has no camera encoder (modalities {list(self.modalities)})")
+            raise InputError(f"this model has no camera encoder (modalities {list(self.modalities)})")
         img = batch.get("img")
         if not isinstance(img, torch.Tensor) or img.ndim != 5 or img.shape[2] != 3:
             shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
@@ -164,7 +164,7 @@ class BEVFusionModel(nn.Module):
     def lidar_features(self, batch: dict[str, Any]) -> torch.Tensor:
         """LiDAR BEV map [B, C_lidar, X, Y] (a sample without points gets an empty map, with a warning)."""
         if self.lidar is None:
-            raise ValueError(f"this model has no LiDAR encoder (modalities {list(self.modalities)})")
+            raise InputError(f"this model has no LiDAR encoder (modalities {list(self.modalities)})")
         points = batch.get("points")
         if not isinstance(points, (list, tuple)) or not all(isinstance(p, torch.Tensor) for p in points):
             raise InputError("batch['points'] must be a list of [N, 5] point tensors (one per sample)")

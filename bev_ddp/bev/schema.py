@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from bev_ddp.data.nuscenes import AugConfig
-from bev_ddp.engine.schema import EvalSchema, OptimSchema, TrainSchema
+from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
 
 MAP_CLASSES_DEFAULT = ["drivable_area", "ped_crossing", "walkway", "stop_line", "carpark_area", "divider"]
 

@@ -63,7 +63,7 @@ class BEVTask:
         head = cfg.model.head
         protocol = protocol_label(head.ddp.eval_protocol, head.ddp.eval_draws) if head.type == "ddp" else "conv head"
         return BEVIoUEvaluator(classes=list(cfg.data.classes), steps=list(steps), num_vis=cfg.eval.num_vis,
-                               protocol=protocol)
+                               grid=(tuple(cfg.data.xbound), tuple(cfg.data.ybound)), protocol=protocol)
 
     def write_report(self, metrics: dict[str, Any], out_dir: Path) -> list[Path]:
         from bev_ddp.report import write_report

@@ -14,25 +14,14 @@ A suite's module is imported, and its options parsed, only when that suite runs
 from __future__ import annotations
 
 import argparse
-import importlib
 
+from bev_ddp.bench import ALL, SUITES, run_suite
 from bev_ddp.engine.cli_support import run_command
-
-SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model", "gpu-check": "bev_ddp.bench.gpu_check"}
-ALL = ("ops", "model")  # gpu-check builds and tests too: not a benchmark to run with the others
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", choices=[*SUITES, "all"], help="which benchmark to run")
     parser.add_argument("suite_args", nargs=argparse.REMAINDER, help="options of the suite (see SUITE --help)")
-
-
-def run_suite(name: str, argv: list[str]) -> int:
-    """Parse ``argv`` with the suite's own options and run it."""
-    module = importlib.import_module(SUITES[name])
-    parser = argparse.ArgumentParser(prog=f"bev-ddp bench {name}", description=module.__doc__.split("\n\n")[0])
-    module.add_arguments(parser)
-    return int(module.run(parser.parse_args(argv)) or 0)
 
 
 def run(args: argparse.Namespace) -> int:

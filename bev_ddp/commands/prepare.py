@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bev_ddp.data.infos import INFO_FORMAT, read_bevfusion_pkl, write_infos
-    from data_tools.create_infos import create_infos
+    from bev_ddp.data.create_infos import create_infos
 
     out = Path(args.out) if args.out else Path(args.dataroot) / "infos"
     if args.from_pkl:

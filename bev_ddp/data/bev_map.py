@@ -34,7 +34,7 @@ from nuscenes.map_expansion.map_api import NuScenesMap, NuScenesMapExplorer
 from shapely import STRtree, affinity
 from shapely.geometry import MultiPolygon
 
-from bev_ddp.data.geometry import heading_yaw
+from bev_ddp.data.geometry import Bound, heading_yaw
 from bev_ddp.errors import InputError
 
 MAP_CLASSES: tuple[str, ...] = (
@@ -194,9 +194,7 @@ def load_map(dataroot: str | Path, location: str) -> NuScenesMap:
 
 def grid_shape(xbound: Sequence[float], ybound: Sequence[float]) -> tuple[int, int]:
     """(X, Y) number of cells of a BEV grid given ``(min, max, step)`` bounds in metres."""
-    nx = int(round((xbound[1] - xbound[0]) / xbound[2]))
-    ny = int(round((ybound[1] - ybound[0]) / ybound[2]))
-    return nx, ny
+    return Bound.of(xbound).cells, Bound.of(ybound).cells
 
 
 def _split_flip(aug2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,20 +232,20 @@ def rasterize_map(
     """
     unknown = [c for c in classes if c not in CLASS_LAYERS]
     if unknown:
-        raise ValueError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
+        raise InputError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
     if mode not in MAP_RASTER_MODES:
-        raise ValueError(f"map raster mode must be one of {MAP_RASTER_MODES}, got {mode!r}")
+        raise InputError(f"map raster mode must be one of {MAP_RASTER_MODES}, got {mode!r}")
     if mode == "bevfusion":
         return _rasterize_bevfusion(nusc_map, lidar2global, classes, xbound, ybound, lidar_aug)
     aug = np.eye(4) if lidar_aug is None else np.asarray(lidar_aug, dtype=np.float64)
     flip, similarity = _split_flip(aug[:2, :2])
     scale = float(np.sqrt(abs(np.linalg.det(similarity))))
     if scale <= 0 or not np.isfinite(scale):
-        raise ValueError(f"BEV augmentation is degenerate: {aug[:2, :2].tolist()}")
+        raise InputError(f"BEV augmentation is degenerate: {aug[:2, :2].tolist()}")
     translation = flip @ aug[:2, 3]
     flipped = not np.allclose(flip, np.eye(2))
     if flipped and not np.isclose(ybound[0], -ybound[1]):
-        raise ValueError("a flipped BEV augmentation needs a y grid symmetric about 0")
+        raise InputError("a flipped BEV augmentation needs a y grid symmetric about 0")
 
     # pre-flip grid frame g = S·p + t: its centre and x axis in lidar coordinates
     centre_g = np.array([(xbound[0] + xbound[1]) / 2.0, (ybound[0] + ybound[1]) / 2.0])

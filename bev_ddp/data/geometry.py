@@ -1,10 +1,34 @@
-"""Rigid transforms of nuScenes records (quaternions are ``[w, x, y, z]``, metres)."""
+"""Rigid transforms of nuScenes records (quaternions are ``[w, x, y, z]``, metres) and grid axes."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from pyquaternion import Quaternion
+
+from bev_ddp.errors import InputError
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An axis of a regular grid: cells of ``step`` metres from ``lower`` to ``upper``."""
+
+    lower: float
+    upper: float
+    step: float
+
+    @property
+    def cells(self) -> int:
+        return int(round((self.upper - self.lower) / self.step))
+
+    @staticmethod
+    def of(values: Sequence[float]) -> "Bound":
+        """From ``[lower, upper, step]`` (config lists such as ``xbound``); bad bounds raise :class:`InputError`."""
+        lower, upper, step = (float(v) for v in values)
+        if step <= 0 or upper <= lower:
+            raise InputError(f"grid bound must be (lower, upper, step) with upper > lower and step > 0, got {values}")
+        return Bound(lower, upper, step)
 
 
 def transform_matrix(translation: Sequence[float], rotation: Sequence[float]) -> np.ndarray:

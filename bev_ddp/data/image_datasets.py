@@ -1,4 +1,4 @@
-"""Readers for the image segmentation and monocular depth datasets, and their pipelines.
+"""Readers for the image segmentation and monocular depth datasets (pipelines: :mod:`~bev_ddp.data.image_pipelines`).
 
 Folder layouts read (as distributed by their authors):
 
@@ -33,22 +33,19 @@ Randomness of training augmentation comes from a ``torch.Generator`` seeded from
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from bev_ddp.data.image_pipelines import IGNORE_INDEX, DepthPipeline, SegPipeline, normalise_image
 from bev_ddp.errors import InputError
+from bev_ddp.files import read_json
 
-IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ADE20K_CLASSES = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
@@ -194,12 +191,7 @@ def split_file_items(split_file: str | Path, *, image_root: str | Path, depth_ro
 def read_export_meta(root: str | Path) -> dict[str, Any]:
     """``meta.json`` of a synthetic image-task export (classes, depth scale)."""
     path = Path(root) / "meta.json"
-    if not path.is_file():
-        raise InputError(f"image-task export meta file not found: {path}")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"image-task export meta file {path} is not valid JSON: {exc}") from exc
+    meta = read_json(path, what="image-task export meta file")
     if not isinstance(meta, dict) or "classes" not in meta:
         raise InputError(f"image-task export meta file {path} has no 'classes' list")
     return meta
@@ -220,125 +212,6 @@ def export_items(root: str | Path, split: str, kind: str) -> list[tuple[Path, Pa
 
 
 # ------------------------------------------------------------------------------------ pipelines
-def _normalise(img: torch.Tensor) -> torch.Tensor:
-    """uint8 [3, H, W] -> float32 ImageNet-normalised [3, H, W]."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (img.float() / 255.0 - mean) / std
-
-
-def _resize_image(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 [3, H, W] -> uint8 [3, h, w] (bilinear, antialiased)."""
-    if tuple(img.shape[-2:]) == tuple(size):
-        return img
-    out = F.interpolate(img[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-    return out[0].round().clamp(0, 255).to(torch.uint8)
-
-
-def _resize_nearest(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[H, W] labels or sparse depth -> [h, w] by nearest neighbour (never blends values)."""
-    if tuple(t.shape[-2:]) == tuple(size):
-        return t
-    return F.interpolate(t[None, None].float(), size=size, mode="nearest-exact")[0, 0].to(t.dtype)
-
-
-def _random_crop(gen: torch.Generator, size: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
-    h, w = size
-    top = int(torch.randint(0, max(h - crop[0], 0) + 1, (1,), generator=gen))
-    left = int(torch.randint(0, max(w - crop[1], 0) + 1, (1,), generator=gen))
-    return top, left
-
-
-def _crop_pad(t: torch.Tensor, top: int, left: int, crop: tuple[int, int], fill: float) -> torch.Tensor:
-    """Crop [..., H, W] at (top, left) to ``crop``; pad bottom/right with ``fill`` when smaller."""
-    out = t[..., top:top + crop[0], left:left + crop[1]]
-    pad_h, pad_w = crop[0] - out.shape[-2], crop[1] - out.shape[-1]
-    if pad_h > 0 or pad_w > 0:
-        out = F.pad(out.float() if out.dtype == torch.uint8 else out, (0, pad_w, 0, pad_h), value=fill).to(t.dtype)
-    return out
-
-
-def rescale_size(size: tuple[int, int], scale: Sequence[int], ratio: float = 1.0) -> tuple[int, int]:
-    """Keep-ratio size fitting ``scale = (long, short)`` bounds (the usual segmentation rescale)."""
-    h, w = size
-    long_edge, short_edge = max(scale), min(scale)
-    factor = min(long_edge / max(h, w), short_edge / min(h, w)) * ratio
-    return max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5))
-
-
-@dataclass
-class SegPipeline:
-    """Segmentation augmentation.
-
-    Training: keep-ratio rescale into ``scale`` times a ratio ~ U(``ratio_range``), random crop
-    ``crop_size`` (padded with 0 / ignore), horizontal flip with ``flip_prob``.  Evaluation:
-    keep-ratio rescale into ``scale`` only; the ground truth stays at its original size (``ori_size``)
-    and predictions are resized back to it.  ``scale=None`` keeps the image size.
-    """
-
-    scale: Optional[tuple[int, int]] = None
-    ratio_range: tuple[float, float] = (0.5, 2.0)
-    crop_size: Optional[tuple[int, int]] = None
-    flip_prob: float = 0.5
-
-    def __call__(self, img: torch.Tensor, label: torch.Tensor, *, training: bool,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        size = tuple(img.shape[-2:])
-        if not training:
-            new = rescale_size(size, self.scale) if self.scale else size
-            return _resize_image(img, new), label, {"flip": False}
-        ratio = float(torch.empty(1).uniform_(*self.ratio_range, generator=gen)) if self.ratio_range else 1.0
-        new = rescale_size(size, self.scale, ratio) if self.scale else size
-        img, label = _resize_image(img, new), _resize_nearest(label, new)
-        if self.crop_size:
-            crop = tuple(self.crop_size)
-            top, left = _random_crop(gen, new, crop)
-            img, label = _crop_pad(img, top, left, crop, 0), _crop_pad(label, top, left, crop, IGNORE_INDEX)
-        flip = bool(torch.rand(1, generator=gen) < self.flip_prob)
-        if flip:
-            img, label = img.flip(-1), label.flip(-1)
-        return img, label, {"flip": flip}
-
-
-@dataclass
-class DepthPipeline:
-    """Depth augmentation; never rescales, since a resize would change the metric depth relation.
-
-    ``kb_crop``: the KITTI benchmark crop (bottom 352 rows, centred 1216 columns) at train and
-    test time.  ``resize``: optional fixed (H, W) applied to image (bilinear) and depth (nearest) —
-    used for synthetic renders only.  Training: random crop ``crop_size``, horizontal flip.
-    """
-
-    kb_crop: bool = False
-    resize: Optional[tuple[int, int]] = None
-    crop_size: Optional[tuple[int, int]] = None
-    flip_prob: float = 0.5
-
-    def __call__(self, img: torch.Tensor, depth: torch.Tensor, *, training: bool,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        flags: dict[str, Any] = {}
-        if self.kb_crop:
-            h, w = depth.shape
-            top, left = max(h - 352, 0), max((w - 1216) // 2, 0)
-            img, depth = img[:, top:top + 352, left:left + 1216], depth[top:top + 352, left:left + 1216]
-            # where the crop sits in the full frame: evaluation crops are defined on the full frame
-            flags = {"full_size": (h, w), "crop_offset": (top, left)}
-        if self.resize:
-            size = tuple(self.resize)
-            img, depth = _resize_image(img, size), _resize_nearest(depth, size)
-        if not training:
-            return img, depth, {"flip": False, **flags}
-        if self.crop_size:
-            crop = tuple(self.crop_size)
-            top, left = _random_crop(gen, tuple(depth.shape), crop)
-            img, depth = _crop_pad(img, top, left, crop, 0), _crop_pad(depth, top, left, crop, 0.0)
-        flip = bool(torch.rand(1, generator=gen) < self.flip_prob)
-        if flip:
-            img, depth = img.flip(-1), depth.flip(-1)
-        return img, depth, {"flip": flip}
-
-
-# ------------------------------------------------------------------------------------- datasets
 class _AugmentedDataset(Dataset):
     """Augmentation generator per item from ``(seed, epoch, index, torch.initial_seed())``.
 
@@ -414,7 +287,7 @@ class ImageSegDataset(_AugmentedDataset):
         img, label, flags = self.pipeline(img, label, training=self.training, gen=self._generator(index))
         if self.training:
             ori_size = torch.tensor(label.shape, dtype=torch.int64)
-        return {"img": _normalise(img), "gt_seg": label.long(), "ori_size": ori_size,
+        return {"img": normalise_image(img), "gt_seg": label.long(), "ori_size": ori_size,
                 "meta": {"name": item.name, "image_path": str(item.image), "label_path": str(item.label), **flags}}
 
 
@@ -443,7 +316,7 @@ class ImageDepthDataset(_AugmentedDataset):
         img, depth, flags = self.pipeline(img, depth, training=self.training, gen=self._generator(index))
         if self.max_depth is not None:
             depth = torch.where(depth > self.max_depth, torch.zeros_like(depth), depth)
-        return {"img": _normalise(img), "gt_depth": depth[None].float(),
+        return {"img": normalise_image(img), "gt_depth": depth[None].float(),
                 "ori_size": torch.tensor(depth.shape, dtype=torch.int64),
                 "meta": {"name": item.name, "image_path": str(item.image), "depth_path": str(item.depth),
                          "focal": item.focal, **flags}}
@@ -486,22 +359,4 @@ def synthetic_depth_dataset(root: str | Path, split: str, *, pipeline: DepthPipe
     items = [DepthItem(img, dep, name) for img, dep, name in export_items(root, split, "depth")]
     return ImageDepthDataset(items=items, depth_scale=scale, pipeline=pipeline, training=training, seed=seed,
                              max_depth=max_depth)
-
-
-def collate_image_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors (all samples of a batch must share one size), keep ``meta`` as a list."""
-    if not samples:
-        raise ValueError("collate_image_samples got an empty list")
-    batch: dict[str, Any] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        if isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) > 1:
-                raise InputError(f"cannot batch '{key}' of different sizes {sorted(shapes)}; use batch_size 1 "
-                                 "or a fixed crop / scale")
-            batch[key] = torch.stack(values)
-        else:
-            batch[key] = values
-    return batch
 

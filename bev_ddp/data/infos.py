@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bev_ddp.errors import InputError
+from bev_ddp.files import read_json
 
 INFO_FORMAT = "bev_ddp.infos/1"
 _SWEEP_KEYS = ("path", "timestamp", "time_lag", "sensor2lidar")
@@ -42,12 +43,7 @@ def write_infos(path: str | Path, metadata: dict[str, Any], infos: list[dict[str
 def read_infos(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metadata, infos) of an info JSON file; malformed files raise :class:`InputError` naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"info file not found: {path}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"info file {path} is not valid JSON: {exc}") from exc
+    doc = read_json(path, what="info file")
     if not isinstance(doc, dict) or "infos" not in doc or not isinstance(doc["infos"], list):
         raise InputError(f"info file {path} must hold {{'metadata': ..., 'infos': [...]}}")
     for i, info in enumerate(doc["infos"]):

@@ -42,6 +42,6 @@ def write_points(path: str | os.PathLike, points: np.ndarray) -> None:
     """Write a [N, 5] array as a nuScenes ``.pcd.bin`` file (float32, little endian)."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != NUSCENES_POINT_DIMS:
-        raise ValueError(f"points must be [N, {NUSCENES_POINT_DIMS}], got {points.shape}")
+        raise InputError(f"points must be [N, {NUSCENES_POINT_DIMS}], got {points.shape}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     points.astype("<f4").tofile(path)

@@ -105,12 +105,12 @@ class NuScenesBEVDataset(Dataset):
         if map_raster not in MAP_RASTER_MODES:
             raise ValueError(f"map_raster must be one of {', '.join(MAP_RASTER_MODES)}, got {map_raster!r}")
         if load_sweeps < 1:
-            raise ValueError("load_sweeps counts the keyframe and must be >= 1")
+            raise InputError("load_sweeps counts the keyframe and must be >= 1")
         unknown = [c for c in classes if c not in CLASS_LAYERS]
         if unknown:
-            raise ValueError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
+            raise InputError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
         if len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(f"image_size must be (H, W) with positive sizes, got {tuple(image_size)}")
+            raise InputError(f"image_size must be (H, W) with positive sizes, got {tuple(image_size)}")
         self.info_path = Path(info_path)
         self.dataroot = Path(dataroot)
         self.metadata, self.infos = read_infos(self.info_path)

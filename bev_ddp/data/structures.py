@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from bev_ddp.errors import InputError
+
 
 @dataclass
 class CameraGeometry:
@@ -89,9 +91,14 @@ class CameraGeometry:
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch samples: stack tensors, keep ``points`` and ``meta`` as lists."""
+    """Batch the samples of any task: stack tensors and camera geometry, keep ``points``, ``meta``
+    and non-tensor values as lists.
+
+    Tensors of one key must share a shape; otherwise :class:`InputError` names the key (image tasks:
+    use batch size 1 or a fixed crop / scale).
+    """
     if not samples:
-        raise ValueError("collate_samples got an empty list")
+        raise InputError("collate_samples got an empty list")
     batch: dict[str, Any] = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
@@ -100,6 +107,10 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         elif isinstance(values[0], CameraGeometry):
             batch[key] = CameraGeometry.stack(values)
         elif isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) > 1:
+                raise InputError(f"cannot batch '{key}' of different sizes {sorted(shapes)}; use batch_size 1 "
+                                 "or a fixed crop / scale")
             batch[key] = torch.stack(values)
         else:
             batch[key] = values

@@ -1,11 +1,11 @@
 """DDP for monocular depth estimation (paper §4.4, Appendix B.3).
 
-image → :class:`~bev_ddp.seg.encoder.ImageEncoder` (the segmentation encoder: backbone → FPN
-256 → merge, condition at 1/4) → :class:`~bev_ddp.nn.DDPHead` with continuous depth encoding
+image → :class:`~bev_ddp.nn.image_encoder.ImageEncoder` (the encoder segmentation uses too: backbone
+→ FPN 256 → merge, condition at 1/4) → :class:`~bev_ddp.nn.DDPHead` with continuous depth encoding
 (scale 0.1, valid-mask-aware downsampling of sparse ground truth), output
 ``ReLU(logits) + min_depth`` and :class:`~bev_ddp.depth.losses.SigLoss` on valid pixels.
 
-Inference: whole image or sliding windows (:mod:`bev_ddp.seg.inference`); with ``flip_tta``
+Inference: whole image or sliding windows (:mod:`bev_ddp.nn.dense_inference`); with ``flip_tta``
 the horizontally flipped image is predicted too and the two depth maps (flipped back) are
 averaged, as are the uncertainty maps.
 """
@@ -19,9 +19,8 @@ from torch import nn
 
 from bev_ddp.errors import InputError
 from bev_ddp.nn import DDPHead
-from bev_ddp.seg.encoder import ImageEncoder
-from bev_ddp.seg.inference import DenseMaps, SlidingWindow
-from bev_ddp.seg.model import check_images, dense_predictions
+from bev_ddp.nn.dense_inference import DenseMaps, SlidingWindow, check_images, dense_predictions
+from bev_ddp.nn.image_encoder import ImageEncoder
 
 
 @dataclass
@@ -45,19 +44,17 @@ class DDPDepthEstimator(nn.Module):
         head: DDP head whose label encoder is a :class:`~bev_ddp.depth.encoding.ReLUDepthEncoder`
             and whose objective is a :class:`~bev_ddp.depth.losses.SigLoss`.
         flip_tta: average with the prediction of the horizontally flipped image.
-        window: sliding-window inference; None = whole image.
-        size_divisor: whole-image inference pads to a multiple of this.
+        window: sliding-window inference; None = whole image (padded to ``encoder.size_divisor``).
     """
 
     def __init__(self, *, encoder: ImageEncoder, head: DDPHead, flip_tta: bool = True,
-                 window: Optional[SlidingWindow] = None, size_divisor: int = 32) -> None:
+                 window: Optional[SlidingWindow] = None) -> None:
         super().__init__()
         if not hasattr(head.label_encoder, "decode"):
             raise InputError("the depth head needs a continuous label encoder with decode()")
         self.encoder, self.head = encoder, head
         self.flip_tta = flip_tta
         self.window = window
-        self.size_divisor = size_divisor
 
     def forward(self, batch: dict[str, Any], self_aligned: bool = False) -> tuple[None, dict[str, torch.Tensor]]:
         """Training loss ``loss_ddp`` (SigLoss of the denoised depth map).
@@ -93,5 +90,5 @@ class DDPDepthEstimator(nn.Module):
                 seed: int = 0) -> dict[int, DepthPrediction]:
         """Depth per step count at ``batch['ori_size']`` (see :class:`DepthPrediction`)."""
         maps = dense_predictions(batch, steps, lambda x, s: self._dense(x, s, seed), window=self.window,
-                                 size_divisor=self.size_divisor)
+                                 size_divisor=self.encoder.size_divisor)
         return {s: DepthPrediction(depth=depth, uncertainty=uncertainty) for s, (depth, uncertainty) in maps.items()}

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from bev_ddp.engine.schema import EvalSchema, OptimSchema, TrainSchema
-from bev_ddp.seg.schema import BackboneSchema, DecoderSchema, InferenceSchema
+from bev_ddp.nn.ddp_head_schema import DDPHeadSchema
+from bev_ddp.nn.image_encoder_schema import BackboneSchema, InferenceSchema
+from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
 
 
 @dataclass
@@ -23,11 +24,9 @@ class DepthModelSchema:
     backbone: BackboneSchema = field(default_factory=BackboneSchema)
     neck_channels: int = 256
     num_groups: int = 32
-    decoder: DecoderSchema = field(default_factory=DecoderSchema)
-    depth_scale: float = 0.1  # continuous encoding scale
+    # continuous encoding: one map channel at scale 0.1
+    ddp: DDPHeadSchema = field(default_factory=lambda: DDPHeadSchema(map_channels=1, label_scale=0.1))
     num_bins: int = 64  # log-depth bins whose step-to-step changes make the uncertainty map
-    schedule: str = "cosine"
-    td: float = 1.0
     flip_tta: bool = True
     inference: InferenceSchema = field(default_factory=InferenceSchema)
 

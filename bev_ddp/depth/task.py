@@ -7,15 +7,14 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from bev_ddp.config import int_tuple
 from bev_ddp.data import image_datasets as imds
+from bev_ddp.data.image_pipelines import DepthPipeline
+from bev_ddp.data.structures import collate_samples
 from bev_ddp.depth.schema import DepthConfig
 from bev_ddp.errors import ConfigError
 
 DEPTH_FORMATS = ("kitti", "nyu", "synthetic")
-
-
-def _pair(value: Any) -> Any:
-    return tuple(int(v) for v in value) if value is not None else None
 
 
 class DepthTask:
@@ -33,7 +32,7 @@ class DepthTask:
         d = cfg.data
         if d.format not in DEPTH_FORMATS:
             raise ConfigError(f"data.format must be one of {', '.join(DEPTH_FORMATS)}, got {d.format!r}")
-        pipeline = imds.DepthPipeline(kb_crop=d.kb_crop, resize=_pair(d.resize), crop_size=_pair(d.crop_size),
+        pipeline = DepthPipeline(kb_crop=d.kb_crop, resize=int_tuple(d.resize), crop_size=int_tuple(d.crop_size),
                                       flip_prob=d.flip_prob)
         training = split == "train"
         common = dict(pipeline=pipeline, training=training, seed=cfg.train.seed, max_depth=cfg.model.max_depth)
@@ -45,7 +44,7 @@ class DepthTask:
                                         depth_root=d.depth_root or root, depth_scale=d.png_scale, **common)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return imds.collate_image_samples(samples)
+        return collate_samples(samples)
 
     def build_evaluator(self, cfg: Any, steps: Sequence[int]):
         from bev_ddp.metrics.depth import DepthEvaluator

@@ -6,5 +6,8 @@
 * :mod:`bev_ddp.engine.evaluation`: one pass over a split for several step counts.
 * :mod:`bev_ddp.engine.checkpoint`, :mod:`~bev_ddp.engine.data`, :mod:`~bev_ddp.engine.lr_schedule`,
   :mod:`~bev_ddp.engine.distributed`, :mod:`~bev_ddp.engine.logger`: the pieces.
-* :mod:`bev_ddp.engine.demo`: the ``bev-ddp demo`` pipeline.
+
+The engine knows no task: it reaches them through :func:`~bev_ddp.engine.task.get_task` by name.
+Collectives come from :mod:`bev_ddp.comm`; the ``bev-ddp demo`` pipeline, which ties the BEV task,
+the synthetic world and the engine together, is a command (:mod:`bev_ddp.commands.demo_pipeline`).
 """

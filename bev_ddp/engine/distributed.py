@@ -3,7 +3,8 @@
 ``torchrun --nproc_per_node N -m bev_ddp.cli train CONFIG`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK`` and ``MASTER_ADDR/PORT``; :func:`init_from_env` joins the group (gloo on CPU,
 nccl on CUDA).  Everything else here also works in a plain single process, where the world has
-one rank and collectives are no-ops.
+one rank and collectives are no-ops.  The collectives themselves live in :mod:`bev_ddp.comm`
+(re-exported here for the trainer).
 """
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from bev_ddp.comm import all_reduce_sum, barrier, get_rank, get_world_size, is_initialized
+
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "get_rank", "get_world_size", "init_from_env", "is_initialized",
+           "pick_device"]
 
 
 @dataclass(frozen=True)
@@ -26,18 +32,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def is_initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if is_initialized() else 1
 
 
 def pick_device(local_rank: int = 0) -> torch.device:
@@ -62,20 +56,3 @@ def init_from_env() -> DistInfo:
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
     return DistInfo(rank=get_rank(), world_size=get_world_size(), local_rank=local_rank, device=device)
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all ranks (in place, also returned); a no-op in one process."""
-    if is_initialized() and get_world_size() > 1:
-        if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
-            moved = tensor.cuda()
-            dist.all_reduce(moved)
-            tensor.copy_(moved.cpu())
-        else:
-            dist.all_reduce(tensor)
-    return tensor
-
-
-def barrier() -> None:
-    if is_initialized() and get_world_size() > 1:
-        dist.barrier()

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bev_ddp.comm import get_rank, get_world_size
 from bev_ddp.engine.data import build_eval_loader, move_to_device
-from bev_ddp.engine.distributed import get_rank, get_world_size
 from bev_ddp.engine.task import Evaluator, Task
 from bev_ddp.errors import InputError
 from bev_ddp.report.writer import VISUALS_FILE
@@ -40,9 +40,9 @@ def parse_steps(text: str | Sequence[int]) -> list[int]:
     try:
         steps = [int(s) for s in items]
     except ValueError as exc:
-        raise ValueError(f"steps must be comma-separated positive integers, got {text!r}") from exc
+        raise InputError(f"steps must be comma-separated positive integers, got {text!r}") from exc
     if not steps or any(s < 1 for s in steps):
-        raise ValueError(f"steps must be comma-separated positive integers, got {text!r}")
+        raise InputError(f"steps must be comma-separated positive integers, got {text!r}")
     return sorted(set(steps))
 
 

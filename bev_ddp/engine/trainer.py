@@ -364,9 +364,8 @@ class Trainer:
             out_dir=out_dir, progress=self.progress,
         )
         rng.restore()
-        if logger is not None:
-            for step_count, entry in result.metrics.get("steps", {}).items():
-                logger.log(self.step, dict(entry.get("summary", {})), prefix=f"eval/steps{step_count}")
+        if logger is not None:  # per-class scores, AUROC, timing, memory and a map image (TensorBoard + JSONL)
+            logger.log_evaluation(self.step, result.metrics, result.visuals, seconds=result.seconds)
         return result
 
 

@@ -21,7 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from bev_ddp.engine.distributed import all_reduce_sum
+from bev_ddp.comm import all_reduce_sum
+from bev_ddp.errors import InputError
 from bev_ddp.metrics.uncertainty import UncertaintyHistogram
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65)
@@ -49,6 +50,8 @@ class BEVIoUEvaluator:
             uncertainty per step count) for the report's figures; see :meth:`visuals`.
         uncertainty_bins: bins of the uncertainty-vs-error histogram.
         gt_key: batch key of the ground truth, float/bool ``[B, K, X, Y]``.
+        grid: optional ``(xbound, ybound)`` of the label grid, each (min, max, step) m in the LiDAR
+            frame; passed on in :meth:`visuals` so figures get metre ticks.
         protocol: how the predictions were made (e.g. ``DDP: mean sigmoid of 4 draws x all
             steps``), written into the metrics so figures are never compared across protocols.
 
@@ -67,21 +70,23 @@ class BEVIoUEvaluator:
         num_vis: int = 0,
         uncertainty_bins: int = 20,
         gt_key: str = "gt_masks_bev",
+        grid: tuple[Sequence[float], Sequence[float]] | None = None,
         protocol: str | None = None,
     ):
         if not classes:
-            raise ValueError("classes must not be empty")
+            raise InputError("classes must not be empty")
         if not steps:
-            raise ValueError("steps must not be empty")
+            raise InputError("steps must not be empty")
         if any(int(s) < 1 for s in steps):
-            raise ValueError(f"step counts must be >= 1, got {list(steps)}")
+            raise InputError(f"step counts must be >= 1, got {list(steps)}")
         if not any(abs(t - 0.5) < 1e-9 for t in thresholds):
-            raise ValueError(f"thresholds must include 0.5, got {list(thresholds)}")
+            raise InputError(f"thresholds must include 0.5, got {list(thresholds)}")
         self.classes = list(classes)
         self.steps = [int(s) for s in steps]
         self.thresholds = [float(t) for t in thresholds]
         self.num_vis = num_vis
         self.gt_key = gt_key
+        self.grid = grid
         self.protocol = protocol
         self._fixed_index = min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - 0.5))
         self._uncertainty = {s: UncertaintyHistogram(uncertainty_bins) for s in self.steps}
@@ -100,7 +105,7 @@ class BEVIoUEvaluator:
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}")
         if tuple(tensor.shape) != shape:
-            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {shape}")
+            raise InputError(f"{name} has shape {tuple(tensor.shape)}, expected {shape}")
         return tensor
 
     def process(self, batch: dict[str, Any], preds: dict[int, Any]) -> None:
@@ -108,7 +113,7 @@ class BEVIoUEvaluator:
             raise KeyError(f"batch has no ground truth {self.gt_key!r} (keys: {', '.join(batch)})")
         gt = batch[self.gt_key]
         if gt.dim() != 4 or gt.shape[1] != len(self.classes):
-            raise ValueError(f"{self.gt_key} has shape {tuple(gt.shape)}, expected [B, {len(self.classes)}, X, Y]")
+            raise InputError(f"{self.gt_key} has shape {tuple(gt.shape)}, expected [B, {len(self.classes)}, X, Y]")
         gt = gt.detach().cpu() > 0.5  # [B, K, X, Y] bool
         shape = tuple(gt.shape)
         thr = torch.tensor(self.thresholds).view(-1, 1, 1, 1, 1)  # [T, 1, 1, 1, 1]
@@ -117,7 +122,7 @@ class BEVIoUEvaluator:
                 raise KeyError(f"predictions lack step count {step} (have {sorted(preds)})")
             probs = self._check(f"probs for {step} step(s)", preds[step].probs, shape).detach().float().cpu()
             if not torch.isfinite(probs).all():
-                raise ValueError(f"probs for {step} step(s) contain NaN or inf")
+                raise InputError(f"probs for {step} step(s) contain NaN or inf")
             hard = probs.unsqueeze(0) >= thr  # [T, B, K, X, Y]
             tp = (hard & gt).sum(dim=(1, 3, 4))  # [T, K]
             fp = (hard & ~gt).sum(dim=(1, 3, 4))
@@ -149,7 +154,8 @@ class BEVIoUEvaluator:
         """Arrays for :func:`bev_ddp.report.write_report`'s map figures (this rank's first samples).
 
         Keys: ``kind`` ("multilabel"), ``classes``, ``names`` (sample tokens), ``steps``,
-        ``gt`` [N, K, X, Y] uint8, ``probs_<s>`` [N, K, X, Y] float16, ``uncertainty_<s>`` [N, X, Y].
+        ``gt`` [N, K, X, Y] uint8, ``probs_<s>`` [N, K, X, Y] float16, ``uncertainty_<s>`` [N, X, Y];
+        ``xbound`` / ``ybound`` when the grid is known.
         """
         if not self._vis_names:
             return {}
@@ -159,6 +165,8 @@ class BEVIoUEvaluator:
             names=np.array(self._vis_names),
             steps=np.array(self.steps),
         )
+        if self.grid is not None:
+            out.update(xbound=np.array(self.grid[0], dtype=np.float64), ybound=np.array(self.grid[1], dtype=np.float64))
         return out
 
     def evaluate(self) -> dict[str, Any]:

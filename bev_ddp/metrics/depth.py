@@ -33,8 +33,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from bev_ddp.comm import all_reduce_sum
 from bev_ddp.errors import InputError
 from bev_ddp.metrics.seg import _finite_or_none, _reduced_stats, stack_visuals
 from bev_ddp.metrics.uncertainty import UncertaintyHistogram
@@ -175,11 +175,10 @@ class DepthEvaluator:
         count = self.count.clone()
         sums = {s: self.sums[s].clone() for s in self.steps}
         skipped = torch.tensor(self.skipped, dtype=torch.int64)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(count)
-            dist.all_reduce(skipped)
-            for s in self.steps:
-                dist.all_reduce(sums[s])
+        all_reduce_sum(count)
+        all_reduce_sum(skipped)
+        for s in self.steps:
+            all_reduce_sum(sums[s])
         steps: dict[str, Any] = {}
         for s in self.steps:
             mean = (sums[s] / count).tolist() if count > 0 else [math.nan] * len(DEPTH_METRICS)

@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from bev_ddp.comm import all_reduce_sum
 from bev_ddp.errors import InputError
 from bev_ddp.metrics.uncertainty import UncertaintyHistogram
 
@@ -87,12 +87,6 @@ def scores_from_confusion(conf: torch.Tensor) -> SegScores:
     return SegScores(miou=_nanmean(iou), macc=_nanmean(acc), aacc=aacc, iou=iou.tolist(), acc=acc.tolist())
 
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
-
-
 def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -130,7 +124,7 @@ def stack_visuals(vis: list[dict[str, Any]], steps: Sequence[int]) -> dict[str, 
 def _reduced_stats(hist: UncertaintyHistogram) -> dict[str, Any]:
     """Histogram statistics summed over all ranks (the local counts stay untouched)."""
     total = UncertaintyHistogram(hist.num_bins)
-    total.counts = _all_reduce(hist.counts.clone())
+    total.counts = all_reduce_sum(hist.counts.clone())
     return total.stats().to_dict()
 
 
@@ -192,7 +186,7 @@ class SegEvaluator:
         steps: dict[str, Any] = {}
         num_pixels = 0
         for s in self.steps:
-            conf = _all_reduce(self.confusion[s].clone())
+            conf = all_reduce_sum(self.confusion[s].clone())
             num_pixels = int(conf.sum())
             scores = scores_from_confusion(conf)
             steps[str(s)] = {
@@ -202,7 +196,7 @@ class SegEvaluator:
                 "per_class_acc": {n: _finite_or_none(v) for n, v in zip(self.class_names, scores.acc)},
                 "uncertainty": _reduced_stats(self.uncertainty[s]),
             }
-        count = _all_reduce(torch.tensor(self.num_samples, dtype=torch.int64))
+        count = all_reduce_sum(torch.tensor(self.num_samples, dtype=torch.int64))
         return {"task": "image segmentation", "metric": "IoU", "classes": self.class_names,
                 "num_samples": int(count), "num_pixels": num_pixels, "steps": steps}
 

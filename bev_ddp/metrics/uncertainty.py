@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bev_ddp.errors import InputError
+
 
 @dataclass
 class UncertaintyStats:
@@ -40,7 +42,7 @@ class UncertaintyHistogram:
 
     def __init__(self, num_bins: int = 20):
         if num_bins < 1:
-            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+            raise InputError(f"num_bins must be >= 1, got {num_bins}")
         self.num_bins = num_bins
         self.counts = torch.zeros(2, num_bins, dtype=torch.int64)  # [correct, wrong] x bins
 
@@ -56,7 +58,7 @@ class UncertaintyHistogram:
             valid: optional [...] bool mask of pixels to count.
         """
         if uncertainty.shape != error.shape:
-            raise ValueError(f"uncertainty {tuple(uncertainty.shape)} and error {tuple(error.shape)} differ in shape")
+            raise InputError(f"uncertainty {tuple(uncertainty.shape)} and error {tuple(error.shape)} differ in shape")
         u = uncertainty.detach().float().clamp(0.0, 1.0).reshape(-1)
         e = error.detach().reshape(-1).bool()
         if valid is not None:

@@ -20,15 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def conv_gn(in_channels: int, out_channels: int, kernel_size: int, num_groups: int) -> nn.Sequential:
-    """Conv (no bias) followed by GroupNorm; padding keeps the spatial size."""
-    if out_channels % num_groups:
-        raise ValueError(f"out_channels {out_channels} is not divisible by num_groups {num_groups}")
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.GroupNorm(num_groups, out_channels),
-    )
+from bev_ddp.errors import InputError
+from bev_ddp.nn.layers import conv_gn
 
 
 class FPN(nn.Module):
@@ -51,7 +44,7 @@ class FPN(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(feats) != len(self.in_channels):
-            raise ValueError(f"FPN expects {len(self.in_channels)} levels, got {len(feats)}")
+            raise InputError(f"FPN expects {len(self.in_channels)} levels, got {len(feats)}")
         laterals = [conv(f) for conv, f in zip(self.lateral, feats)]
         for level in range(len(laterals) - 1, 0, -1):  # coarse -> fine
             up = F.interpolate(laterals[level], size=laterals[level - 1].shape[-2:], mode="nearest")

@@ -10,6 +10,8 @@ import math
 import torch
 from torch import nn
 
+from bev_ddp.errors import InputError
+
 
 class SinePositionalEncoding(nn.Module):
     """Sine/cosine encoding of pixel positions; no weights.
@@ -28,7 +30,7 @@ class SinePositionalEncoding(nn.Module):
                  offset: float = -0.5) -> None:
         super().__init__()
         if num_feats < 2 or num_feats % 2:
-            raise ValueError(f"num_feats must be an even number >= 2, got {num_feats}")
+            raise InputError(f"num_feats must be an even number >= 2, got {num_feats}")
         self.num_feats = num_feats
         self.temperature = temperature
         self.scale = scale

@@ -6,6 +6,7 @@ Output folder layout::
                      /bev/uncertainty    foxglove.Grid, 1 uint8 field (uncertainty × 255)
                      /bev/argmax         foxglove.CompressedImage (PNG, class colours, heading up)
                      /bev/frame          bev_ddp.ReplayFrame (latency, steps, flags, occupancy)
+                     /tf                 foxglove.FrameTransform (protobuf): world → base → LiDAR
     frames.jsonl     one JSON object per input LiDAR frame (same content as /bev/frame)
     summary.json     totals: frames, frames/s, interrupted, log error
     frames/*.png     optional: argmax | uncertainty panels
@@ -127,6 +128,11 @@ class ReplayOutputs:
             self._channels[topic] = self._writer.register_channel(
                 topic=topic, message_encoding="json", schema_id=schema_ids[name]
             )
+        from foxglove_schemas_protobuf.FrameTransform_pb2 import FrameTransform
+        from mcap_protobuf.schema import register_schema
+
+        self._channels["/tf"] = self._writer.register_channel(
+            topic="/tf", message_encoding="protobuf", schema_id=register_schema(self._writer, FrameTransform))
         self._jsonl = open(self.jsonl_path, "w", encoding="utf-8")
         if self.png:
             (self.out_dir / "frames").mkdir(exist_ok=True)
@@ -156,7 +162,8 @@ class ReplayOutputs:
             data=foxglove.encode_json(message),
         )
 
-    def write(self, record: FrameRecord, frame_id: str, probs: np.ndarray | None, uncertainty: np.ndarray | None) -> None:
+    def write(self, record: FrameRecord, frame_id: str, probs: np.ndarray | None, uncertainty: np.ndarray | None,
+              transforms: list[tuple[str, str, np.ndarray]] = ()) -> None:
         """Write one frame.
 
         Args:
@@ -164,8 +171,12 @@ class ReplayOutputs:
             frame_id: the LiDAR frame the BEV grid lies in.
             probs: float [C, X, Y] probabilities in [0, 1], ``None`` for a skipped frame.
             uncertainty: float [X, Y] in [0, 1], ``None`` for a skipped frame.
+            transforms: (parent, child, child → parent [4, 4]) at the frame's stamp, published on ``/tf``.
         """
         t = record.stamp_ns
+        for parent, child, matrix in transforms:
+            self._writer.add_message(channel_id=self._channels["/tf"], log_time=t, publish_time=t,
+                                     data=foxglove.frame_transform(parent, child, t, matrix).SerializeToString())
         if probs is not None and uncertainty is not None:
             origin = (self.grid.xbound[0], self.grid.ybound[0])
             cell = (self.grid.xbound[2], self.grid.ybound[2])

@@ -109,7 +109,8 @@ def replay(
                 with deferred_keyboard_interrupt():  # a record is written and counted whole, or not at all
                     outputs.write(record, frame.lidar_frame,
                                   None if prediction is None else prediction.probs[0].float().cpu().numpy(),
-                                  None if prediction is None else prediction.uncertainty[0].float().cpu().numpy())
+                                  None if prediction is None else prediction.uncertainty[0].float().cpu().numpy(),
+                                  transforms=frame.placement)
                     frames += 1
                     if prediction is None:
                         skipped += 1

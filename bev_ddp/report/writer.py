@@ -33,6 +33,7 @@ import numpy as np
 from rich.console import Console
 
 from bev_ddp.errors import InputError
+from bev_ddp.files import read_json
 from bev_ddp.report import plots, tables
 
 VISUALS_FILE = "visuals.npz"
@@ -103,11 +104,6 @@ def write_report(
 def report_from_json(metrics_json: str | Path, out_dir: str | Path, *, console: bool = True) -> list[Path]:
     """Re-render a report from a ``metrics.json`` (visuals from a ``visuals.npz`` beside it)."""
     metrics_json = Path(metrics_json)
-    if not metrics_json.is_file():
-        raise InputError(f"metrics file not found: {metrics_json}")
-    try:
-        metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"metrics file {metrics_json} is not valid JSON: {exc}") from exc
+    metrics = read_json(metrics_json, what="metrics file")
     visuals = load_visuals(metrics_json.parent / VISUALS_FILE)
     return write_report(metrics, out_dir, visuals=visuals, console=console)

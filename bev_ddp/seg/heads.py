@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bev_ddp.nn.fpn import conv_gn
+from bev_ddp.nn.layers import conv_gn
 
 
 @dataclass(frozen=True)

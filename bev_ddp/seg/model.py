@@ -1,6 +1,6 @@
 """DDP for image semantic segmentation (paper §3, §4.2; Table 1 setting).
 
-image → :class:`~bev_ddp.seg.encoder.ImageEncoder` (backbone → FPN 256 → multi-stage merge,
+image → :class:`~bev_ddp.nn.image_encoder.ImageEncoder` (backbone → FPN 256 → multi-stage merge,
 condition at 1/4 resolution) → :class:`~bev_ddp.nn.DDPHead` (map decoder with class embedding,
 scale 0.01, cross-entropy objective) plus an auxiliary :class:`~bev_ddp.seg.heads.FCNHead` (0.4)
 during training.
@@ -12,7 +12,7 @@ averaged instead of taking the last step's (the reference code's "accumulation" 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +20,9 @@ from torch import nn
 
 from bev_ddp.errors import InputError
 from bev_ddp.nn import DDPHead
-from bev_ddp.seg.encoder import ImageEncoder
+from bev_ddp.nn.dense_inference import DenseMaps, SlidingWindow, check_images, dense_predictions
+from bev_ddp.nn.image_encoder import ImageEncoder
 from bev_ddp.seg.heads import FCNHead
-from bev_ddp.seg.inference import DenseMaps, SlidingWindow, infer_dense
 
 
 @dataclass
@@ -40,54 +40,6 @@ class SegPrediction:
     uncertainty: torch.Tensor
 
 
-def check_steps(steps: Sequence[int]) -> list[int]:
-    """Sorted unique step counts; each must be a positive int."""
-    out = sorted({int(s) for s in steps})
-    if not out or out[0] < 1 or any(isinstance(s, bool) or int(s) != s for s in steps):
-        raise InputError(f"steps must be positive integers, got {list(steps)}")
-    return out
-
-
-def check_images(batch: dict[str, Any]) -> torch.Tensor:
-    images = batch.get("img")
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InputError(f"batch['img'] must be a float tensor [B, 3, H, W], got {got}")
-    return images
-
-
-def output_size(batch: dict[str, Any], images: torch.Tensor) -> tuple[int, int]:
-    """The size predictions are returned at: ``batch['ori_size']`` (one size per batch) or the input's."""
-    sizes = batch.get("ori_size")
-    if sizes is None:
-        return int(images.shape[-2]), int(images.shape[-1])
-    sizes = torch.as_tensor(sizes).reshape(-1, 2)
-    if not bool((sizes == sizes[0]).all()):
-        raise InputError(f"batch holds ground truth of different sizes {sizes.tolist()}; evaluate with batch_size 1")
-    return int(sizes[0, 0]), int(sizes[0, 1])
-
-
-def dense_predictions(batch: dict[str, Any], steps: Sequence[int], dense: Callable[[torch.Tensor, list[int]], Any],
-                      *, window: Optional[SlidingWindow], size_divisor: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Whole-image or sliding-window inference of ``batch['img']`` at :func:`output_size`.
-
-    ``dense(images, steps)`` returns ``{steps: [values [B, K, h, w], uncertainty [B, 1, h, w]]}``;
-    values are resized bilinearly and the uncertainty by nearest neighbour.  Returns
-    ``{steps: (values [B, K, H, W], uncertainty [B, H, W])}``.
-    """
-    images = check_images(batch)
-    steps = check_steps(steps)
-    size = output_size(batch, images)
-    maps = infer_dense(images, lambda x: dense(x, steps), window=window, size_divisor=size_divisor)
-    result = {}
-    for s, (values, uncertainty) in maps.items():
-        if tuple(values.shape[-2:]) != size:
-            values = F.interpolate(values, size=size, mode="bilinear", align_corners=False)
-            uncertainty = F.interpolate(uncertainty, size=size, mode="nearest")
-        result[s] = (values, uncertainty[:, 0])
-    return result
-
-
 class DDPSegmentor(nn.Module):
     """Image segmentation with the DDP map decoder.
 
@@ -98,20 +50,18 @@ class DDPSegmentor(nn.Module):
         aux_weight: weight of the auxiliary loss (0.4).
         ignore_index: unlabelled value of ``gt_seg``.
         accumulate: average the class probabilities of every sampling step at inference.
-        window: sliding-window inference; None = whole image.
-        size_divisor: whole-image inference pads to a multiple of this (the backbone's last stride).
+        window: sliding-window inference; None = whole image (padded to ``encoder.size_divisor``).
     """
 
     def __init__(self, *, encoder: ImageEncoder, head: DDPHead, aux_head: Optional[FCNHead] = None,
                  aux_weight: float = 0.4, ignore_index: int = 255, accumulate: bool = False,
-                 window: Optional[SlidingWindow] = None, size_divisor: int = 32) -> None:
+                 window: Optional[SlidingWindow] = None) -> None:
         super().__init__()
         self.encoder, self.head, self.aux_head = encoder, head, aux_head
         self.aux_weight = aux_weight
         self.ignore_index = ignore_index
         self.accumulate = accumulate
         self.window = window
-        self.size_divisor = size_divisor
         self.num_classes = head.decoder.out_channels
 
     # ------------------------------------------------------------------------- training
@@ -150,7 +100,7 @@ class DDPSegmentor(nn.Module):
     def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1, 3), seed: int = 0) -> dict[int, SegPrediction]:
         """Predictions per step count at ``batch['ori_size']`` (see :class:`SegPrediction`)."""
         maps = dense_predictions(batch, steps, lambda x, s: self._dense(x, s, seed), window=self.window,
-                                 size_divisor=self.size_divisor)
+                                 size_divisor=self.encoder.size_divisor)
         result = {}
         for s, (probs, uncertainty) in maps.items():
             confidence, labels = probs.max(1)

@@ -7,7 +7,10 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from bev_ddp.config import int_tuple
 from bev_ddp.data import image_datasets as imds
+from bev_ddp.data.image_pipelines import SegPipeline
+from bev_ddp.data.structures import collate_samples
 from bev_ddp.errors import ConfigError
 from bev_ddp.seg.schema import SegConfig
 
@@ -35,10 +38,6 @@ def class_names(cfg: Any) -> list[str]:
     return names
 
 
-def _pair(value: Any) -> Any:
-    return tuple(int(v) for v in value) if value is not None else None
-
-
 class SegTask:
     """Builds the DDP segmentor, the image datasets, the mIoU evaluator and the report."""
 
@@ -53,8 +52,8 @@ class SegTask:
     def build_dataset(self, cfg: Any, split: str) -> Dataset:
         builder, _ = seg_format(cfg)
         d = cfg.data
-        pipeline = imds.SegPipeline(scale=_pair(d.scale), ratio_range=tuple(d.ratio_range),
-                                    crop_size=_pair(d.crop_size), flip_prob=d.flip_prob)
+        pipeline = SegPipeline(scale=int_tuple(d.scale), ratio_range=tuple(d.ratio_range),
+                                    crop_size=int_tuple(d.crop_size), flip_prob=d.flip_prob)
         dataset = builder(d.root, split, pipeline=pipeline, training=split == "train", seed=cfg.train.seed)
         if len(dataset.classes) != cfg.model.num_classes:
             raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but {d.root} has "
@@ -62,7 +61,7 @@ class SegTask:
         return dataset
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return imds.collate_image_samples(samples)
+        return collate_samples(samples)
 
     def build_evaluator(self, cfg: Any, steps: Sequence[int]):
         from bev_ddp.metrics.seg import SegEvaluator

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bev_ddp.data.synthetic import tiny_world
-from data_tools.create_infos import create_infos
+from bev_ddp.data.create_infos import create_infos
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from bev_ddp.data.infos import read_bevfusion_pkl, read_infos
 from bev_ddp.data.sensors import CAMERA_NAMES
 from bev_ddp.data.splits import split_scenes
 from bev_ddp.errors import InputError
-from data_tools.create_infos import create_infos
+from bev_ddp.data.create_infos import create_infos
 
 
 def test_infos_match_the_devkit(world, infos):
@@ -123,3 +123,20 @@ def test_records_missing_fields_name_the_tables(world, tmp_path):
     (root / "v1.0-mini" / "sample_data.json").write_text(json.dumps(rows))
     with pytest.raises(InputError, match="filename"):
         create_infos(root, "v1.0-mini")
+
+
+def test_data_tools_script_is_the_prepare_command(world, infos, tmp_path):
+    """data_tools/create_infos.py runs `bev-ddp prepare` (its bad input: test_cli_synth_and_prepare): same files."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    script = [sys.executable, str(repo / "data_tools" / "create_infos.py"), "--version", "v1.0-mini"]
+    run = subprocess.run([*script, "--dataroot", str(world), "--out", str(tmp_path)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    for split, path in infos.items():
+        assert read_infos(tmp_path / path.name) == read_infos(path), split

@@ -10,10 +10,13 @@ import torch
 from PIL import Image
 
 from bev_ddp.data.image_datasets import (
-    ADE20K_CLASSES, CITYSCAPES_CLASSES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DepthPipeline, SegPipeline,
-    ade20k_dataset, cityscapes_dataset, collate_image_samples, depth_split_dataset, rescale_size,
+    ADE20K_CLASSES, CITYSCAPES_CLASSES, ade20k_dataset, cityscapes_dataset, depth_split_dataset,
     synthetic_depth_dataset, synthetic_seg_dataset,
 )
+from bev_ddp.data.image_pipelines import (
+    IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DepthPipeline, SegPipeline, rescale_size,
+)
+from bev_ddp.data.structures import collate_samples
 from bev_ddp.errors import InputError
 
 
@@ -160,7 +163,7 @@ def test_synthetic_export_readers_and_collate(tmp_path):
     dep = synthetic_depth_dataset(tmp_path, "train", pipeline=DepthPipeline())
     d = dep[0]
     assert d["gt_depth"][0, 0].eq(0).all() and d["gt_depth"][0, 1, 0] == pytest.approx(1 + 39 / 47 * 8, abs=1e-3)
-    batch = collate_image_samples([seg[0], seg[1]])
+    batch = collate_samples([seg[0], seg[1]])
     assert batch["img"].shape == (2, 3, 6, 8) and batch["gt_seg"].shape == (2, 6, 8) and len(batch["meta"]) == 2
     assert batch["ori_size"].tolist() == [[6, 8], [6, 8]]
 
@@ -225,4 +228,4 @@ def test_collate_different_sizes_raises():
     a = {"img": torch.zeros(3, 2, 2), "meta": {}}
     b = {"img": torch.zeros(3, 2, 3), "meta": {}}
     with pytest.raises(InputError, match="batch_size 1"):
-        collate_image_samples([a, b])
+        collate_samples([a, b])

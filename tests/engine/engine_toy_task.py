@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from bev_ddp.engine.schema import EvalSchema, OptimSchema, TrainSchema
+from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
 from bev_ddp.metrics.bev_iou import BEVIoUEvaluator
 from bev_ddp.report import write_report
 

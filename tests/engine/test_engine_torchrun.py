@@ -37,7 +37,7 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed next to the interpreter")
 def test_torchrun_train_and_eval_on_two_cpu_processes(tmp_path):
-    from data_tools.create_infos import create_infos
+    from bev_ddp.data.create_infos import create_infos
 
     world = tiny_world(tmp_path)
     create_infos(world, "v1.0-mini", tmp_path / "infos", max_sweeps=3)

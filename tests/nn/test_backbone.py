@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from bev_ddp.errors import InputError
 from bev_ddp.nn.backbone import PadThenShiftSwinBlock, build_timm_backbone, load_backbone_weights
-from bev_ddp.seg.encoder import build_image_encoder
+from bev_ddp.nn.image_encoder import build_image_encoder
 
 SWIN, CONVNEXT = "swin_tiny_patch4_window7_224", "convnext_tiny"
 TINY_CONVNEXT = dict(dims=(8, 16, 16, 32), depths=(1, 1, 2, 1))
@@ -169,7 +169,7 @@ def test_config_flag_reaches_the_backbone(tmp_path):
     cfg = load_config(config, [missing, "model.camera.allow_scratch=true"], schema=BEVConfig)
     assert build_camera_encoder(cfg.model.camera, image_size=cfg.data.image_size).backbone.out_norms is None
 
-    from bev_ddp.seg.build import build_encoder
+    from bev_ddp.nn.image_encoder_schema import image_encoder_from_config as build_encoder
     from bev_ddp.seg.schema import SegConfig
 
     seg_config = config.parents[1] / "seg" / "synth_tiny.yaml"

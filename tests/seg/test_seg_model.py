@@ -127,7 +127,7 @@ def test_bad_input():
     with pytest.raises(InputError, match="steps"):
         model.predict({"img": image_batch(1, H, W)}, steps=[0])
     with pytest.raises(ConfigError, match="schedule"):
-        _model("model.schedule=quadratic")
+        _model("model.ddp.schedule=quadratic")
 
 
 def _count(module: torch.nn.Module) -> int:

@@ -30,14 +30,14 @@ def test_every_config_validates_against_its_schema(path):
 def test_paper_settings_in_real_dataset_configs():
     ade = tiny_cfg(SEG, "ade20k_swin_t.yaml")
     assert ade.model.num_classes == 150 and list(ade.data.crop_size) == [512, 512]
-    assert ade.model.label_scale == 0.01 and ade.model.aux_weight == 0.4 and ade.model.decoder.depth == 6
+    assert ade.model.ddp.label_scale == 0.01 and ade.model.aux_weight == 0.4 and ade.model.ddp.depth == 6
     assert ade.optim.lr == 6e-5 and ade.optim.schedule == "poly"
     city = tiny_cfg(SEG, "cityscapes_swin_t.yaml")
     assert city.model.num_classes == 19 and list(city.data.crop_size) == [512, 1024]
     assert list(city.model.inference.window_crop) == [512, 1024]
     kitti = tiny_cfg(DEPTH, "kitti_swin_t.yaml")
     assert kitti.model.max_depth == 80.0 and kitti.data.eval_crop == "garg" and kitti.data.kb_crop
-    assert kitti.model.depth_scale == 0.1 and kitti.model.flip_tta
+    assert kitti.model.ddp.label_scale == 0.1 and kitti.model.ddp.map_channels == 1 and kitti.model.flip_tta
     nyu = tiny_cfg(DEPTH, "nyu_swin_t.yaml")
     assert nyu.model.max_depth == 10.0 and nyu.data.eval_crop == "nyu" and not nyu.data.kb_crop
 

@@ -13,16 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bev_ddp.errors import InputError
 from bev_ddp.nn.backbone import FeatureSpec
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
-    """Conv2d (no bias) → BatchNorm2d → ReLU, 'same' padding."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+from bev_ddp.nn.layers import conv_bn_relu  # also re-exported for bev.heads
 
 
 class GeneralizedLSSFPN(nn.Module):
@@ -38,7 +31,7 @@ class GeneralizedLSSFPN(nn.Module):
         super().__init__()
         in_specs = list(in_specs)[start_level:]
         if len(in_specs) < 2:
-            raise ValueError(f"GeneralizedLSSFPN needs at least two input levels, got {len(in_specs)}")
+            raise InputError(f"GeneralizedLSSFPN needs at least two input levels, got {len(in_specs)}")
         self.start_level = start_level
         self.lateral_convs = nn.ModuleList()
         self.fpn_convs = nn.ModuleList()

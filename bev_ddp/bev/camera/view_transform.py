@@ -15,35 +15,16 @@ Frames and units: metres, lidar frame (x forward, y left, z up); pixels of the a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from bev_ddp.bev.camera.neck import conv_bn_relu
+from bev_ddp.data.geometry import Bound  # also re-exported for bev.build
 from bev_ddp.data.structures import CameraGeometry
+from bev_ddp.errors import InputError
+from bev_ddp.nn.layers import conv_bn_relu
 from bev_ddp.ops import bev_pool
-
-
-@dataclass(frozen=True)
-class Bound:
-    """An axis of a regular grid: cells of ``step`` metres from ``lower`` to ``upper``."""
-
-    lower: float
-    upper: float
-    step: float
-
-    @property
-    def cells(self) -> int:
-        return int(round((self.upper - self.lower) / self.step))
-
-    @staticmethod
-    def of(values: Sequence[float]) -> "Bound":
-        lower, upper, step = (float(v) for v in values)
-        if step <= 0 or upper <= lower:
-            raise ValueError(f"grid bound must be (lower, upper, step) with upper > lower and step > 0, got {values}")
-        return Bound(lower, upper, step)
 
 
 FRUSTUM_PIXELS = ("centres", "linspace")
@@ -131,7 +112,7 @@ class LSSTransform(nn.Module):
         self.cell_index = cell_index
         self.image_size = (int(image_size[0]), int(image_size[1]))
         if self.image_size[0] % feature_stride or self.image_size[1] % feature_stride:
-            raise ValueError(f"image size {self.image_size} must be divisible by the feature stride {feature_stride}")
+            raise InputError(f"image size {self.image_size} must be divisible by the feature stride {feature_stride}")
         self.feature_size = (self.image_size[0] // feature_stride, self.image_size[1] // feature_stride)
         self.x, self.y, self.z, self.depth = Bound.of(xbound), Bound.of(ybound), Bound.of(zbound), Bound.of(dbound)
         self.out_channels = out_channels
@@ -192,7 +173,7 @@ class LSSTransform(nn.Module):
         """
         batch, cams = feats.shape[:2]
         if tuple(feats.shape[-2:]) != self.feature_size:
-            raise ValueError(f"camera features are {tuple(feats.shape[-2:])}, expected {self.feature_size}")
+            raise InputError(f"camera features are {tuple(feats.shape[-2:])}, expected {self.feature_size}")
         lifted = self.lift(feats.flatten(0, 1))  # [B·N, D, fH, fW, C]
         lifted = lifted.view(batch, cams, *lifted.shape[1:])  # [B, N, D, fH, fW, C]
         if camera_valid is not None:

@@ -22,6 +22,7 @@ from bev_ddp.bev.lidar.spconv_cpu import import_spconv, patch_spconv_stream_for_
 spconv = import_spconv()
 ConvAlgo = spconv.ConvAlgo
 from bev_ddp.bev.lidar.voxelize import Voxels
+from bev_ddp.errors import InputError
 
 patch_spconv_stream_for_cpu()
 
@@ -33,7 +34,7 @@ def _triple(value: Any) -> tuple[int, int, int]:
         return (value, value, value)
     values = tuple(int(v) for v in value)
     if len(values) != 3:
-        raise ValueError(f"expected an int or three ints, got {value!r}")
+        raise InputError(f"expected an int or three ints, got {value!r}")
     return values  # type: ignore[return-value]
 
 
@@ -113,7 +114,7 @@ class SparseEncoder(nn.Module):
         super().__init__()
         self.sparse_shape = [int(v) for v in sparse_shape]  # (X, Y, Z)
         if len(encoder_channels) != len(encoder_paddings):
-            raise ValueError("encoder_channels and encoder_paddings need one entry per stage")
+            raise InputError("encoder_channels and encoder_paddings need one entry per stage")
         self.conv_input = sparse_conv_bn_relu(
             in_channels, base_channels, kernel_size=3, padding=1, indice_key="subm1", submanifold=True
         )
@@ -139,7 +140,7 @@ class SparseEncoder(nn.Module):
                     shape = [(s + 2 * p - 3) // 2 + 1 for s, p in zip(shape, pad)]
                 else:
                     if out_channels != channels:
-                        raise ValueError(f"stage {i} block {j}: a basic block keeps channels ({channels} != {out_channels})")
+                        raise InputError(f"stage {i} block {j}: a basic block keeps channels ({channels} != {out_channels})")
                     layers.append(SparseBasicBlock(channels=channels, indice_key=f"subm{i + 1}"))
                 channels = out_channels
             stages.append(spconv.SparseSequential(*layers))
@@ -155,7 +156,7 @@ class SparseEncoder(nn.Module):
         )
         out_z = (shape[2] - 3) // 2 + 1
         if out_z < 1:
-            raise ValueError(f"sparse_shape {self.sparse_shape} is too thin in z for the encoder's down convs")
+            raise InputError(f"sparse_shape {self.sparse_shape} is too thin in z for the encoder's down convs")
         self.output_size = (shape[0], shape[1])  # (X, Y) of the dense output
         self.out_channels = output_channels * out_z
 

@@ -23,6 +23,7 @@ from bev_ddp.data.splits import split_scenes
 from bev_ddp.data.synthetic.render import SEG_CLASSES, render_camera
 from bev_ddp.data.synthetic.world import build_scene, load_settings
 from bev_ddp.errors import InputError
+from bev_ddp.files import read_json
 
 DEPTH_SCALE = 1000.0  # PNG value per metre
 MAX_DEPTH_M = 65.535
@@ -30,12 +31,7 @@ MAX_DEPTH_M = 65.535
 
 def _table(dataroot: Path, version: str, name: str) -> list[dict]:
     path = dataroot / version / f"{name}.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"nuScenes table not found: {path}") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"nuScenes table {path} is not valid JSON: {exc}") from exc
+    return read_json(path, what="nuScenes table")
 
 
 def export_image_tasks(dataroot: str | Path, out_dir: str | Path) -> Path:

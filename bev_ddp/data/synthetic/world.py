@@ -34,6 +34,7 @@ from bev_ddp.data.synthetic.render import SurfaceRaster, paint_town, render_came
 from bev_ddp.data.synthetic.town import Town, build_town
 from bev_ddp.data.synthetic.trajectory import plan_route
 from bev_ddp.errors import InputError
+from bev_ddp.files import read_json
 
 WORLD_FILE = "synthetic_world.json"
 KEYFRAME_INTERVAL_US = 500_000
@@ -326,8 +327,8 @@ def _write_world_file(root: Path, settings: WorldSettings, *, complete: bool) ->
 def is_complete(dataroot: str | Path) -> bool:
     """True when ``dataroot`` holds a synthetic world whose generation ran to the end."""
     try:
-        return bool(json.loads((Path(dataroot) / WORLD_FILE).read_text(encoding="utf-8")).get("complete"))
-    except (OSError, json.JSONDecodeError, AttributeError):
+        return bool(read_json(Path(dataroot) / WORLD_FILE, what="synthetic world file").get("complete"))
+    except (OSError, InputError, AttributeError):
         return False
 
 
@@ -336,10 +337,10 @@ def load_settings(dataroot: str | Path) -> WorldSettings:
     path = Path(dataroot) / WORLD_FILE
     if not path.is_file():
         raise InputError(f"not a synthetic dataroot (no {WORLD_FILE}): {path}")
+    data = read_json(path, what="synthetic world file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         data.pop("complete", None)
         data["image_size"] = tuple(data["image_size"])
         return WorldSettings(**data)
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+    except (AttributeError, TypeError, KeyError) as exc:
         raise InputError(f"synthetic world file {path} is malformed: {exc}") from exc

@@ -7,7 +7,7 @@ import torch
 from bev_ddp.errors import InputError
 from bev_ddp.nn.fpn import FPN, MultiStageMerge
 from bev_ddp.nn.backbone import build_timm_backbone, load_backbone_weights
-from bev_ddp.seg.encoder import build_image_encoder
+from bev_ddp.nn.image_encoder import build_image_encoder
 
 TINY_SWIN = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4)
 TINY_CONVNEXT = dict(dims=(16, 32, 32, 64), depths=(1, 1, 1, 1))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bev_ddp.errors import InputError
-from bev_ddp.seg.inference import SlidingWindow, infer_sliding, infer_whole
+from bev_ddp.nn.dense_inference import SlidingWindow, infer_sliding, infer_whole
 
 
 def test_window_boxes_cover_the_image_and_align_to_borders():

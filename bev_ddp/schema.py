@@ -1,15 +1,8 @@
 """Config sections shared by every task (BEV, seg, depth).
 
-A task's config dataclass embeds these next to its own ``data`` and ``model`` sections, e.g.::
-
-    @dataclass
-    class BEVConfig:
-        task: str = "bev"
-        train: TrainSchema = field(default_factory=TrainSchema)
-        optim: OptimSchema = field(default_factory=OptimSchema)
-        eval: EvalSchema = field(default_factory=EvalSchema)
-        data: BEVDataSchema = ...
-        model: BEVModelSchema = ...
+A task's config dataclass (``BEVConfig``, ``SegConfig``, ``DepthConfig``) embeds them as its
+``train``, ``optim`` and ``eval`` fields next to its own ``data`` and ``model`` sections.  They sit
+at the bottom of the package so that task schemas import them without importing the engine.
 """
 from __future__ import annotations
 

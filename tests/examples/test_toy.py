@@ -1,10 +1,10 @@
-"""Learnability of the DDP core on the toy 2-D map task (bev_ddp.diffusion.toy)."""
+"""Learnability of the DDP core on the toy 2-D map task (bev_ddp.examples.toy)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bev_ddp.diffusion.toy import ToyConfig, format_toy_result, make_toy_batch, train_toy
+from bev_ddp.examples.toy import ToyConfig, format_toy_result, make_toy_batch, train_toy
 
 
 def test_toy_batch_is_seeded_and_labelled():
@@ -18,11 +18,14 @@ def test_toy_batch_is_seeded_and_labelled():
     assert image[:, 0][labels > 0].mean() > image[:, 0][labels == 0].mean() + 0.5
 
 
-def test_toy_run_is_bit_reproducible():
+def test_toy_run_is_bit_reproducible_and_reports_progress(capsys):
     cfg = ToyConfig(train_iters=4, self_aligned_iters=2, val_samples=8, eval_steps=(1, 2))
-    first, second = train_toy(cfg), train_toy(cfg)
-    assert first.losses == second.losses
+    lines: list[str] = []
+    first, second = train_toy(cfg), train_toy(cfg, progress=True, log=lines.append)
+    assert first.losses == second.losses  # progress output does not touch the result
     assert first.after_self_aligned == second.after_self_aligned
+    assert lines[0].startswith("training 4 iterations, then 2 self-aligned") and len(lines) == 3
+    assert "6/6" in capsys.readouterr().err  # the tqdm bar ran over every iteration
 
 
 @pytest.mark.slow

@@ -5,12 +5,14 @@ A *dense function* maps images [B, 3, h, w] to ``{steps: [map, ...]}`` with ever
 inference pads the image at the bottom/right to a multiple of the backbone stride and crops the
 maps back.  Sliding-window inference tiles the (padded) image with ``crop``-sized windows every
 ``stride`` pixels — the last window in each direction is aligned to the image border — and
-averages the maps where windows overlap.
+averages the maps where windows overlap.  :func:`dense_predictions` is the whole inference
+contract of an image task: check the batch, run whole-image or sliding-window inference, resize
+to the ground truth's size.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -89,3 +91,51 @@ def infer_dense(images: torch.Tensor, fn: DenseFn, *, window: SlidingWindow | No
     if window is None:
         return infer_whole(images, fn, size_divisor=size_divisor)
     return infer_sliding(images, fn, window=window)
+
+
+def check_steps(steps: Sequence[int]) -> list[int]:
+    """Sorted unique step counts; each must be a positive int."""
+    out = sorted({int(s) for s in steps})
+    if not out or out[0] < 1 or any(isinstance(s, bool) or int(s) != s for s in steps):
+        raise InputError(f"steps must be positive integers, got {list(steps)}")
+    return out
+
+
+def check_images(batch: dict[str, Any]) -> torch.Tensor:
+    images = batch.get("img")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise InputError(f"batch['img'] must be a float tensor [B, 3, H, W], got {got}")
+    return images
+
+
+def output_size(batch: dict[str, Any], images: torch.Tensor) -> tuple[int, int]:
+    """The size predictions are returned at: ``batch['ori_size']`` (one size per batch) or the input's."""
+    sizes = batch.get("ori_size")
+    if sizes is None:
+        return int(images.shape[-2]), int(images.shape[-1])
+    sizes = torch.as_tensor(sizes).reshape(-1, 2)
+    if not bool((sizes == sizes[0]).all()):
+        raise InputError(f"batch holds ground truth of different sizes {sizes.tolist()}; evaluate with batch_size 1")
+    return int(sizes[0, 0]), int(sizes[0, 1])
+
+
+def dense_predictions(batch: dict[str, Any], steps: Sequence[int], dense: Callable[[torch.Tensor, list[int]], Any],
+                      *, window: Optional[SlidingWindow], size_divisor: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Whole-image or sliding-window inference of ``batch['img']`` at :func:`output_size`.
+
+    ``dense(images, steps)`` returns ``{steps: [values [B, K, h, w], uncertainty [B, 1, h, w]]}``;
+    values are resized bilinearly and the uncertainty by nearest neighbour.  Returns
+    ``{steps: (values [B, K, H, W], uncertainty [B, H, W])}``.
+    """
+    images = check_images(batch)
+    steps = check_steps(steps)
+    size = output_size(batch, images)
+    maps = infer_dense(images, lambda x: dense(x, steps), window=window, size_divisor=size_divisor)
+    result = {}
+    for s, (values, uncertainty) in maps.items():
+        if tuple(values.shape[-2:]) != size:
+            values = F.interpolate(values, size=size, mode="bilinear", align_corners=False)
+            uncertainty = F.interpolate(uncertainty, size=size, mode="nearest")
+        result[s] = (values, uncertainty[:, 0])
+    return result

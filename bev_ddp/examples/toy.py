@@ -9,18 +9,21 @@ the image into a 16x16 condition; a tiny :class:`~bev_ddp.nn.MapDecoder` + class
 with self-aligned denoising (Alg. 4).  Evaluation reports mIoU per number of sampling steps and
 the AUROC of the change-count uncertainty as a detector of wrong pixels.
 
-Run ``python -m bev_ddp.diffusion.toy`` (about a minute on two CPU cores).  Everything is
-seeded: two runs with the same :class:`ToyConfig` print the same numbers.
+Run ``python -m bev_ddp.examples.toy`` (about a minute on two CPU cores; a progress bar shows
+the iterations and each stage is announced).  Everything is seeded: two runs with the same
+:class:`ToyConfig` print the same numbers, with or without the progress output.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder
 from bev_ddp.metrics.seg import confusion_matrix, scores_from_confusion
@@ -165,8 +168,14 @@ def evaluate_toy(model: ToySegmenter, image: torch.Tensor, labels: torch.Tensor,
     return results
 
 
-def train_toy(cfg: ToyConfig = ToyConfig()) -> ToyResult:
-    """Train, evaluate, fine-tune with self-aligned denoising, evaluate again."""
+def train_toy(cfg: ToyConfig = ToyConfig(), *, progress: bool = False,
+              log: Callable[[str], None] | None = None) -> ToyResult:
+    """Train, evaluate, fine-tune with self-aligned denoising, evaluate again.
+
+    ``progress`` shows a tqdm bar over the iterations (stderr); ``log`` receives one line per stage.
+    Neither changes the result.
+    """
+    say = log or (lambda _msg: None)
     start = time.perf_counter()
     data_gen = torch.Generator().manual_seed(cfg.seed)
     diffusion_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -181,8 +190,11 @@ def train_toy(cfg: ToyConfig = ToyConfig()) -> ToyResult:
     losses: list[float] = []
     before: list[ToyStepResult] = []
     model.train()
-    for it in range(total):
+    say(f"training {cfg.train_iters} iterations, then {cfg.self_aligned_iters} self-aligned (batch {cfg.batch_size})")
+    bar = tqdm(range(total), desc="toy", unit="it", disable=not progress, dynamic_ncols=True)
+    for it in bar:
         if it == cfg.train_iters:
+            say(f"evaluating at steps {list(cfg.eval_steps)} before the self-aligned phase")
             before = evaluate_toy(model, val_image, val_labels, cfg.eval_steps, seed=cfg.seed)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(it)
@@ -192,6 +204,10 @@ def train_toy(cfg: ToyConfig = ToyConfig()) -> ToyResult:
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="self-aligned" if it >= cfg.train_iters else "train",
+                        refresh=False)
+    bar.close()
+    say(f"evaluating at steps {list(cfg.eval_steps)}")
     if not before:
         before = evaluate_toy(model, val_image, val_labels, cfg.eval_steps, seed=cfg.seed)
     after = evaluate_toy(model, val_image, val_labels, cfg.eval_steps, seed=cfg.seed)
@@ -212,7 +228,7 @@ def format_toy_result(result: ToyResult) -> str:
 
 
 def main() -> int:
-    print(format_toy_result(train_toy()))
+    print(format_toy_result(train_toy(progress=True, log=lambda msg: print(msg, flush=True))))
     return 0
 
 

@@ -23,7 +23,9 @@ class ImageEncoder(nn.Module):
         fpn: neck built from ``[spec.channels for spec in backbone.feature_specs]``.
         merge: fuses the FPN levels at the finest stride.
     Input ``images`` float [B, 3, H, W] (normalised); output float [B, C, H / s0, W / s0] with
-    ``C = merge.out_channels`` and ``s0`` the finest backbone stride (4).
+    ``C = merge.out_channels`` and ``s0`` the finest backbone stride (4).  Declares ``out_channels``,
+    ``stride`` (s0) and ``size_divisor`` (what H and W must be multiples of: the backbone's
+    ``size_divisibility`` when it has one, else its coarsest stride, 32 for Swin-T / ConvNeXt-T).
     """
 
     def __init__(self, *, backbone: TimmBackbone, fpn: FPN, merge: MultiStageMerge) -> None:
@@ -31,6 +33,8 @@ class ImageEncoder(nn.Module):
         self.backbone, self.fpn, self.merge = backbone, fpn, merge
         self.out_channels = merge.out_channels
         self.stride = backbone.feature_specs[0].stride
+        # whole-image inference pads to this: the backbone's own divisor if it declares one, else its coarsest stride
+        self.size_divisor = int(getattr(backbone, "size_divisibility", 0) or backbone.feature_specs[-1].stride)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from bev_ddp.config import load_config
+from bev_ddp.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "configs" / "bev" / "synth_tiny_fusion_ddp.yaml"
@@ -82,13 +83,14 @@ def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, prog
     from bev_ddp.bev.task import TASK
     from bev_ddp.data.synthetic import WorldSettings, generate_world
     from bev_ddp.engine.trainer import train
-    from data_tools.create_infos import create_infos
+    from bev_ddp.data.create_infos import create_infos
+    from bev_ddp.data.infos import read_infos
 
     out = Path(settings.out_dir)
     world = out / "world"
     times: dict[str, float] = {}
     if settings.self_aligned_iters >= settings.iters:
-        raise ValueError("self_aligned_iters must be smaller than iters")
+        raise InputError("self_aligned_iters must be smaller than iters")
     probe = load_config(settings.config, settings.overrides, schema=TASK.schema)
     wanted = WorldSettings(seed=settings.seed, num_scenes=settings.scenes, samples_per_scene=settings.samples_per_scene,
                            image_size=(int(probe.data.image_size[0]), int(probe.data.image_size[1])))
@@ -102,7 +104,7 @@ def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, prog
                            version=wanted.version)
     with _stage("prepare info files", 2, 4, log, times):
         infos = create_infos(world, "v1.0-mini", world / "infos", max_sweeps=probe.data.load_sweeps)
-        counts = {name: len(json.loads(Path(p).read_text())["infos"]) for name, p in infos.items()}
+        counts = {name: len(read_infos(p)[1]) for name, p in infos.items()}
         log(f"    {counts.get('train', 0)} training and {counts.get('val', 0)} held-out samples")
     work_dir = out / "train"
     if work_dir.exists():
@@ -158,7 +160,6 @@ def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, prog
 def _existing_world(path: Path) -> Any:
     """Settings of the synthetic world already in ``path``, or None."""
     from bev_ddp.data.synthetic import load_settings
-    from bev_ddp.errors import InputError
 
     try:
         return load_settings(path)

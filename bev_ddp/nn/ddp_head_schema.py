@@ -1,0 +1,88 @@
+"""One config schema and one builder for the DDP head of every task (BEV, image segmentation, depth).
+
+A task keeps its own encoder, label encoding and objective; the map decoder, the noise schedule
+and the sampler settings are the same section everywhere (``model.ddp`` for seg and depth):
+
+=================  ==========================================================================
+key                meaning
+=================  ==========================================================================
+``map_channels``   channels of the encoded (noisy) map; the label encoder's ``dims``
+``embed_dims``     width of the deformable-attention layers
+``depth``          number of decoder layers L (Table 5d)
+``num_heads``      attention heads; ``num_points``: sampling points per head
+``ffn_dims``       hidden width of each layer's FFN
+``dropout``        dropout in the layers' attention and FFN
+``label_scale``    scale of the label encoding (Table 5b: class embedding 0.01, depth 0.1)
+``schedule``       ``cosine`` | ``linear`` noise schedule (Table 5c), checked by
+                   :class:`bev_ddp.diffusion.schedule.NoiseSchedule`
+``td``             time difference of the DDIM sampler (Alg. 2)
+=================  ==========================================================================
+
+Usage, with the task's own condition, label encoder and objective (the task builds the parts in
+the order it wants their weights drawn; the head takes them as arguments)::
+
+    d = cfg.model.ddp
+    label_encoder = ClassEmbeddingEncoder(num_classes=K, dims=d.map_channels, scale=d.label_scale)
+    decoder = build_map_decoder(d, cond_channels=encoder.out_channels, out_channels=K, key="model.ddp")
+    head = build_ddp_head(d, decoder=decoder, label_encoder=label_encoder, objective=CrossEntropyObjective(),
+                          key="model.ddp")
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from bev_ddp.diffusion.encoding import MapEncoder
+from bev_ddp.diffusion.schedule import NoiseSchedule
+from bev_ddp.errors import ConfigError, InputError
+from bev_ddp.nn.ddp_head import DDPHead
+from bev_ddp.nn.map_decoder import MapDecoder
+
+
+@dataclass
+class DDPHeadSchema:
+    """Settings of :class:`~bev_ddp.nn.DDPHead` and its :class:`~bev_ddp.nn.MapDecoder` (paper §3)."""
+
+    map_channels: int = 256
+    embed_dims: int = 256
+    depth: int = 6
+    num_heads: int = 8
+    num_points: int = 4
+    ffn_dims: int = 1024
+    dropout: float = 0.0
+    label_scale: float = 0.01
+    schedule: str = "cosine"  # cosine | linear
+    td: float = 1.0
+
+
+def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: str = "model.ddp") -> MapDecoder:
+    """The map decoder of a :class:`DDPHeadSchema` section ``cfg`` (``key`` names it in errors)."""
+    try:
+        return MapDecoder(cond_channels=cond_channels, map_channels=cfg.map_channels, out_channels=out_channels,
+                          embed_dims=cfg.embed_dims, depth=cfg.depth, num_heads=cfg.num_heads,
+                          num_points=cfg.num_points, ffn_dims=cfg.ffn_dims, dropout=cfg.dropout)
+    except InputError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
+def build_ddp_head(cfg: Any, *, decoder: MapDecoder, label_encoder: MapEncoder,
+                   objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   key: str = "model.ddp") -> DDPHead:
+    """DDP head = ``decoder`` + ``label_encoder`` + ``objective`` + the section's noise schedule and ``td``.
+
+    Args:
+        cfg: a :class:`DDPHeadSchema` section.
+        decoder: from :func:`build_map_decoder` on the same section.
+        label_encoder: the task's encoding; its ``channels`` must equal ``cfg.map_channels`` and its
+            ``out_channels`` the decoder's.
+        objective: ``(logits at target size, target) -> scalar``.
+        key: where ``cfg`` sits in the config, for error messages.
+    """
+    try:
+        schedule = NoiseSchedule(name=cfg.schedule)
+        return DDPHead(decoder=decoder, label_encoder=label_encoder, objective=objective, schedule=schedule,
+                       td=float(cfg.td))
+    except InputError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc

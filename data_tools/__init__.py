@@ -1,1 +1,0 @@
-"""Dataset preparation tools: nuScenes info creation (``bev-ddp prepare``)."""
