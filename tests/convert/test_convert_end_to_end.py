@@ -13,7 +13,7 @@ from convert_helpers import REFERENCE, manifest, random_checkpoint  # noqa: I001
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     from bev_ddp.data.synthetic import tiny_world
-    from data_tools.create_infos import create_infos
+    from bev_ddp.data.create_infos import create_infos
 
     world = tiny_world(tmp_path_factory.mktemp("convert_world"), samples_per_scene=1)
     infos = create_infos(world, "v1.0-mini", tmp_path_factory.mktemp("convert_infos"))
