@@ -57,6 +57,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bev_ddp.commands.info",
         "build a model from a config and print its parameter counts per part",
     ),
+    "convert": (
+        "bev_ddp.commands.convert",
+        "convert a published BEVFusion, DDP or Swin-T checkpoint into a bev_ddp checkpoint",
+    ),
 }
 
 

@@ -68,6 +68,8 @@ class BEVIoUEvaluator:
         gt_key: batch key of the ground truth, float/bool ``[B, K, X, Y]``.
         grid: optional ``(xbound, ybound)`` of the label grid, each (min, max, step) m in the LiDAR
             frame; passed on in :meth:`visuals` so figures get metre ticks.
+        protocol: how the predictions were made (e.g. ``DDP: mean sigmoid of 4 draws x all
+            steps``), written into the metrics so figures are never compared across protocols.
 
     ``process(batch, preds)`` takes ``preds[s]`` with ``probs`` ``[B, K, X, Y]`` (probabilities
     in [0, 1]) and ``uncertainty`` ``[B, X, Y]`` (in [0, 1], may be ``None``).
@@ -85,6 +87,7 @@ class BEVIoUEvaluator:
         uncertainty_bins: int = 20,
         gt_key: str = "gt_masks_bev",
         grid: tuple[Sequence[float], Sequence[float]] | None = None,
+        protocol: str | None = None,
     ):
         if not classes:
             raise InputError("classes must not be empty")
@@ -100,6 +103,7 @@ class BEVIoUEvaluator:
         self.num_vis = num_vis
         self.gt_key = gt_key
         self.grid = grid
+        self.protocol = protocol
         self._fixed_index = min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - 0.5))
         self._uncertainty = {s: UncertaintyHistogram(uncertainty_bins) for s in self.steps}
         self._estimators = {s: MultiLabelUncertaintyScores(num_bins=uncertainty_bins) for s in self.steps}
@@ -217,5 +221,6 @@ class BEVIoUEvaluator:
             "metric": self.metric_name,
             "classes": self.classes,
             "num_samples": num_samples,
+            "protocol": self.protocol,
             "steps": per_step,
         }
