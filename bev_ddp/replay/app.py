@@ -71,6 +71,8 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
         raise InputError(f"--latency-budget-ms must be > 0, got {request.latency_budget_ms}")
     if request.sweeps is not None and request.sweeps < 1:
         raise InputError(f"--sweeps must be ≥ 1, got {request.sweeps}")
+    if request.max_frames is not None and request.max_frames < 1:
+        raise InputError(f"--max-frames must be ≥ 1, got {request.max_frames}")
     from bev_ddp.bev.schema import BEVConfig
 
     cfg = load_config(request.config, request.overrides, schema=BEVConfig)
