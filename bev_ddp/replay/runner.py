@@ -9,6 +9,7 @@ stops it too; the outputs are closed either way (see :class:`~bev_ddp.replay.out
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import time
 import warnings
@@ -157,6 +158,15 @@ def replay(
     return result
 
 
+def non_finite_geometry(sample: dict[str, Any]) -> list[str]:
+    """Names of the sample's camera geometry matrices (``camera2lidar``, ...) that hold NaN or inf."""
+    geometry = sample.get("geometry")
+    if geometry is None:
+        return []
+    return [f.name for f in dataclasses.fields(geometry)
+            if isinstance(getattr(geometry, f.name), torch.Tensor) and not torch.isfinite(getattr(geometry, f.name)).all()]
+
+
 def _run_frame(
     frame: SensorFrame,
     build_sample: SampleBuilder,
@@ -181,7 +191,12 @@ def _run_frame(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    batch = move_to_device(collate_samples([build_sample(frame)]), device)
+    sample = build_sample(frame)
+    bad = non_finite_geometry(sample)
+    if bad:  # e.g. a NaN translation in /tf: the model must not see it
+        record.flags += [f"{name}_not_finite" for name in bad] + ["skipped"]
+        return record, None
+    batch = move_to_device(collate_samples([sample]), device)
     with torch.inference_mode():
         prediction = model.predict(batch, steps=[steps], seed=seed)[steps]
     if device.type == "cuda":
