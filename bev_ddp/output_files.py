@@ -73,8 +73,9 @@ def probe_output_dir(path: str | os.PathLike, *, what: str = "output folder",
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise OutputError(f"{what} {path} cannot be created: a file is in the way") from None
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise OutputError(f"{what} {path} cannot be created: a file is in the way ({blocker})") from None
     except OSError as exc:
         raise OutputError(f"{what} {path} cannot be created: {exc.strerror or exc}") from exc
     if not path.is_dir():

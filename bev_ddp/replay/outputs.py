@@ -208,6 +208,9 @@ class ReplayOutputs:
             self.frames_written += 1
         except OSError as exc:
             self.write_error = exc
+            for sink in (self._mcap_file, self._jsonl):  # free the room the partial frame took (for summary.json)
+                if sink is not None:
+                    sink.cut_back()
             raise OutputWriteError(
                 exc.errno, f"{exc.strerror or exc}; the outputs hold the {self.frames_written} frames written before it",
                 str(exc.filename or self.out_dir)) from exc
@@ -309,6 +312,15 @@ class _Sink:
     def mark(self) -> None:
         """Everything written so far forms complete frames."""
         self._good = self._pos
+
+    def cut_back(self) -> None:
+        """Drop what was written after the last ``mark`` (best effort)."""
+        try:
+            self._file.truncate(self._good)
+            self._file.seek(self._good)
+            self._pos = self._good
+        except OSError:
+            pass
 
     def close(self, final: Path) -> None:
         os.fsync(self._file.fileno())
