@@ -84,3 +84,13 @@ def test_replay_finishes_its_outputs_on_a_signal(tmp_path, replay_bag, sig):
     frames = [m["index"] for _, _, m in read_mcap(out / "replay.mcap")["/bev/frame"]]
     assert len(frames) == summary["frames"] == len((out / "frames.jsonl").read_text().splitlines())
     no_temporaries(out)
+
+
+def test_synth_on_a_signal_leaves_no_half_written_dataroot(tmp_path):
+    out = tmp_path / "world"
+    child = Child(["synth", "--out", out, "--scenes", "2", "--samples-per-scene", "6"], tmp_path)
+    child.wait_for(lambda: (tmp_path / ".world.partial" / "samples").is_dir())
+    child.send(signal.SIGTERM)
+    rc, stdout, err = child.finish()
+    assert rc == 143 and "interrupted by SIGTERM" in one_line(err, "bev-ddp synth:")
+    assert not out.exists() and not (tmp_path / ".world.partial").exists()
