@@ -153,7 +153,7 @@ def test_checkpoint_metadata_is_checked_on_eval(change, message, tmp_path, toy_t
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"format": 99}, "format=99"),
+    ({"format": 99}, "99"),
     ({"step": -5}, "step=-5"),
 ])
 def test_checkpoint_metadata_is_checked_on_resume(change, message, tmp_path, toy_task, toy_checkpoint, capsys):
