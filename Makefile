@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CI and developers: build the CUDA kernels too whenever nvcc is there (a broken kernel fails the build)
 export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench gpu-check clean
 
 $(VENV)/.installed: requirements.txt setup.py $(wildcard ops/*.cpp ops/*/*.cpp ops/*/*.cu ops/*/*.h ops/*.py)
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test-fast: install
 
 bench: install
 	$(VENV)/bin/bev-ddp bench all
+
+# The GPU proof in one command (ops/README.md, "GPU check"): builds the extensions for the visible GPU,
+# runs the CUDA tests, both benches on CUDA, AMP training, sync-free sampling and (with two GPUs) an
+# nccl job; summary in $$OUT or work_dirs/gpu_check/. Uses the python that holds torch (no venv: a
+# GPU machine may have no network).  CI runs the same script with --device cpu --tiny (tests/bench).
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m bev_ddp.cli bench gpu-check --device cuda $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build $(VENV) *.egg-info bev_ddp/*.so

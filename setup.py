@@ -49,8 +49,13 @@ setup(
         "shapely>=2.0",
         "scipy>=1.10",
         "rosbags>=0.10",
-        "mcap>=1.2",
+        "mcap>=1.6",
         "mcap-ros2-support>=0.5",
+        "mcap-protobuf-support>=0.6",
+        "foxglove-schemas-protobuf>=0.4",
+        "protobuf>=4.25",
+        "pyquaternion>=0.9.9",
+        "opencv-python-headless>=4.8",
         "omegaconf>=2.3",
         "tqdm>=4.66",
         "rich>=13",
@@ -62,7 +67,7 @@ setup(
     extras_require={
         # spconv's CPU wheel races with >1 thread; the CUDA-card wheel runs right on the CPU too.
         "lidar": ["spconv-cu120>=2.3.6"],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "scikit-learn>=1.3"],
     },
     entry_points={"console_scripts": ["bev-ddp=bev_ddp.cli:main"]},
     ext_modules=ext_modules,

@@ -86,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
     module_name, summary = COMMANDS[name]
     module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"bev-ddp {name}", description=summary)
+    from bev_ddp.engine.cli_support import HelpFormatter, add_verbosity_arguments, parse_command_line, set_verbosity
+
+    sub = argparse.ArgumentParser(prog=f"bev-ddp {name}", description=summary, formatter_class=HelpFormatter)
     module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
+    add_verbosity_arguments(sub)
+    args = parse_command_line(sub, argv[1:])  # key=value overrides in any position
+    set_verbosity(args.verbose, args.quiet)
     return run_guarded(f"bev-ddp {name}", lambda: module.run(args))
 
 

@@ -14,12 +14,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "bev_pool backward: (grad_out [B,C,Z,X,Y], coords [N,4]) -> grad_feats [N,C]", py::arg("grad_out"),
         py::arg("coords"));
   m.def("ms_deform_attn_forward", &bev_ddp::ms_deform_attn_forward,
-        "ms_deform_attn forward -> out [B,Q,H*D]", py::arg("value"), py::arg("spatial_shapes"),
+        "ms_deform_attn forward -> out [B,Q,H*D] (spatial_shapes and level_start_index on the CPU)", py::arg("value"), py::arg("spatial_shapes"),
         py::arg("level_start_index"), py::arg("sampling_locations"), py::arg("attn_weights"));
   m.def("ms_deform_attn_backward", &bev_ddp::ms_deform_attn_backward,
-        "ms_deform_attn backward -> (grad_value, grad_sampling_locations, grad_attn_weights)", py::arg("value"),
-        py::arg("spatial_shapes"), py::arg("level_start_index"), py::arg("sampling_locations"),
-        py::arg("attn_weights"), py::arg("grad_out"));
+        "ms_deform_attn backward -> (grad_value or None when need_grad_value is false, grad_sampling_locations, "
+        "grad_attn_weights)",
+        py::arg("value"), py::arg("spatial_shapes"), py::arg("level_start_index"), py::arg("sampling_locations"),
+        py::arg("attn_weights"), py::arg("grad_out"), py::arg("need_grad_value") = true);
 #ifdef WITH_CUDA
   m.attr("device") = "cuda";
 #else

@@ -7,7 +7,8 @@
   ``bin/nvcc``) are present, or when ``FORCE_CUDA=1``.  ``BEV_DDP_CPU_ONLY=1`` skips it.
 
 Without a visible GPU and with ``TORCH_CUDA_ARCH_LIST`` unset, the CUDA kernels are compiled for
-compute capabilities 8.0 and 9.0 (A100, H100/H200) to keep the build short.
+compute capabilities 8.0 and 9.0 (A100, H100/H200) to keep the build short, plus PTX of 9.0 so
+that newer GPUs can JIT-compile the kernels instead of failing with "no kernel image".
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CUDA_ARCHS = "8.0;9.0"
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"  # +PTX: newer GPUs JIT-compile the 9.0 code
 
 CPU_SOURCES = ["bindings.cpp", "bev_pool/bev_pool_cpu.cpp", "ms_deform_attn/ms_deform_attn_cpu.cpp"]
 CUDA_SOURCES = ["bindings.cpp", "bev_pool/bev_pool_cuda.cu", "ms_deform_attn/ms_deform_attn_cuda.cu"]

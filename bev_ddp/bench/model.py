@@ -1,4 +1,4 @@
-"""``bev-ddp bench model``: CPU latency and peak memory of the BEV model, DDP steps vs baseline head.
+"""``bev-ddp bench model``: latency and peak memory of the BEV model, DDP steps vs baseline head.
 
 One process, one input (a synthetic batch of 6 images at the config's image size and a LiDAR
 cloud of ``--points`` points), random weights.  Both heads are built from the config's
@@ -11,7 +11,11 @@ SECONDFPN) run once per repeat and are timed stage by stage with forward hooks; 
   machine and its load; ratios much less so);
 * peak memory = the highest resident-set growth above the level before the part started
   (sampled every 2 ms from ``/proc/self/statm`` after returning freed heap to the OS); a
-  variant's peak is the larger of the encoder's and its head's.
+  variant's peak is the larger of the encoder's and its head's.  On CUDA (``--device cuda``):
+  the growth of ``torch.cuda.max_memory_allocated``, and every timer waits for the device;
+* ``--amp`` runs encoders and heads under autocast: float16 on CUDA, as training does;
+  bfloat16 on the CPU (the LiDAR branch runs outside CPU autocast, see ``BEVFusionModel``).  The DDP variants share one first decoder call only within a ``predict`` call, and
+  each variant here is its own call, so each pays for its own.
 
 Results go to the console and, with ``--out``, to a JSON file.
 """
@@ -102,12 +106,40 @@ class PeakRSS:
             self.peak = max(self._max or 0, end) - self._start
 
 
+class PeakCUDA:
+    """Context manager: ``.peak`` = growth (bytes) of ``torch.cuda.max_memory_allocated`` inside the block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak: int | None = None
+
+    def __enter__(self) -> "PeakCUDA":
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self._start = torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.cuda.synchronize(self.device)
+        self.peak = torch.cuda.max_memory_allocated(self.device) - self._start
+
+
+def peak_meter(device: torch.device) -> "PeakRSS | PeakCUDA":
+    return PeakCUDA(device) if device.type == "cuda" else PeakRSS()
+
+
 # -- timing ---------------------------------------------------------------------------------------
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class StageTimer:
     """Forward hooks that add up the wall time spent in named sub-modules."""
 
-    def __init__(self, model: nn.Module, stages: tuple[tuple[str, str], ...]):
+    def __init__(self, model: nn.Module, stages: tuple[tuple[str, str], ...], device: torch.device | None = None):
         self.seconds: dict[str, float] = {}
+        self.device = device
         self._handles = []
         modules = dict(model.named_modules())
         for label, path in stages:
@@ -121,12 +153,14 @@ class StageTimer:
 
     def _start_hook(self, label: str):
         def hook(module: nn.Module, inputs: Any) -> None:
+            _sync(self.device)
             self._started[label] = time.perf_counter()
 
         return hook
 
     def _stop_hook(self, label: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            _sync(self.device)
             self.seconds[label] += time.perf_counter() - self._started.pop(label)
 
         return hook
@@ -156,6 +190,8 @@ class VariantResult:
 @dataclass
 class ModelBenchResult:
     config: str
+    device: str
+    amp: bool
     threads: int
     repeats: int
     points: int
@@ -222,47 +258,69 @@ def _mib(value: int | None) -> float | None:
     return None if value is None else value / 2**20
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype of ``--amp``: float16 on CUDA (as the trainer), bfloat16 on the CPU (CPU
+    float16 matmuls are emulated and many times slower)."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def bench_model(
-    *, config: str, overrides: list[str], steps: list[int], repeats: int, points: int, threads: int, seed: int = 0
+    *, config: str, overrides: list[str], steps: list[int], repeats: int, points: int, threads: int, seed: int = 0,
+    device: str = "cpu", amp: bool = False, warmup: int = 0,
 ) -> ModelBenchResult:
     """Build the config's model (DDP head) and a baseline head, then time both on one batch."""
     from bev_ddp.bev.build import build_bev_model, build_head
     from bev_ddp.bev.schema import BEVConfig
     from bev_ddp.config import load_config
+    from bev_ddp.engine.data import move_to_device
+
+    dev = torch.device(device)
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     cfg = load_config(config, overrides, schema=BEVConfig)
     cfg.model.head.type = "ddp"
-    model = build_bev_model(cfg).eval()
+    model = build_bev_model(cfg).eval().to(dev)
     head_cfg = cfg.model.head.copy()
     head_cfg.type = "baseline"
     baseline_head = build_head(head_cfg, in_channels=model.decoder_neck.out_channels, classes=list(cfg.data.classes),
-                               xbound=cfg.data.xbound, ybound=cfg.data.ybound).eval()
+                               xbound=cfg.data.xbound, ybound=cfg.data.ybound).eval().to(dev)
     extent = float(max(abs(v) for v in cfg.model.lidar.point_cloud_range[:2]))
     batch = synthetic_batch(image_size=tuple(cfg.data.image_size), num_cams=6, num_points=points, extent=extent, seed=seed)
+    batch = move_to_device(batch, dev)
+    autocast = torch.autocast(dev.type, dtype=amp_dtype(dev), enabled=amp)
+    with torch.no_grad(), autocast:  # untimed warm-up: CUDA context, kernels' first launch, allocator
+        for _ in range(warmup):
+            feats = model.encode(batch)
+            model.head.predict(feats, steps=[max(steps)], seed=seed)
+            baseline_head.predict(feats, steps=[1], seed=seed)
+            del feats
 
-    timer = StageTimer(model, STAGES)
+    timer = StageTimer(model, STAGES, dev)
     encoder_times: list[float] = []
     stage_times: dict[str, list[float]] = {label: [] for label in timer.seconds}
     head_times: dict[str, list[float]] = {}
     head_peaks: dict[str, int | None] = {}
     encoder_peak: int | None = None
     variants = [("baseline head", baseline_head, 1)] + [(f"DDP {s} step{'s' if s > 1 else ''}", model.head, s) for s in steps]
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         for _ in range(repeats):
             timer.reset()
-            with PeakRSS() as mem:
+            with peak_meter(dev) as mem:
+                _sync(dev)
                 start = time.perf_counter()
                 feats = model.encode(batch)
+                _sync(dev)
                 encoder_times.append(time.perf_counter() - start)
             encoder_peak = max(encoder_peak or 0, mem.peak) if mem.peak is not None else encoder_peak
             for label, seconds in timer.seconds.items():
                 stage_times[label].append(seconds)
             for name, head, num_steps in variants:
-                with PeakRSS() as mem:
+                with peak_meter(dev) as mem:
+                    _sync(dev)
                     start = time.perf_counter()
                     head.predict(feats, steps=[num_steps], seed=seed)
+                    _sync(dev)
                     head_times.setdefault(name, []).append(time.perf_counter() - start)
                 if mem.peak is not None:
                     head_peaks[name] = max(head_peaks.get(name) or 0, mem.peak)
@@ -273,7 +331,7 @@ def bench_model(
 
     encoder_s = _median(encoder_times)
     result = ModelBenchResult(
-        config=config, threads=threads, repeats=repeats, points=points, image_size=list(cfg.data.image_size),
+        config=config, device=str(dev), amp=bool(amp), threads=threads, repeats=repeats, points=points, image_size=list(cfg.data.image_size),
         encoder_s=encoder_s, encoder_peak_mib=_mib(encoder_peak),
         stages_s={label: _median(values) for label, values in stage_times.items()},
     )
@@ -295,7 +353,8 @@ def print_result(result: ModelBenchResult) -> None:
     from rich.table import Table
 
     console = Console(width=140)
-    title = (f"BEV model on CPU ({result.threads} threads, {result.repeats} repeat(s), "
+    where = result.device + (" AMP" if result.amp else " fp32")
+    title = (f"BEV model on {where} ({result.threads} threads, {result.repeats} repeat(s), "
              f"{result.image_size[0]}x{result.image_size[1]} x 6 images, {result.points} points) - {result.config}")
     table = Table(title=title)
     for col in ("variant", "head s", "total s", "total / baseline", "head / baseline", "head peak MiB", "peak MiB",
@@ -323,6 +382,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats; medians are reported (default 1)")
     parser.add_argument("--points", type=int, default=250_000, help="LiDAR points in the cloud (10 nuScenes sweeps ~ 250k)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    parser.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA (as training), bfloat16 on the CPU")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 1 on CUDA, 0 on CPU)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
 
 
@@ -337,11 +399,20 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--steps must be positive integers, got {args.steps!r}")
     if args.repeats < 1 or args.points < 0 or args.threads < 1:
         raise InputError("--repeats and --threads must be >= 1 and --points >= 0")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise InputError(f"--device must be cpu or cuda[:i], got {args.device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: no CUDA device is available")
+    warmup = args.warmup if args.warmup is not None else int(device.type == "cuda")
     result = bench_model(config=args.config, overrides=list(args.overrides), steps=steps, repeats=args.repeats,
-                         points=args.points, threads=args.threads)
+                         points=args.points, threads=args.threads, device=str(device), amp=args.amp, warmup=warmup)
     print_result(result)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
+        tmp.replace(args.out)
         print(f"wrote {args.out}")
     return 0

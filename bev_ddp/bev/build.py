@@ -37,6 +37,7 @@ def build_camera_encoder(cfg: Any, *, image_size: Sequence[int]) -> CameraEncode
     """``cfg``: the ``model.camera`` section; ``image_size``: network input (H, W) in pixels."""
     backbone = build_timm_backbone(
         cfg.backbone, out_indices=list(cfg.out_indices), img_size=image_size, checkpoint=cfg.backbone_checkpoint,
+        allow_scratch=cfg.allow_scratch,
         **(_plain(cfg.backbone_kwargs) or {}),
     )
     neck = GeneralizedLSSFPN(

@@ -145,17 +145,14 @@ class DDPBEVHead(nn.Module):
         return None, dict(losses)
 
     def _sample(self, cond: torch.Tensor, steps: Sequence[int], seed: int) -> dict[int, BEVPrediction]:
-        results = {}
-        for num_steps in steps:
-            out = self.ddp.predict(cond, steps=int(num_steps), seed=seed)
-            results[int(num_steps)] = BEVPrediction(
-                probs=out.logits.sigmoid(),
-                uncertainty=out.uncertainty,
-                step_probs=[logits.sigmoid() for logits in out.step_logits],
-            )
-        return results
+        outputs = self.ddp.predict_many(cond, steps=steps, seed=seed)  # one shared first decoder call
+        return {
+            num_steps: BEVPrediction(probs=out.logits.sigmoid(), uncertainty=out.uncertainty,
+                                     step_probs=[logits.sigmoid() for logits in out.step_logits])
+            for num_steps, out in outputs.items()
+        }
 
     @torch.no_grad()
     def predict(self, feats: torch.Tensor, steps: Sequence[int], seed: int = 0) -> dict[int, BEVPrediction]:
-        """One DDIM sampling run per step count, all from the same seeded noise."""
+        """One DDIM sampling run per step count, all from the same seeded noise (first decoder call shared)."""
         return self._sample(self.transform(feats), steps, seed)

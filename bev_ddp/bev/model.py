@@ -27,6 +27,8 @@ from bev_ddp.bev.decoder import SECOND, SECONDFPN
 from bev_ddp.bev.fuser import ConvFuser
 from bev_ddp.bev.heads import BEVPrediction, DDPBEVHead
 from bev_ddp.data.structures import CameraGeometry
+from bev_ddp.diffusion.sampler import check_step_counts
+from bev_ddp.diffusion.value_checks import check_finite
 from bev_ddp.errors import ConfigError, InputError
 
 __all__ = ["BEVFusionModel", "BEVPrediction", "CameraEncoder", "LiDAREncoder", "DegradedInputWarning"]
@@ -135,8 +137,7 @@ class BEVFusionModel(nn.Module):
         if not isinstance(img, torch.Tensor) or img.ndim != 5 or img.shape[2] != 3:
             shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
             raise InputError(f"batch['img'] must be a float tensor [B, N_cam, 3, H, W], got {shape}")
-        if not torch.isfinite(img).all():
-            raise InputError("batch['img'] contains NaN or inf")
+        check_finite("batch['img']", img)
         geometry = batch.get("geometry")
         if not isinstance(geometry, CameraGeometry):
             raise InputError("batch['geometry'] must be a CameraGeometry (use collate_samples)")
@@ -148,15 +149,16 @@ class BEVFusionModel(nn.Module):
         valid = batch.get("camera_valid")
         if valid is not None:
             valid = valid.to(torch.bool)
-            missing = (~valid).any(dim=1).nonzero().flatten().tolist()
+            missing_per_sample = (~valid).sum(dim=1).tolist()  # [B], the one read-back of the mask
+            missing = [i for i, count in enumerate(missing_per_sample) if count]
             if missing:
                 warnings.warn(
-                    f"{int((~valid).sum())} camera image(s) missing in sample(s) {_sample_names(batch, missing)}; "
+                    f"{sum(missing_per_sample)} camera image(s) missing in sample(s) {_sample_names(batch, missing)}; "
                     "running on the remaining cameras",
                     DegradedInputWarning,
                     stacklevel=3,
                 )
-            if bool(valid.all()):
+            else:
                 valid = None
         return self.camera(img, geometry.to(img.device), valid)
 
@@ -174,7 +176,10 @@ class BEVFusionModel(nn.Module):
                 DegradedInputWarning,
                 stacklevel=3,
             )
-        return self.lidar(points)
+        # spconv's CPU convolutions write torch.mm results into float32 buffers, which CPU autocast
+        # breaks; the LiDAR branch runs without CPU autocast (CUDA autocast is left as it is)
+        with torch.autocast("cpu", enabled=False):
+            return self.lidar(points)
 
     def encode(self, batch: dict[str, Any]) -> torch.Tensor:
         """Encoders → fuser → SECOND + SECONDFPN: [B, C_dec, X, Y] features for the head."""
@@ -206,7 +211,4 @@ class BEVFusionModel(nn.Module):
     @torch.no_grad()
     def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1,), seed: int = 0) -> dict[int, BEVPrediction]:
         """Inference: the encoders run once, the head samples once per requested step count."""
-        steps = [int(s) for s in steps]
-        if not steps or min(steps) < 1:
-            raise InputError(f"steps must be positive integers, got {steps}")
-        return self.head.predict(self.encode(batch), steps=steps, seed=seed)
+        return self.head.predict(self.encode(batch), steps=check_step_counts(steps), seed=seed)

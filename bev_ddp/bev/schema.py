@@ -38,6 +38,7 @@ class CameraSchema:
     backbone: str = "swin_tiny_patch4_window7_224"  # timm model name, built with pretrained=False
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. embed_dim, depths
     backbone_checkpoint: Optional[str] = None  # local file loaded into the backbone
+    allow_scratch: bool = False  # a named backbone_checkpoint that is missing: random weights + warning, not an error
     out_indices: list[int] = field(default_factory=lambda: [1, 2, 3])
     neck_channels: int = 256
     neck_start_level: int = 0

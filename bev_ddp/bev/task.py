@@ -57,7 +57,8 @@ class BEVTask:
     def build_evaluator(self, cfg: Any, steps: Sequence[int]):
         from bev_ddp.metrics.bev_iou import BEVIoUEvaluator
 
-        return BEVIoUEvaluator(classes=list(cfg.data.classes), steps=list(steps), num_vis=cfg.eval.num_vis)
+        return BEVIoUEvaluator(classes=list(cfg.data.classes), steps=list(steps), num_vis=cfg.eval.num_vis,
+                               grid=(tuple(cfg.data.xbound), tuple(cfg.data.ybound)))
 
     def write_report(self, metrics: dict[str, Any], out_dir: Path) -> list[Path]:
         from bev_ddp.report import write_report

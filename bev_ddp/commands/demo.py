@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bev_ddp.engine.cli_support import run_command, setup_logging
+from bev_ddp.engine.cli_support import add_override_arguments, run_command, setup_logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples-per-scene", type=int, help=f"keyframes per scene (default {d.samples_per_scene})")
     parser.add_argument("--iters", type=int, help=f"training iterations (default {d.iters})")
     parser.add_argument("--self-aligned-iters", type=int, help=f"of which self-aligned (default {d.self_aligned_iters})")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the town, the training and the sampling")
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides")
+    add_override_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``bev-ddp eval CONFIG CKPT [key=value ...] --steps 1,3,5 [--out D] [--max-samples N]``."""
+"""``bev-ddp eval CONFIG CKPT [--steps 1,3,5] [--out D] [--max-samples N] [key=value ...]``."""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +6,18 @@ import signal
 import sys
 from pathlib import Path
 
-from bev_ddp.engine.cli_support import load_task_config, run_command, setup_logging
+from bev_ddp.engine.cli_support import add_override_arguments, load_task_config, run_command, setup_logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="the YAML config the checkpoint was trained with")
     parser.add_argument("checkpoint", help="a training checkpoint (.pth) or a bare model state dict")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.add_argument("--steps", default=None, help="sampling step counts, e.g. 1,3,5 (default: the config's eval.steps)")
     parser.add_argument("--out", help="report folder (default: eval_<checkpoint name> beside the checkpoint)")
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples of the split")
     parser.add_argument("--split", default=None, help="dataset split (default: the config's eval.split)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_override_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from bev_ddp.engine.cli_support import load_task_config, run_command
+from bev_ddp.engine.cli_support import add_override_arguments, load_task_config, run_command
 
 
 @dataclass
@@ -48,9 +48,9 @@ def count_parameters(model: nn.Module, max_depth: int = 2) -> list[PartCount]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config with a 'task:' key (bev, seg or depth)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. model.head.type=baseline")
-    parser.add_argument("--depth", type=int, default=2, help="levels of the module tree to list (default 2)")
+    parser.add_argument("--depth", type=int, default=2, help="levels of the module tree to list")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_override_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

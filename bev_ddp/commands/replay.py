@@ -5,6 +5,7 @@ Examples::
     bev-ddp replay configs/bev/synth_tiny_fusion.yaml work_dirs/tiny/latest.pt \\
         --dataroot data/synth --scene scene-0001 --steps 3 --out work_dirs/replay/scene-0001
     bev-ddp replay CONFIG CKPT --bag drive.mcap --topics topics.yaml --latency-budget-ms 150 --png
+    bev-ddp replay CONFIG CKPT --bag NuScenes-v1.0-mini-scene-0061.mcap model.head.ddp.depth=2
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--scene", help="nuScenes scene name or token (with --dataroot)")
     src.add_argument("--dataroot", help="nuScenes-format dataroot (default: the config's data.dataroot)")
     src.add_argument("--version", default="v1.0-mini", help="nuScenes table version (default: %(default)s)")
-    src.add_argument("--topics", help="YAML topic map for --bag (default: nuScenes-style topic names)")
+    src.add_argument("--topics", help="YAML topic map for --bag (default: the built-in map whose LiDAR topic the log has: "
+                     "the ROS 2 conversions' /LIDAR_TOP names or foxglove/nuscenes2mcap's /lidar_top names)")
     parser.add_argument("--out", help="output folder (default: work_dirs/replay/<input name>)")
     parser.add_argument("--steps", type=int, default=1, help="DDP sampling steps per frame; the maximum "
                         "when --latency-budget-ms is set (default: %(default)s)")
@@ -43,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mp4", action="store_true", help="also write replay.mp4 (OpenCV)")
     parser.add_argument("--fps", type=float, default=10.0, help="MP4 frame rate (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, repeatable (e.g. -o model.head.ddp.depth=2)")
+    from bev_ddp.engine.cli_support import add_override_arguments
+
+    add_override_arguments(parser, "-o", "--override")  # -o K=V: the older spelling, kept as an alias
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     request = ReplayRequest(
         config=Path(args.config),
         checkpoint=None if args.checkpoint is None else Path(args.checkpoint),
-        overrides=list(args.override),
+        overrides=list(args.overrides),
         bag=None if args.bag is None else Path(args.bag),
         scene=args.scene,
         dataroot=None if args.dataroot is None else Path(args.dataroot),

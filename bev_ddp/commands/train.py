@@ -7,16 +7,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bev_ddp.engine.cli_support import load_task_config, run_command, setup_logging
+from bev_ddp.engine.cli_support import add_override_arguments, load_task_config, run_command, setup_logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config with a 'task:' key (bev, seg or depth)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
     parser.add_argument("--work-dir", help="logs, checkpoints and reports (default: the config's train.work_dir)")
     parser.add_argument("--resume", metavar="CKPT", help="checkpoint file, or a work dir (its latest.pth), to continue from")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after the last step")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
+    add_override_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

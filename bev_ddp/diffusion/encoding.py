@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bev_ddp.diffusion.value_checks import check_finite, value_checks_enabled
 from bev_ddp.errors import InputError
 
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -90,8 +91,7 @@ class LabelEncoder(nn.Module):
         if self.multi_label:
             if target.dim() != 4 or target.shape[1] != k:
                 raise InputError(f"multi-label target must have shape [B, {k}, H, W], got {tuple(target.shape)}")
-            if target.is_floating_point() and not torch.isfinite(target).all():
-                raise InputError("multi-label target contains NaN or inf")
+            check_finite("multi-label target", target)
             return _resize_nearest(target > 0.5, size)
         if target.dim() != 3:
             raise InputError(f"single-label target must have shape [B, H, W], got {tuple(target.shape)}")
@@ -99,7 +99,7 @@ class LabelEncoder(nn.Module):
             raise InputError(f"single-label target must have an integer dtype, got {target.dtype}")
         target = target.long()
         valid = (target >= 0) & ((target < k) | (target == self.ignore_index))
-        if not bool(valid.all()):
+        if value_checks_enabled() and not bool(valid.all()):
             bad = target[~valid][0].item()
             raise InputError(
                 f"single-label target holds {bad}, outside classes 0..{k - 1} and ignore {self.ignore_index}"
@@ -229,9 +229,8 @@ class ContinuousEncoder(nn.Module):
             raise InputError(f"continuous target must have shape [B, 1, H, W], got {shape}")
         if not target.is_floating_point():
             raise InputError(f"continuous target must be floating point, got {target.dtype}")
-        if not torch.isfinite(target).all():
-            raise InputError("continuous target contains NaN or inf")
-        if bool((target < 0).any()):
+        check_finite("continuous target", target)
+        if value_checks_enabled() and bool((target < 0).any()):
             raise InputError("continuous target holds negative values (0 marks invalid pixels)")
         valid = (target > 0).to(target.dtype)
         if size is None or tuple(target.shape[-2:]) == tuple(size):

@@ -35,12 +35,13 @@ LOG_CLAMP = 1e-5  # Alg. 3: log(x, eps=1e-5) == log(clamp(x, min=1e-5))
 
 
 def _check_time(t: torch.Tensor, name: str = "t") -> torch.Tensor:
+    """Type check only: a value check here would read ``t`` back every sampling step (NaN propagates)."""
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t, dtype=torch.float32)
+        if not torch.isfinite(t).all():  # a host value: no device synchronisation
+            raise InputError(f"{name} contains NaN or inf")
     if not t.is_floating_point():
         raise InputError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    if not torch.isfinite(t).all():
-        raise InputError(f"{name} contains NaN or inf")
     return t
 
 

@@ -394,9 +394,8 @@ class Trainer:
             out_dir=out_dir, progress=self.progress, stop=self._stop,
         )
         rng.restore()
-        if logger is not None and not result.interrupted:
-            for step_count, entry in result.metrics.get("steps", {}).items():
-                logger.log(self.step, dict(entry.get("summary", {})), prefix=f"eval/steps{step_count}")
+        if logger is not None and not result.interrupted:  # per-class scores, AUROC, timing, memory, a map image
+            logger.log_evaluation(self.step, result.metrics, result.visuals, seconds=result.seconds)
         return result
 
 

@@ -49,6 +49,8 @@ class BEVIoUEvaluator:
             uncertainty per step count) for the report's figures; see :meth:`visuals`.
         uncertainty_bins: bins of the uncertainty-vs-error histogram.
         gt_key: batch key of the ground truth, float/bool ``[B, K, X, Y]``.
+        grid: optional ``(xbound, ybound)`` of the label grid, each (min, max, step) m in the LiDAR
+            frame; passed on in :meth:`visuals` so figures get metre ticks.
 
     ``process(batch, preds)`` takes ``preds[s]`` with ``probs`` ``[B, K, X, Y]`` (probabilities
     in [0, 1]) and ``uncertainty`` ``[B, X, Y]`` (in [0, 1], may be ``None``).
@@ -65,6 +67,7 @@ class BEVIoUEvaluator:
         num_vis: int = 0,
         uncertainty_bins: int = 20,
         gt_key: str = "gt_masks_bev",
+        grid: tuple[Sequence[float], Sequence[float]] | None = None,
     ):
         if not classes:
             raise ValueError("classes must not be empty")
@@ -79,6 +82,7 @@ class BEVIoUEvaluator:
         self.thresholds = [float(t) for t in thresholds]
         self.num_vis = num_vis
         self.gt_key = gt_key
+        self.grid = grid
         self._fixed_index = min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - 0.5))
         self._uncertainty = {s: UncertaintyHistogram(uncertainty_bins) for s in self.steps}
         self.reset()
@@ -145,7 +149,8 @@ class BEVIoUEvaluator:
         """Arrays for :func:`bev_ddp.report.write_report`'s map figures (this rank's first samples).
 
         Keys: ``kind`` ("multilabel"), ``classes``, ``names`` (sample tokens), ``steps``,
-        ``gt`` [N, K, X, Y] uint8, ``probs_<s>`` [N, K, X, Y] float16, ``uncertainty_<s>`` [N, X, Y].
+        ``gt`` [N, K, X, Y] uint8, ``probs_<s>`` [N, K, X, Y] float16, ``uncertainty_<s>`` [N, X, Y];
+        ``xbound`` / ``ybound`` when the grid is known.
         """
         if not self._vis_names:
             return {}
@@ -155,6 +160,8 @@ class BEVIoUEvaluator:
             names=np.array(self._vis_names),
             steps=np.array(self.steps),
         )
+        if self.grid is not None:
+            out.update(xbound=np.array(self.grid[0], dtype=np.float64), ybound=np.array(self.grid[1], dtype=np.float64))
         return out
 
     def evaluate(self) -> dict[str, Any]:

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bev_ddp.diffusion.encoding import MapEncoder
-from bev_ddp.diffusion.sampler import DDIMSampler
+from bev_ddp.diffusion.sampler import DDIMSampler, check_step_counts
 from bev_ddp.diffusion.schedule import NoiseSchedule
 from bev_ddp.diffusion.uncertainty import change_count_uncertainty
+from bev_ddp.diffusion.value_checks import check_finite
 from bev_ddp.errors import InputError
 from bev_ddp.nn.map_decoder import MapDecoder
 
@@ -99,8 +100,7 @@ class DDPHead(nn.Module):
             raise InputError(f"cond must be floating point, got {cond.dtype}")
         if cond.shape[0] == 0:
             raise InputError("cond is an empty batch")
-        if not bool(torch.isfinite(cond).all()):
-            raise InputError("cond contains NaN or inf")
+        check_finite("cond", cond)  # the one value check (device read-back) of a call, at its entry
 
     def _denoise(self, cond: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return lambda x_t, log_snr: self.decoder(cond, x_t, log_snr)
@@ -177,14 +177,36 @@ class DDPHead(nn.Module):
         Returns:
             :class:`DDPOutput`.
         """
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise InputError(f"steps must be an integer >= 1, got {steps!r}")
-        steps = int(steps)
+        if not isinstance(steps, numbers.Integral):
+            raise InputError(f"steps must be one integer >= 1 (predict_many takes several), got {steps!r}")
+        (steps,) = check_step_counts(steps)
         self._check_cond(cond)
         noise = self.initial_noise(cond, seed=seed, generator=generator)
         sampled = self.sampler.sample(noise, steps=steps, denoise=self._denoise(cond),
                                       encode_prediction=self.label_encoder.encode_prediction)
-        step_logits = sampled.step_predictions
+        return self._output(sampled.step_predictions, cond, output_size)
+
+    @torch.no_grad()
+    def predict_many(self, cond: torch.Tensor, *, steps: Sequence[int], seed: int | Sequence[int] | None = None,
+                     generator: torch.Generator | None = None,
+                     output_size: tuple[int, int] | None = None) -> dict[int, DDPOutput]:
+        """:meth:`predict` for several step counts from one start map, e.g. ``steps=[1, 3, 5]``.
+
+        The first decoder call (t = 1, the same start map) is shared by every count, so the
+        1-step map equals the first step of any run with the same seed.
+
+        Returns:
+            ``{step count: DDPOutput}`` in the order of ``steps``.
+        """
+        counts = check_step_counts(steps)
+        self._check_cond(cond)
+        noise = self.initial_noise(cond, seed=seed, generator=generator)
+        runs = self.sampler.sample_many(noise, steps=counts, denoise=self._denoise(cond),
+                                        encode_prediction=self.label_encoder.encode_prediction)
+        return {n: self._output(run.step_predictions, cond, output_size) for n, run in runs.items()}
+
+    def _output(self, step_logits: list[torch.Tensor], cond: torch.Tensor,
+                output_size: tuple[int, int] | None) -> DDPOutput:
         if output_size is not None and tuple(output_size) != tuple(cond.shape[-2:]):
             step_logits = [F.interpolate(x, size=tuple(output_size), mode="bilinear", align_corners=False)
                            for x in step_logits]

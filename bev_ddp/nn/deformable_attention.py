@@ -19,6 +19,7 @@ from torch import nn
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import ms_deform_attn
+from bev_ddp.ops.ms_deform_attn import LevelShapes, LevelStarts, level_table
 
 
 class MultiScaleDeformableAttention(nn.Module):
@@ -61,14 +62,15 @@ class MultiScaleDeformableAttention(nn.Module):
         nn.init.zeros_(self.output_proj.bias)
 
     def forward(self, query: torch.Tensor, value: torch.Tensor, reference_points: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                spatial_shapes: LevelShapes, level_start_index: LevelStarts = None,
                 query_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Attend from ``query`` to ``value``.
 
         Args:
             query: [B, Q, C].  value: [B, S, C] with S = sum of h*w over levels.
             reference_points: [B, Q, L, 2] normalised (x, y) in [0, 1] per level.
-            spatial_shapes: int64 [L, 2] (h, w).  level_start_index: int64 [L].
+            spatial_shapes: [L, 2] (h, w) as pairs (no device synchronisation) or an int64 tensor.
+            level_start_index: [L] int64 tensor or ints, or None (derived from the shapes).
             query_pos: optional [B, Q, C] or [Q, C] positional encoding added to the query.
         Returns:
             [B, Q, C] (no residual; the caller adds it).
@@ -87,7 +89,12 @@ class MultiScaleDeformableAttention(nn.Module):
         v = self.value_proj(value).view(b, value.shape[1], m, c // m)  # [B, S, M, C/M]
         offsets = self.sampling_offsets(query).view(b, q, m, lv, k, 2)  # [B, Q, M, L, K, 2] in pixels
         weights = self.attention_weights(query).view(b, q, m, lv * k).softmax(-1).view(b, q, m, lv, k)
-        normalizer = spatial_shapes.flip(-1).to(offsets.dtype)  # [L, 2] (w, h)
-        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        out = ms_deform_attn(v, spatial_shapes, level_start_index, locations, weights)  # [B, Q, C]
+        shapes = level_table(spatial_shapes, level_start_index, value.shape[1])  # host (h, w) pairs
+        # pixels -> normalised units per level, in the reference points' precision (fp32 under autocast)
+        offsets = offsets.to(torch.promote_types(offsets.dtype, reference_points.dtype))
+        normalised = torch.stack(
+            [torch.stack((offsets[:, :, :, i, :, 0] / w, offsets[:, :, :, i, :, 1] / h), dim=-1)
+             for i, (h, w) in enumerate(shapes)], dim=3)  # [B, Q, M, L, K, 2]
+        locations = reference_points[:, :, None, :, None, :] + normalised
+        out = ms_deform_attn(v, shapes, None, locations, weights)  # [B, Q, C]
         return self.output_proj(out)

@@ -52,10 +52,9 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, query: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> torch.Tensor:
-        """query [B, Q, C], query_pos [Q, C], reference_points [B, Q, L, 2] -> [B, Q, C]."""
-        attended = self.attention(query, query, reference_points, spatial_shapes, level_start_index,
-                                  query_pos=query_pos)
+                spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        """query [B, Q, C], query_pos [Q, C], reference_points [B, Q, L, 2], spatial_shapes L (h, w) -> [B, Q, C]."""
+        attended = self.attention(query, query, reference_points, spatial_shapes, None, query_pos=query_pos)
         query = self.norm1(query + self.dropout(attended))
         return self.norm2(query + self.ffn(query))
 
@@ -148,14 +147,13 @@ class MapDecoder(nn.Module):
         b, _, h, w = cond.shape
         x = self.fuse(torch.cat([x_t.to(cond.dtype), cond], dim=1))  # [B, E, H, W]
         query = x.flatten(2).transpose(1, 2)  # [B, H*W, E]
-        query_pos = self.positional_encoding(h, w, device=x.device, dtype=x.dtype)  # [H*W, E]
-        reference_points = pixel_centres(h, w, x.device).to(x.dtype)
-        reference_points = reference_points[None, :, None, :].expand(b, -1, 1, -1)  # [B, H*W, 1, 2]
-        spatial_shapes = torch.tensor([[h, w]], dtype=torch.long, device=x.device)  # [1, 2]
-        level_start_index = torch.zeros(1, dtype=torch.long, device=x.device)  # [1]
-        time_emb = self.time_embedding(log_snr.to(x.dtype))  # [B, T]
+        # positions, reference points and the time embedding stay float32 under autocast: a 16-bit
+        # log-SNR or pixel centre would be rounded before the sines (no host data is copied here)
+        query_pos = self.positional_encoding(h, w, device=x.device)  # [H*W, E] float32
+        reference_points = pixel_centres(h, w, x.device)[None, :, None, :].expand(b, -1, 1, -1)  # [B, H*W, 1, 2] float32
+        time_emb = self.time_embedding(log_snr)  # [B, T] float32
         for layer, film in zip(self.layers, self.films):
-            query = layer(query, query_pos, reference_points, spatial_shapes, level_start_index)
+            query = layer(query, query_pos, reference_points, [(h, w)])
             query = film(query, time_emb)  # [B, H*W, E]
         x = query.transpose(1, 2).reshape(b, self.embed_dims, h, w)  # [B, E, H, W]
         return self.head(x)  # [B, out_channels, H, W]

@@ -1,4 +1,8 @@
-"""Fixed 2-D sine positional encoding (DETR / Deformable DETR style, normalised coordinates)."""
+"""Fixed 2-D sine positional encoding (DETR / Deformable DETR style, normalised coordinates).
+
+Computed in float32 (autocast does not touch it: only elementwise ops); pass ``dtype`` to cast the
+result, e.g. for a model that runs wholly in float64.
+"""
 from __future__ import annotations
 
 import math

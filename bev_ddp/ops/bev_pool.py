@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import _extension
@@ -41,8 +42,9 @@ def check_bev_pool_inputs(
     """Validate ``bev_pool`` inputs; returns ``grid`` as ints.
 
     Raises InputError for wrong types, shapes or dtypes, a non-positive batch size or grid, and
-    (with ``check_batch_index``) batch indices outside ``[0, batch_size)``.  The CPU kernel checks
-    the batch indices itself while computing the cell ranks, which saves a pass over ``coords``.
+    (with ``check_batch_index``) batch indices outside ``[0, batch_size)``.  The compiled kernels
+    (CPU and CUDA) check the batch indices themselves while computing the cell ranks, which saves a
+    pass over ``coords`` (and, on a GPU, a second synchronisation).
     """
     check_tensor("bev_pool feats", feats, ndim=2, dtypes=FLOAT_DTYPES)
     check_tensor("bev_pool coords", coords, ndim=2, dtypes=INDEX_DTYPES)
@@ -66,7 +68,7 @@ def check_bev_pool_inputs(
 
 def _check_batch_index(coords: torch.Tensor, batch_size: int) -> None:
     if coords.shape[0] > 0:
-        lo, hi = (int(v) for v in torch.aminmax(coords[:, 3]))
+        lo, hi = torch.stack(torch.aminmax(coords[:, 3])).tolist()  # one read-back
         if lo < 0 or hi >= batch_size:
             raise InputError(
                 f"bev_pool coords batch index (column 3) must lie in [0, {batch_size}), got range [{lo}, {hi}]"
@@ -102,7 +104,11 @@ def bev_pool_reference(
 
 
 class BEVPoolFunction(torch.autograd.Function):
-    """Autograd wrapper of the compiled kernel: forward reduces runs, backward broadcasts cell grads."""
+    """Autograd wrapper of the compiled kernel: forward reduces runs, backward broadcasts cell grads.
+
+    The backward is not itself differentiable: a second derivative raises instead of returning a
+    silently wrong zero.
+    """
 
     @staticmethod
     def forward(ctx, feats, coords, batch_size, grid, module):  # type: ignore[override]
@@ -113,6 +119,7 @@ class BEVPoolFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
@@ -142,11 +149,9 @@ def bev_pool(feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: t
     """
     grid = check_bev_pool_inputs(feats, coords, batch_size, grid, check_batch_index=False)
     module = _kernel_module(feats.device)
-    if module is None or feats.device.type != "cpu":  # the CPU kernel checks batch indices itself
-        _check_batch_index(coords, batch_size)
     if module is None:
         return bev_pool_reference(feats, coords, batch_size, grid)
-    try:
+    try:  # the kernels check the batch indices themselves (CPU: in the rank pass; CUDA: one flag read)
         return BEVPoolFunction.apply(feats.contiguous(), coords.contiguous(), batch_size, grid, module)
     except ValueError as exc:  # the kernel's own input checks (batch index out of range)
         raise InputError(str(exc).split("\n")[0]) from exc

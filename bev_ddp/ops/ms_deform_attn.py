@@ -8,24 +8,92 @@ coordinates (x * W - 0.5, y * H - 0.5), and taps outside the map contribute zero
 
 Symbols (paper -> here): M heads -> H, L levels -> L, K points -> P, A_mlqk -> attn_weights,
 p_q + delta p_mlqk (normalised) -> sampling_locations, W'_m x -> value.
+
+The level table (``spatial_shapes``, ``level_start_index``) is host data: pass it as a list of
+``(h, w)`` pairs (and a list of starts, or None to derive them), or as int64 tensors.  A table held
+in CUDA tensors is read back once per call, which costs a device synchronisation; host lists and
+CPU tensors cost none.  The kernels receive the table on the host (the CUDA kernels as a launch
+argument), so a call never copies it to the device either.
 """
 from __future__ import annotations
+
+import functools
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import _extension
 from bev_ddp.ops._checks import check_same_device, check_tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+MAX_LEVELS = 16  # the compiled kernels' level-table bound (kMaxLevels in ops/ms_deform_attn/ms_deform_attn.h)
+LevelShapes = torch.Tensor | Sequence[Sequence[int]]  # [L, 2] (h, w): int64 tensor or pairs
+LevelStarts = torch.Tensor | Sequence[int] | None  # [L]: int64 tensor, ints, or None (derived)
+
+
+def _host_list(name: str, table: LevelShapes | LevelStarts, ndim: int) -> list:
+    """An int64 tensor (any device; a CUDA one is read back once) or a nested sequence -> a host list."""
+    if isinstance(table, torch.Tensor):
+        check_tensor(f"ms_deform_attn {name}", table, ndim=ndim, dtypes=(torch.int64,))
+        return table.tolist()
+    try:
+        rows = [tuple(int(v) for v in row) for row in table] if ndim == 2 else [int(v) for v in table]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise InputError(f"ms_deform_attn {name} must be an int64 tensor or a list of ints/pairs, got {table!r}") from None
+    return rows
+
+
+def level_table(spatial_shapes: LevelShapes, level_start_index: LevelStarts, num_values: int) -> list[tuple[int, int]]:
+    """Check the level table against ``value``'s S on the host; returns the (h, w) list.
+
+    Args:
+        spatial_shapes: [L, 2] (h, w) per level, int64 tensor or pairs.
+        level_start_index: [L] start of each level in S (int64 tensor or ints), or None.
+        num_values: S.
+    """
+    shapes = _host_list("spatial_shapes", spatial_shapes, ndim=2)
+    if not shapes or any(len(row) != 2 for row in shapes):
+        got = tuple(spatial_shapes.shape) if isinstance(spatial_shapes, torch.Tensor) else shapes
+        raise InputError(f"ms_deform_attn spatial_shapes must have shape [L, 2] with L >= 1, got {got}")
+    if len(shapes) > MAX_LEVELS:
+        raise InputError(f"ms_deform_attn supports at most {MAX_LEVELS} levels, got {len(shapes)}")
+    shapes = [(int(hh), int(ww)) for hh, ww in shapes]
+    if any(hh <= 0 or ww <= 0 for hh, ww in shapes):
+        raise InputError(f"ms_deform_attn spatial_shapes must be positive, got {shapes}")
+    starts, total = [], 0
+    for hh, ww in shapes:
+        starts.append(total)
+        total += hh * ww
+    if total != num_values:
+        raise InputError(f"ms_deform_attn spatial_shapes {shapes} cover {total} positions but value has S={num_values}")
+    if level_start_index is not None:
+        given = _host_list("level_start_index", level_start_index, ndim=1)
+        if len(given) != len(shapes):
+            got = tuple(level_start_index.shape) if isinstance(level_start_index, torch.Tensor) else given
+            raise InputError(f"ms_deform_attn level_start_index must have shape [{len(shapes)}], got {got}")
+        if given != starts:
+            raise InputError(
+                f"ms_deform_attn level_start_index must be {starts} for spatial_shapes {shapes}, got {given}"
+            )
+    return shapes
+
+
+@functools.lru_cache(maxsize=64)
+def _host_tensors(shapes: tuple[tuple[int, int], ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' level table: CPU int64 spatial_shapes [L, 2] and level_start_index [L] (cached, read-only)."""
+    table = torch.tensor(shapes, dtype=torch.int64)  # [L, 2]
+    areas = table.prod(1)
+    return table, torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
 
 
 def check_ms_deform_attn_inputs(
     value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
+    spatial_shapes: LevelShapes,
+    level_start_index: LevelStarts,
     sampling_locations: torch.Tensor,
     attn_weights: torch.Tensor,
 ) -> list[tuple[int, int]]:
@@ -34,23 +102,16 @@ def check_ms_deform_attn_inputs(
     Raises InputError for wrong types, dtypes or shapes, negative level sizes, level sizes that do
     not add up to ``value``'s S, and a ``level_start_index`` that is not their running sum.
     The three float inputs may differ in dtype (e.g. float16 values under autocast with float32
-    locations); the ops compute in their promoted dtype.
+    locations); the ops compute in their promoted dtype.  Only a level table held in CUDA tensors
+    needs a device synchronisation (see the module docstring).
     """
     check_tensor("ms_deform_attn value", value, ndim=4, dtypes=FLOAT_DTYPES)
-    check_tensor("ms_deform_attn spatial_shapes", spatial_shapes, ndim=2, dtypes=(torch.int64,))
-    check_tensor("ms_deform_attn level_start_index", level_start_index, ndim=1, dtypes=(torch.int64,))
     check_tensor("ms_deform_attn sampling_locations", sampling_locations, ndim=6, dtypes=FLOAT_DTYPES)
     check_tensor("ms_deform_attn attn_weights", attn_weights, ndim=5, dtypes=FLOAT_DTYPES)
-    check_same_device(value=value, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
-                      sampling_locations=sampling_locations, attn_weights=attn_weights)
-    b, s, h, _ = value.shape
-    if spatial_shapes.shape[1] != 2 or spatial_shapes.shape[0] == 0:
-        raise InputError(f"ms_deform_attn spatial_shapes must have shape [L, 2] with L >= 1, got {tuple(spatial_shapes.shape)}")
-    num_levels = spatial_shapes.shape[0]
-    if level_start_index.shape[0] != num_levels:
-        raise InputError(
-            f"ms_deform_attn level_start_index must have shape [{num_levels}], got {tuple(level_start_index.shape)}"
-        )
+    check_same_device(value=value, sampling_locations=sampling_locations, attn_weights=attn_weights)
+    shapes = level_table(spatial_shapes, level_start_index, value.shape[1])
+    b, _, h, _ = value.shape
+    num_levels = len(shapes)
     loc = sampling_locations.shape
     if loc[0] != b or loc[2] != h or loc[3] != num_levels or loc[5] != 2:
         raise InputError(
@@ -60,19 +121,6 @@ def check_ms_deform_attn_inputs(
         raise InputError(
             f"ms_deform_attn attn_weights must have shape {tuple(loc[:5])} (sampling_locations without the last "
             f"axis), got {tuple(attn_weights.shape)}"
-        )
-    shapes = [(int(hh), int(ww)) for hh, ww in spatial_shapes.tolist()]
-    if any(hh <= 0 or ww <= 0 for hh, ww in shapes):
-        raise InputError(f"ms_deform_attn spatial_shapes must be positive, got {shapes}")
-    starts, total = [], 0
-    for hh, ww in shapes:
-        starts.append(total)
-        total += hh * ww
-    if total != s:
-        raise InputError(f"ms_deform_attn spatial_shapes {shapes} cover {total} positions but value has S={s}")
-    if level_start_index.tolist() != starts:
-        raise InputError(
-            f"ms_deform_attn level_start_index must be {starts} for spatial_shapes {shapes}, got {level_start_index.tolist()}"
         )
     return shapes
 
@@ -85,8 +133,8 @@ def _promote(value, sampling_locations, attn_weights):
 
 def ms_deform_attn_reference(
     value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
+    spatial_shapes: LevelShapes,
+    level_start_index: LevelStarts,
     sampling_locations: torch.Tensor,
     attn_weights: torch.Tensor,
 ) -> torch.Tensor:
@@ -94,8 +142,8 @@ def ms_deform_attn_reference(
 
     Args:
         value: [B, S, H, Dh] per-head values of all levels, flattened row-major per level.
-        spatial_shapes: [L, 2] int64 (h, w) of each level; sum of h*w equals S.
-        level_start_index: [L] int64 offset of each level in S.
+        spatial_shapes: [L, 2] (h, w) of each level (int64 tensor or pairs); sum of h*w equals S.
+        level_start_index: [L] offset of each level in S (int64 tensor or ints), or None.
         sampling_locations: [B, Q, H, L, P, 2] normalised (x, y) in [0, 1] (outside -> zeros).
         attn_weights: [B, Q, H, L, P] weights of the samples (usually softmax over L*P).
 
@@ -120,7 +168,12 @@ def ms_deform_attn_reference(
 
 
 class MSDeformAttnFunction(torch.autograd.Function):
-    """Autograd wrapper of the compiled forward/backward kernels."""
+    """Autograd wrapper of the compiled forward/backward kernels.
+
+    ``spatial_shapes`` / ``level_start_index`` are the host (CPU int64) level table.  The backward
+    is not itself differentiable: a second derivative (``create_graph=True``) raises instead of
+    returning a silently wrong zero.
+    """
 
     @staticmethod
     def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attn_weights, module):  # type: ignore[override]
@@ -130,12 +183,16 @@ class MSDeformAttnFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
+        needs = ctx.needs_input_grad
+        if not (needs[0] or needs[3] or needs[4]):
+            return None, None, None, None, None, None
         value, spatial_shapes, level_start_index, sampling_locations, attn_weights = ctx.saved_tensors
         grad_value, grad_loc, grad_attn = ctx.module.ms_deform_attn_backward(
-            value, spatial_shapes, level_start_index, sampling_locations, attn_weights, grad_out.contiguous()
+            value, spatial_shapes, level_start_index, sampling_locations, attn_weights, grad_out.contiguous(),
+            need_grad_value=bool(needs[0]),
         )
-        needs = ctx.needs_input_grad
         return (
             grad_value if needs[0] else None,
             None,
@@ -155,27 +212,28 @@ def _kernel_module(device: torch.device):
 
 def ms_deform_attn(
     value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
+    spatial_shapes: LevelShapes,
+    level_start_index: LevelStarts,
     sampling_locations: torch.Tensor,
     attn_weights: torch.Tensor,
 ) -> torch.Tensor:
     """Multi-scale deformable attention; compiled kernel when built, reference otherwise.
 
-    Shapes as in :func:`ms_deform_attn_reference`: value [B, S, H, Dh], spatial_shapes [L, 2],
-    level_start_index [L], sampling_locations [B, Q, H, L, P, 2] in [0, 1] (x, y),
+    Shapes as in :func:`ms_deform_attn_reference`: value [B, S, H, Dh], spatial_shapes [L, 2]
+    (tensor or (h, w) pairs), level_start_index [L] or None, sampling_locations [B, Q, H, L, P, 2] in [0, 1] (x, y),
     attn_weights [B, Q, H, L, P] -> [B, Q, H*Dh] in the promoted dtype of the three float inputs.
     The kernels take float32, float64, float16 and bfloat16 (the last two computed in float32).
     """
-    check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attn_weights)
+    shapes = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attn_weights)
     value, sampling_locations, attn_weights = _promote(value, sampling_locations, attn_weights)
     module = _kernel_module(value.device)
     if module is None:
-        return ms_deform_attn_reference(value, spatial_shapes, level_start_index, sampling_locations, attn_weights)
+        return ms_deform_attn_reference(value, shapes, None, sampling_locations, attn_weights)
+    host_shapes, host_starts = _host_tensors(tuple(shapes))
     return MSDeformAttnFunction.apply(
         value.contiguous(),
-        spatial_shapes.contiguous(),
-        level_start_index.contiguous(),
+        host_shapes,
+        host_starts,
         sampling_locations.contiguous(),
         attn_weights.contiguous(),
         module,

@@ -12,8 +12,8 @@ from bev_ddp.config import load_config
 from bev_ddp.engine.task import get_task
 from bev_ddp.errors import InputError
 from bev_ddp.output_files import probe_output_dir
-from bev_ddp.replay.bag_source import RosbagSource
 from bev_ddp.replay.controller import StepController
+from bev_ddp.replay.mcap_layout import open_log
 from bev_ddp.replay.nuscenes_source import NuScenesSceneSource
 from bev_ddp.replay.outputs import GridSpec, ReplayOutputs
 from bev_ddp.replay.runner import FrameHook, ReplayResult, replay
@@ -79,11 +79,12 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
     cfg = load_config(request.config, request.overrides, schema=BEVConfig)
     if cfg.task != "bev":
         raise InputError(f"config {request.config} is for task {cfg.task!r}; replay runs BEV models (task: bev)")
-    topics = load_topic_map(request.topics)
     if request.bag is not None:
-        source: RosbagSource | NuScenesSceneSource = RosbagSource(request.bag, topics=topics)
+        source = open_log(request.bag, topics_file=request.topics)  # ROS 2 bag/MCAP or Foxglove MCAP
+        topics = source.topics
         name = request.bag.stem
     elif request.scene is not None:
+        topics = load_topic_map(request.topics)
         dataroot = request.dataroot or Path(cfg.data.dataroot)
         source = NuScenesSceneSource(dataroot, request.scene, version=request.version,
                                      base_frame=topics.base_frame, world_frame=topics.world_frame)

@@ -37,12 +37,12 @@ from bev_ddp.replay.topics import TopicMap
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 # what a damaged storage file raises while being read (sqlite3, MCAP chunk/record parsing)
-_STORAGE_ERRORS: tuple[type[BaseException], ...] = (ReaderError, sqlite3.DatabaseError, OSError, EOFError,
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (ReaderError, sqlite3.DatabaseError, OSError, EOFError,
                                                     struct.error, ValueError, KeyError, IndexError)
 try:  # the mcap package's own error base (chunk CRC, bad magic, ...)
     from mcap.exceptions import McapError
 
-    _STORAGE_ERRORS += (McapError,)
+    STORAGE_ERRORS += (McapError,)
 except ImportError:  # pragma: no cover - mcap is a dependency of rosbags' MCAP plugin
     pass
 
@@ -75,7 +75,7 @@ class RosbagSource:
             reader.open()
         except FileNotFoundError as exc:
             raise InputError(f"bag {self.path}: {exc}") from exc
-        except _STORAGE_ERRORS as exc:
+        except STORAGE_ERRORS as exc:
             raise InputError(f"bag {self.path} cannot be opened (corrupt or truncated?): {exc}") from exc
         return reader
 
@@ -127,7 +127,7 @@ class RosbagSource:
         finally:
             try:
                 reader.close()
-            except _STORAGE_ERRORS:
+            except STORAGE_ERRORS:
                 pass
 
     def _wanted(self) -> set[str]:
@@ -147,7 +147,9 @@ class RosbagSource:
                 item = next(messages)
             except StopIteration:
                 return
-            except _STORAGE_ERRORS as exc:
+            except InputError:  # a message definition that does not parse is the input's fault, not damage
+                raise
+            except STORAGE_ERRORS as exc:
                 yield LogError(receive_ns=last_receive, error=f"bag {self.path} is unreadable after "
                                f"t={last_receive} ns (truncated or corrupt storage): {exc!r}")
                 return

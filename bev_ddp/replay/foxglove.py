@@ -10,6 +10,10 @@ definitions:
   byte ``offset`` with a ``NumericType`` (UINT8 = 1, FLOAT32 = 7).
 * ``foxglove.CompressedImage``: a PNG/JPEG image.
 * ``bev_ddp.ReplayFrame``: our per-frame record (latency, steps, flags, occupancy).
+
+Transforms go out as protobuf ``foxglove.FrameTransform`` (the classes of
+``foxglove-schemas-protobuf``, :func:`frame_transform`), so Foxglove places the grids in the
+world frame without any setup.
 """
 from __future__ import annotations
 
@@ -139,3 +143,24 @@ def compressed_image_message(stamp_ns: int, frame_id: str, png: bytes) -> dict:
         "data": base64.b64encode(png).decode("ascii"),
         "format": "png",
     }
+
+
+def timestamp(stamp_ns: int):
+    """Integer nanoseconds → ``google.protobuf.Timestamp``."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    return Timestamp(seconds=int(stamp_ns // 1_000_000_000), nanos=int(stamp_ns % 1_000_000_000))
+
+
+def frame_transform(parent: str, child: str, stamp_ns: int, child_to_parent: np.ndarray):
+    """float64 [4, 4] child → parent as a protobuf ``foxglove.FrameTransform``."""
+    from foxglove_schemas_protobuf.FrameTransform_pb2 import FrameTransform
+    from foxglove_schemas_protobuf.Quaternion_pb2 import Quaternion
+    from foxglove_schemas_protobuf.Vector3_pb2 import Vector3
+    from scipy.spatial.transform import Rotation
+
+    x, y, z, w = Rotation.from_matrix(child_to_parent[:3, :3]).as_quat()
+    t = child_to_parent[:3, 3]
+    return FrameTransform(timestamp=timestamp(stamp_ns), parent_frame_id=parent, child_frame_id=child,
+                          translation=Vector3(x=float(t[0]), y=float(t[1]), z=float(t[2])),
+                          rotation=Quaternion(x=float(x), y=float(y), z=float(z), w=float(w)))

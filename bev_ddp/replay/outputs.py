@@ -6,6 +6,7 @@ Output folder layout::
                      /bev/uncertainty    foxglove.Grid, 1 uint8 field (uncertainty × 255)
                      /bev/argmax         foxglove.CompressedImage (PNG, class colours, heading up)
                      /bev/frame          bev_ddp.ReplayFrame (latency, steps, flags, occupancy)
+                     /tf                 foxglove.FrameTransform (protobuf): world → base → LiDAR
     frames.jsonl     one JSON object per input LiDAR frame (same content as /bev/frame)
     summary.json     totals: frames, frames/s, interrupted, log error
     frames/*.png     optional: argmax | uncertainty panels
@@ -32,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mcap.records import DataEnd, Footer
 from mcap.data_stream import RecordBuilder
+from mcap.records import DataEnd, Footer
 from mcap.writer import MCAP0_MAGIC
 from mcap.writer import Writer as McapWriter
 
@@ -143,6 +144,11 @@ class ReplayOutputs:
             self._channels[topic] = self._writer.register_channel(
                 topic=topic, message_encoding="json", schema_id=schema_ids[name]
             )
+        from foxglove_schemas_protobuf.FrameTransform_pb2 import FrameTransform
+        from mcap_protobuf.schema import register_schema
+
+        self._channels["/tf"] = self._writer.register_channel(
+            topic="/tf", message_encoding="protobuf", schema_id=register_schema(self._writer, FrameTransform))
         self._writer.flush()
         self._mcap_file.mark()
         if self.png:
@@ -185,7 +191,8 @@ class ReplayOutputs:
             data=foxglove.encode_json(message),
         )
 
-    def write(self, record: FrameRecord, frame_id: str, probs: np.ndarray | None, uncertainty: np.ndarray | None) -> None:
+    def write(self, record: FrameRecord, frame_id: str, probs: np.ndarray | None, uncertainty: np.ndarray | None,
+              transforms: list[tuple[str, str, np.ndarray]] = ()) -> None:
         """Write one frame, whole or not at all.
 
         Args:
@@ -193,6 +200,7 @@ class ReplayOutputs:
             frame_id: the LiDAR frame the BEV grid lies in.
             probs: float [C, X, Y] probabilities in [0, 1], ``None`` for a skipped frame.
             uncertainty: float [X, Y] in [0, 1], ``None`` for a skipped frame.
+            transforms: (parent, child, child → parent [4, 4]) at the frame's stamp, published on ``/tf``.
 
         Raises:
             OutputWriteError: a write failed (full disk); the outputs hold the frames before this one.
@@ -200,7 +208,7 @@ class ReplayOutputs:
         if self.write_error is not None:
             raise OutputWriteError(self.write_error.errno, f"{self.write_error.strerror} (an earlier frame)")
         try:
-            self._write_frame(record, frame_id, probs, uncertainty)
+            self._write_frame(record, frame_id, probs, uncertainty, transforms)
             self._writer.flush()  # the frame ends a chunk: a cut after it leaves whole records
             assert self._mcap_file is not None and self._jsonl is not None
             self._mcap_file.mark()
@@ -216,8 +224,11 @@ class ReplayOutputs:
                 str(exc.filename or self.out_dir)) from exc
 
     def _write_frame(self, record: FrameRecord, frame_id: str, probs: np.ndarray | None,
-                     uncertainty: np.ndarray | None) -> None:
+                     uncertainty: np.ndarray | None, transforms: list[tuple[str, str, np.ndarray]]) -> None:
         t = record.stamp_ns
+        for parent, child, matrix in transforms:
+            self._writer.add_message(channel_id=self._channels["/tf"], log_time=t, publish_time=t,
+                                     data=foxglove.frame_transform(parent, child, t, matrix).SerializeToString())
         if probs is not None and uncertainty is not None:
             origin = (self.grid.xbound[0], self.grid.ybound[0])
             cell = (self.grid.xbound[2], self.grid.ybound[2])

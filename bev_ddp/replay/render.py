@@ -1,8 +1,9 @@
 """Images of BEV predictions for viewing (PNG frames, MP4, the MCAP's image channel).
 
-BEV arrays are ``[C, X, Y]`` / ``[X, Y]`` in the LiDAR frame (x forward, y left).  Images are
-drawn as seen from above with the vehicle heading up: image row 0 is the far front (largest x),
-image column 0 the far left (largest y).
+BEV arrays are ``[C, X, Y]`` / ``[X, Y]`` in the LiDAR frame, which on nuScenes (and the synthetic
+rig) has x to the vehicle's right and y forward.  Images are drawn as seen from above with the
+vehicle heading up: image row 0 is the far front (largest y), image column 0 the far left
+(smallest x), as the report's ``maps.png``.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ BACKGROUND = np.array([240, 240, 240], dtype=np.uint8)
 
 
 def to_view(bev: np.ndarray) -> np.ndarray:
-    """[X, Y, ...] BEV array → [H=X, W=Y, ...] top view, heading up, left on the left."""
-    return bev[::-1, ::-1]
+    """[X, Y, ...] BEV array → [H=Y, W=X, ...] top view, heading (+y) up, right (+x) on the right."""
+    return np.swapaxes(bev, 0, 1)[::-1]
 
 
 def argmax_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -52,9 +53,9 @@ def colourise_scalar(values: np.ndarray, cmap: str = "magma") -> np.ndarray:
 
 
 def panel(probs: np.ndarray, uncertainty: np.ndarray, threshold: float = 0.5, min_size: int = 256) -> np.ndarray:
-    """uint8 [s·X, 2·s·Y + 4, 3]: argmax map and uncertainty side by side (white gap of 4 px),
+    """uint8 [s·Y, 2·s·X + 4, 3]: argmax map and uncertainty side by side (white gap of 4 px),
     enlarged by the integer factor ``s`` (nearest) that makes them at least ``min_size`` px tall."""
-    scale = max(1, -(-min_size // probs.shape[1]))
+    scale = max(1, -(-min_size // probs.shape[2]))
     left = colourise_labels(argmax_labels(probs, threshold)).repeat(scale, axis=0).repeat(scale, axis=1)
     right = colourise_scalar(uncertainty).repeat(scale, axis=0).repeat(scale, axis=1)
     gap = np.full((left.shape[0], 4, 3), 255, dtype=np.uint8)

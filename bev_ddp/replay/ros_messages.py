@@ -54,26 +54,8 @@ def pointcloud2_to_points(msg, *, name: str = "PointCloud2") -> np.ndarray:
     Raises:
         InputError: missing x/y/z fields, or a data buffer shorter than the header promises.
     """
-    fields = {f.name: f for f in msg.fields}
-    missing = [k for k in ("x", "y", "z") if k not in fields]
-    if missing:
-        raise InputError(f"{name}: point cloud has no field(s) {missing} (fields: {sorted(fields)})")
-    endian = ">" if msg.is_bigendian else "<"
-    names, formats, offsets = [], [], []
-    for key in ("x", "y", "z", "intensity"):
-        if key not in fields:
-            continue
-        f = fields[key]
-        if f.datatype not in _POINT_FIELD_TYPES:
-            raise InputError(f"{name}: field {key!r} has unknown PointField datatype {f.datatype}")
-        names.append(key)
-        formats.append(np.dtype(_POINT_FIELD_TYPES[f.datatype]).newbyteorder(endian))
-        offsets.append(int(f.offset))
-    point_step = int(msg.point_step)
-    if point_step <= 0 or max(o + np.dtype(t).itemsize for o, t in zip(offsets, formats)) > point_step:
-        raise InputError(f"{name}: point_step {point_step} is smaller than its fields")
-    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
-    height, width, row_step = int(msg.height), int(msg.width), int(msg.row_step)
+    fields = {f.name: (int(f.datatype), int(f.offset)) for f in msg.fields}
+    height, width, row_step, point_step = int(msg.height), int(msg.width), int(msg.row_step), int(msg.point_step)
     data = np.asarray(msg.data, dtype=np.uint8)
     if row_step < width * point_step or data.size < height * row_step:
         raise InputError(
@@ -81,7 +63,44 @@ def pointcloud2_to_points(msg, *, name: str = "PointCloud2") -> np.ndarray:
             f"({width} points of {point_step} bytes)"
         )
     rows = data[: height * row_step].reshape(height, row_step)[:, : width * point_step]  # [H, W*step]
-    cloud = np.ascontiguousarray(rows).view(dtype).reshape(-1)  # [H*W] structured
+    return packed_points(np.ascontiguousarray(rows).reshape(-1), fields, point_step, _POINT_FIELD_TYPES,
+                         big_endian=bool(msg.is_bigendian), name=name)
+
+
+def packed_points(data: np.ndarray, fields: dict[str, tuple[int, int]], point_step: int,
+                  type_codes: dict[int, type], *, big_endian: bool = False, name: str = "cloud") -> np.ndarray:
+    """Packed point records → float32 [N, 4] (x, y, z, intensity); shared by ROS and Foxglove clouds.
+
+    Args:
+        data: uint8 [N * point_step] bytes, one record per point.
+        fields: field name → (type code, byte offset in the record).
+        type_codes: type code → numpy scalar type (ROS ``PointField`` or Foxglove ``NumericType``).
+
+    Non-finite points are dropped, a missing or non-finite intensity is 0.
+
+    Raises:
+        InputError: missing x/y/z, an unknown type code, or records smaller than their fields.
+    """
+    missing = [k for k in ("x", "y", "z") if k not in fields]
+    if missing:
+        raise InputError(f"{name}: point cloud has no field(s) {missing} (fields: {sorted(fields)})")
+    endian = ">" if big_endian else "<"
+    names, formats, offsets = [], [], []
+    for key in ("x", "y", "z", "intensity"):
+        if key not in fields:
+            continue
+        code, offset = fields[key]
+        if code not in type_codes:
+            raise InputError(f"{name}: field {key!r} has unknown numeric type {code}")
+        names.append(key)
+        formats.append(np.dtype(type_codes[code]).newbyteorder(endian))
+        offsets.append(offset)
+    if point_step <= 0 or max(o + np.dtype(t).itemsize for o, t in zip(offsets, formats)) > point_step:
+        raise InputError(f"{name}: point stride {point_step} is smaller than its fields")
+    if data.size % point_step:
+        raise InputError(f"{name}: {data.size} bytes is not a whole number of {point_step}-byte points")
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
+    cloud = np.ascontiguousarray(data).view(dtype).reshape(-1)  # [N] structured
     points = np.zeros((cloud.size, 4), dtype=np.float32)  # [N, 4]
     for col, key in enumerate(("x", "y", "z", "intensity")):
         if key in names:
@@ -101,7 +120,7 @@ def image_to_rgb(msg, *, name: str = "Image") -> np.ndarray:
         raise InputError(f"{name}: unsupported image encoding {msg.encoding!r}; use one of {sorted(_IMAGE_ENCODINGS)}")
     channels, dtype, order = _IMAGE_ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
+    data = np.frombuffer(msg.data, dtype=np.uint8) if isinstance(msg.data, bytes) else np.asarray(msg.data, np.uint8)
     if height <= 0 or width <= 0 or step < width * channels or data.size < height * step:
         raise InputError(f"{name}: {data.size} bytes cannot hold a {height}×{width} {encoding} image (step {step})")
     rows = data[: height * step].reshape(height, step)[:, : width * channels]  # [H, W*C]

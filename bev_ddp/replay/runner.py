@@ -116,7 +116,8 @@ def replay(
                 try:  # a record is written and counted whole, or not at all (a signal only sets stop's flag)
                     outputs.write(record, frame.lidar_frame,
                                   None if prediction is None else prediction.probs[0].float().cpu().numpy(),
-                                  None if prediction is None else prediction.uncertainty[0].float().cpu().numpy())
+                                  None if prediction is None else prediction.uncertainty[0].float().cpu().numpy(),
+                                  transforms=frame.placement)
                 except OSError as exc:
                     output_error = f"{exc.strerror or exc}: {exc.filename or outputs.out_dir}"
                     break

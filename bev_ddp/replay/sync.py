@@ -85,6 +85,9 @@ class SensorFrame:
         lidar2ego: float64 [4, 4] (identity with flag ``lidar_no_base_tf`` when unknown).
         flags: what was missing or degraded; empty for a complete frame.
         meta: source ids (e.g. nuScenes tokens) and the camera time offsets (ms).
+        placement: (parent, child, child → parent float64 [4, 4]) at the LiDAR stamp that place
+            the LiDAR frame in the world: world → base (when the ego pose is known) and base →
+            LiDAR (when the mount is known); what the replay output publishes on ``/tf``.
     """
 
     index: int
@@ -101,6 +104,7 @@ class SensorFrame:
     lidar2ego: np.ndarray
     flags: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    placement: list[tuple[str, str, np.ndarray]] = field(default_factory=list)
 
     @property
     def camera_valid(self) -> dict[str, bool]:
@@ -239,9 +243,15 @@ class FrameAssembler:
         t = lidar.stamp_ns
 
         lidar2ego = self.tree.lookup(s.base_frame, lidar_frame, t) if lidar_frame else None
+        placement = []
+        ego2world = self.tree.lookup(s.world_frame, s.base_frame, t) if s.world_frame else None
+        if ego2world is not None:
+            placement.append((s.world_frame, s.base_frame, ego2world))
         if lidar2ego is None:
             flags.append("lidar_no_base_tf")
             lidar2ego = np.eye(4)
+        elif lidar_frame != s.base_frame:
+            placement.append((s.base_frame, lidar_frame, lidar2ego))
 
         images: dict[str, np.ndarray | None] = {}
         image_stamps: dict[str, int | None] = {}
@@ -303,6 +313,7 @@ class FrameAssembler:
             lidar2ego=lidar2ego,
             flags=flags,
             meta=meta,
+            placement=placement,
         )
 
     def _scaled_intrinsics(self, info: CameraInfoMessage, image_hw: tuple[int, int] | None) -> np.ndarray:

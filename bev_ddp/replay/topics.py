@@ -1,9 +1,18 @@
 """Which topic of a recorded log carries which sensor.
 
-The defaults follow the names of the public nuScenes → ROS 2 / MCAP conversions
-(``/CAM_FRONT/image_rect_compressed``, ``/CAM_FRONT/camera_info``, ``/LIDAR_TOP``, ``/tf``,
-``/tf_static``; sensor frame ids equal to the nuScenes channel names, the vehicle frame
-``base_link`` and the world frame ``map``).  A YAML file overrides any of them::
+Two built-in maps follow the public nuScenes conversions:
+
+* ``ros``: the nuScenes → ROS 2 bag conversions (``/CAM_FRONT/image_rect_compressed``,
+  ``/CAM_FRONT/camera_info``, ``/LIDAR_TOP``, ``/tf``, ``/tf_static``; sensor frame ids equal to
+  the nuScenes channel names);
+* ``foxglove``: Foxglove's nuScenes → MCAP converter (foxglove/nuscenes2mcap): the same names in
+  lower case (``/lidar_top``, ``/cam_front/image_rect_compressed``, ``/cam_front/camera_info``),
+  lower-case frame ids (``lidar_top``, ``cam_front``) and every transform on ``/tf`` (no
+  ``/tf_static``).
+
+Both use the vehicle frame ``base_link`` and the world frame ``map``.  Without a map file the
+one whose LiDAR topic the log has is taken (:func:`detect_topic_map`).  A YAML file overrides
+any name of the ``ros`` map::
 
     lidar:
       topic: /velodyne_points
@@ -26,7 +35,8 @@ from bev_ddp.config import load_config
 from bev_ddp.data.sensors import CAMERA_NAMES  # the order the model expects
 from bev_ddp.errors import ConfigError
 
-__all__ = ["CAMERA_NAMES", "TopicMap", "CameraTopics", "TopicMapSchema", "default_topic_map", "load_topic_map"]
+__all__ = ["CAMERA_NAMES", "TopicMap", "CameraTopics", "TopicMapSchema", "default_topic_map", "foxglove_topic_map",
+           "detect_topic_map", "load_topic_map"]
 
 
 @dataclass
@@ -44,7 +54,7 @@ class LidarTopicSchema:
     frame_id: str = ""  # empty: the point cloud's header frame id
 
 
-def _default_cameras() -> dict[str, CameraTopicsSchema]:
+def _default_cameras() -> dict[str, CameraTopicsSchema]:  # the ``ros`` layout
     return {
         name: CameraTopicsSchema(image=f"/{name}/image_rect_compressed", info=f"/{name}/camera_info", frame_id=name)
         for name in CAMERA_NAMES
@@ -116,8 +126,29 @@ def _resolve(cfg) -> TopicMap:
 
 
 def default_topic_map() -> TopicMap:
-    """The nuScenes-style names (see the module docstring)."""
+    """The ``ros`` layout's names (see the module docstring)."""
     return _resolve(OmegaConf.structured(TopicMapSchema))
+
+
+def foxglove_topic_map() -> TopicMap:
+    """The ``foxglove`` layout's names: foxglove/nuscenes2mcap's output (see the module docstring)."""
+    cameras = {name: CameraTopicsSchema(image=f"/{name.lower()}/image_rect_compressed",
+                                        info=f"/{name.lower()}/camera_info", frame_id=name.lower())
+               for name in CAMERA_NAMES}
+    schema = TopicMapSchema(lidar=LidarTopicSchema(topic="/lidar_top"), cameras=cameras, tf_static="")
+    return _resolve(OmegaConf.structured(schema))
+
+
+BUILTIN_TOPIC_MAPS = {"ros": default_topic_map, "foxglove": foxglove_topic_map}
+
+
+def detect_topic_map(available_topics: set[str]) -> TopicMap:
+    """The built-in map whose LiDAR topic is among ``available_topics`` (``ros`` when none is)."""
+    for build in BUILTIN_TOPIC_MAPS.values():
+        topics = build()
+        if topics.lidar_topic in available_topics:
+            return topics
+    return default_topic_map()
 
 
 def load_topic_map(path: str | Path | None) -> TopicMap:

@@ -51,8 +51,13 @@ def plot_metric_vs_threshold(metrics: dict[str, Any], path: Path) -> Path | None
     for ax in axes.flat[len(steps):]:
         ax.axis("off")
     axes[0, 0].set_ylabel(f"{metric} (%)")
-    axes[0, 0].legend(fontsize=7)
-    return _save(fig, path)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    # one legend for all panels, right of them, so no curve is hidden behind it
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot_summary_vs_steps(metrics: dict[str, Any], path: Path) -> Path | None:
@@ -133,6 +138,24 @@ def _panel(kind: str, arr: np.ndarray, num_classes: int) -> tuple[np.ndarray, di
     return arr.astype(np.float32), {"cmap": "magma"}
 
 
+def _bev_extent(visuals: dict[str, np.ndarray]) -> tuple[list[float], str]:
+    """imshow extent (left, right, bottom, top) of a BEV grid drawn with x right / y up, and the unit."""
+    if "xbound" in visuals and "ybound" in visuals:
+        (x0, x1, _), (y0, y1, _) = np.asarray(visuals["xbound"]), np.asarray(visuals["ybound"])
+        return [float(x0), float(x1), float(y0), float(y1)], "m"
+    size_x, size_y = visuals["gt"].shape[-2:]
+    return [0.0, float(size_x), 0.0, float(size_y)], "cells"
+
+
+def _ego_marker(ax: Any, unit: str, extent: list[float]) -> None:
+    """A triangle at the LiDAR origin pointing forward (+y: the heading on nuScenes and the synthetic rig)."""
+    if unit != "m" or not (extent[0] < 0 < extent[1] and extent[2] < 0 < extent[3]):
+        return
+    size = 0.04 * (extent[3] - extent[2])
+    ax.add_patch(plt.Polygon([[0.0, size], [-0.6 * size, -0.6 * size], [0.6 * size, -0.6 * size]],
+                             closed=True, facecolor="red", edgecolor="white", lw=0.6, zorder=5))
+
+
 def plot_maps(visuals: dict[str, np.ndarray], path: Path) -> Path | None:
     """Per kept sample: ground truth, then prediction and uncertainty for every step count.
 
@@ -141,7 +164,10 @@ def plot_maps(visuals: dict[str, np.ndarray], path: Path) -> Path | None:
     ([N, H, W], e.g. depth); ``gt``; ``probs_<s>`` or ``pred_<s>``; optional
     ``uncertainty_<s>``, ``image`` [N, H, W, 3] uint8, ``frame`` = ``bev`` (arrays are
     [X, Y] in the lidar frame, drawn with x to the right and y up: for the nuScenes top LiDAR,
-    x = ego right and y = ego forward, so the ego drives up the page).
+    x = ego right and y = ego forward, so the ego drives up the page) and ``xbound`` / ``ybound``
+    (min, max, step) m for metre ticks.  BEV panels show the ego vehicle as a red triangle at the
+    LiDAR origin pointing forward; uncertainty panels have a colour bar (0 = every step agreed,
+    1 = the map changed at every step).
     """
     if not visuals or "gt" not in visuals:
         return None
@@ -150,6 +176,7 @@ def plot_maps(visuals: dict[str, np.ndarray], path: Path) -> Path | None:
     classes = [str(c) for c in np.atleast_1d(visuals.get("classes", []))]
     names = [str(n) for n in np.atleast_1d(visuals.get("names", []))]
     bev = str(visuals.get("frame", "bev" if kind == "multilabel" else "image")) == "bev"
+    extent, unit = _bev_extent(visuals) if bev else (None, "")
     gt = visuals["gt"]
     n = gt.shape[0]
     has_image = "image" in visuals
@@ -158,14 +185,19 @@ def plot_maps(visuals: dict[str, np.ndarray], path: Path) -> Path | None:
         columns.append(f"prediction, {s} step{'s' if s != 1 else ''}")
         if f"uncertainty_{s}" in visuals:
             columns.append(f"uncertainty, {s} step{'s' if s != 1 else ''}")
-    fig, axes = plt.subplots(n, len(columns), figsize=(2.6 * len(columns), 2.6 * n + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n, len(columns), figsize=(3.0 * len(columns), 2.9 * n + 0.7), squeeze=False)
 
-    def show(ax: Any, img: np.ndarray, **kw: Any) -> None:
+    def show(ax: Any, img: np.ndarray, **kw: Any) -> Any:
         if bev:
             img = np.swapaxes(img, 0, 1)[::-1]  # [X, Y] grid drawn with lidar x to the right and y up
-        ax.imshow(img, interpolation="nearest", **kw)
-        ax.set_xticks([])
-        ax.set_yticks([])
+            shown = ax.imshow(img, interpolation="nearest", extent=extent, **kw)
+            ax.tick_params(labelsize=6)
+            _ego_marker(ax, unit, extent)
+        else:
+            shown = ax.imshow(img, interpolation="nearest", **kw)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        return shown
 
     for i in range(n):
         col = 0
@@ -184,18 +216,21 @@ def plot_maps(visuals: dict[str, np.ndarray], path: Path) -> Path | None:
                 show(axes[i, col], img, **kw)
             col += 1
             if f"uncertainty_{s}" in visuals:
-                show(axes[i, col], visuals[f"uncertainty_{s}"][i].astype(np.float32), cmap="viridis", vmin=0, vmax=1)
+                shown = show(axes[i, col], visuals[f"uncertainty_{s}"][i].astype(np.float32), cmap="viridis", vmin=0,
+                             vmax=1)
+                bar = fig.colorbar(shown, ax=axes[i, col], fraction=0.046, pad=0.03)
+                bar.ax.tick_params(labelsize=6)
                 col += 1
         if names:
             axes[i, 0].set_ylabel(names[i][:16], fontsize=7)
     for j, title in enumerate(columns):
         axes[0, j].set_title(title, fontsize=8)
     if bev:
-        axes[-1, 0].set_xlabel("lidar x to the right, y up", fontsize=7)
+        axes[-1, 0].set_xlabel(f"lidar x ({unit}), right; y ({unit}) up = forward; red: ego", fontsize=6)
     if kind == "multilabel" and classes:
         handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE[k % len(PALETTE)]) for k in range(len(classes))]
         fig.legend(handles, classes, loc="lower center", ncol=min(len(classes), 6), fontsize=7)
-        fig.tight_layout(rect=(0, 0.6 / (2.6 * n + 0.6), 1, 1))
+        fig.tight_layout(rect=(0, 0.7 / (2.9 * n + 0.7), 1, 1))
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path

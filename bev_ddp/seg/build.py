@@ -32,7 +32,7 @@ def build_encoder(model_cfg: Any, img_size: Optional[Sequence[int]]) -> ImageEnc
     b = model_cfg.backbone
     kwargs = _plain(b.kwargs)
     backbone = build_timm_backbone(b.name, img_size=img_size, out_indices=list(b.out_indices),
-                                   checkpoint=b.checkpoint, **kwargs)
+                                   checkpoint=b.checkpoint, allow_scratch=b.allow_scratch, **kwargs)
     return build_image_encoder(backbone=backbone, channels=model_cfg.neck_channels, num_groups=model_cfg.num_groups)
 
 

@@ -21,6 +21,7 @@ class BackboneSchema:
     out_indices: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     kwargs: dict[str, Any] = field(default_factory=dict)  # architecture overrides (embed_dim, depths, dims ...)
     checkpoint: Optional[str] = None  # local backbone weights (torch.load weights_only)
+    allow_scratch: bool = False  # a named checkpoint that is missing: random weights + warning, not an error
 
 
 @dataclass

@@ -1,9 +1,13 @@
 // bev_pool CUDA kernel: float32 / float16 / bfloat16 / float64 features, accumulation in the
 // op-math type (float32 for the 16-bit types).
 //
-// Forward: 1. per-point flat cell rank (-1 when outside the grid or the batch),
-//          2. stable radix sort of the kept points by rank (at::sort), run starts,
-//          3. one thread per (run, channel) sums its run in point order and writes the cell.
+// Forward: 1. per-point flat cell rank (-1 when dropped: outside the grid, or a bad batch index,
+//             which also raises a device flag),
+//          2. stable radix sort of all points by rank (at::sort),
+//          3. one thread per (sorted position, channel): a thread at the start of a run of kept
+//             points sums the run in point order and writes the cell; every other thread returns.
+//          The host reads the bad-batch flag once, after the last launch: one synchronisation per
+//          call, and no nonzero() (whose output size needs a synchronisation each).
 // Backward: one thread per (point, channel) recomputes the point's cell from coords and copies the
 // cell gradient (0 for dropped points).
 #include <ATen/Dispatch.h>
@@ -12,8 +16,6 @@
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/nonzero.h>
-#include <ATen/ops/ones.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
 
@@ -28,27 +30,30 @@ inline int64_t num_blocks(int64_t work) { return std::min<int64_t>((work + kThre
 
 template <typename index_t>
 __global__ void ranks_kernel(const index_t* __restrict__ coords, int64_t n, BevGrid grid,
-                             int64_t* __restrict__ ranks) {
+                             int64_t* __restrict__ ranks, int* __restrict__ bad_batch) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const index_t* c = coords + 4 * i;
     ranks[i] = grid.point_rank(c[0], c[1], c[2], c[3]);
+    if (!grid.batch_ok(c[3])) *bad_batch = 1;  // every writer stores the same value: no atomic needed
   }
 }
 
+// One thread per (sorted position j, channel c).  Positions with a negative rank (dropped points
+// sort first) and positions inside a run return at once; the thread at a run's first position sums
+// the run.  Neighbouring threads hold neighbouring channels of one position, so a warp takes one
+// branch and reads neighbouring feature entries.
 template <typename scalar_t>
 __global__ void reduce_runs_kernel(const scalar_t* __restrict__ feats, const int64_t* __restrict__ order,
-                                   const int64_t* __restrict__ sorted_ranks, const int64_t* __restrict__ run_start,
-                                   int64_t num_runs, int64_t num_kept, int64_t channels, int64_t cells_per_sample,
-                                   scalar_t* __restrict__ out) {
+                                   const int64_t* __restrict__ sorted_ranks, int64_t n, int64_t channels,
+                                   int64_t cells_per_sample, scalar_t* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t total = num_runs * channels;
+  const int64_t total = n * channels;
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t run = t / channels, c = t % channels;  // neighbouring threads read neighbouring channels
-    const int64_t begin = run_start[run];
-    const int64_t end = run + 1 < num_runs ? run_start[run + 1] : num_kept;
-    acc_t acc = 0;
-    for (int64_t j = begin; j < end; ++j) acc += static_cast<acc_t>(feats[order[j] * channels + c]);
+    const int64_t begin = t / channels, c = t % channels;
     const int64_t cell = sorted_ranks[begin];
+    if (cell < 0 || (begin > 0 && sorted_ranks[begin - 1] == cell)) continue;  // dropped, or not a run start
+    acc_t acc = 0;
+    for (int64_t j = begin; j < n && sorted_ranks[j] == cell; ++j) acc += static_cast<acc_t>(feats[order[j] * channels + c]);
     const int64_t b = cell / cells_per_sample, s = cell % cells_per_sample;
     out[(b * channels + c) * cells_per_sample + s] = static_cast<scalar_t>(acc);
   }
@@ -78,32 +83,29 @@ at::Tensor bev_pool_forward_cuda(const at::Tensor& feats_in, const at::Tensor& c
 
   at::Tensor out = at::zeros({grid.batch_size, channels, grid.nz, grid.nx, grid.ny}, feats.options());
   if (n == 0) return out;
-  // 1. ranks [N]: flat cell of every point, -1 when dropped
+  // 1. ranks [N]: flat cell of every point, -1 when dropped; bad_batch set by any out-of-range batch index
   at::Tensor ranks = at::empty({n}, coords.options().dtype(at::kLong));
+  at::Tensor bad_batch = at::zeros({1}, coords.options().dtype(at::kInt));
   AT_DISPATCH_INDEX_TYPES(coords.scalar_type(), "bev_pool_ranks_cuda", [&] {
     ranks_kernel<index_t><<<num_blocks(n), kThreads, 0, stream>>>(coords.data_ptr<index_t>(), n, grid,
-                                                                  ranks.data_ptr<int64_t>());
+                                                                  ranks.data_ptr<int64_t>(), bad_batch.data_ptr<int>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-  // 2. stable sort of the kept points by rank, then run starts
-  const at::Tensor kept = at::nonzero(ranks.ge(0)).squeeze(1);  // [M] point indices
-  const int64_t num_kept = kept.size(0);
-  if (num_kept == 0 || channels == 0) return out;
-  auto [sorted_ranks, perm] = at::sort(ranks.index_select(0, kept), /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  const at::Tensor order = kept.index_select(0, perm);  // [M] point index per sorted position
-  at::Tensor is_start = at::ones({num_kept}, ranks.options().dtype(at::kBool));
-  if (num_kept > 1) is_start.slice(0, 1).copy_(sorted_ranks.slice(0, 1).ne(sorted_ranks.slice(0, 0, num_kept - 1)));
-  const at::Tensor run_start = at::nonzero(is_start).squeeze(1).contiguous();  // [R]
-  const int64_t num_runs = run_start.size(0);
-
-  // 3. per-run reduction
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats.scalar_type(), "bev_pool_forward_cuda", [&] {
-    reduce_runs_kernel<scalar_t><<<num_blocks(num_runs * channels), kThreads, 0, stream>>>(
-        feats.data_ptr<scalar_t>(), order.data_ptr<int64_t>(), sorted_ranks.data_ptr<int64_t>(),
-        run_start.data_ptr<int64_t>(), num_runs, num_kept, channels, cells_per_sample, out.data_ptr<scalar_t>());
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (channels > 0) {
+    // 2. stable sort of all points by rank (dropped points, rank -1, come first)
+    auto [sorted_ranks, order] = at::sort(ranks, /*stable=*/true, /*dim=*/0, /*descending=*/false);  // [N] each
+    // 3. per-run reduction
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats.scalar_type(), "bev_pool_forward_cuda", [&] {
+      reduce_runs_kernel<scalar_t><<<num_blocks(n * channels), kThreads, 0, stream>>>(
+          feats.data_ptr<scalar_t>(), order.data_ptr<int64_t>(), sorted_ranks.data_ptr<int64_t>(), n, channels,
+          cells_per_sample, out.data_ptr<scalar_t>());
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  // the one synchronisation of the call: the same check and message as the CPU kernel
+  TORCH_CHECK_VALUE(bad_batch.item<int>() == 0, "bev_pool coords batch index (column 3) must lie in [0, ",
+                    grid.batch_size, ")");
   return out;
 }
 

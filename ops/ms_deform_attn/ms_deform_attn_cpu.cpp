@@ -18,26 +18,6 @@
 namespace bev_ddp {
 namespace {
 
-struct Level {
-  int64_t h, w, start;
-};
-
-std::vector<Level> read_levels(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                               int64_t num_values) {
-  const at::Tensor shapes = spatial_shapes.contiguous();
-  const at::Tensor starts = level_start_index.contiguous();
-  std::vector<Level> levels(static_cast<size_t>(shapes.size(0)));
-  for (size_t l = 0; l < levels.size(); ++l) {
-    levels[l] = {shapes.data_ptr<int64_t>()[2 * l], shapes.data_ptr<int64_t>()[2 * l + 1], starts.data_ptr<int64_t>()[l]};
-    // never read outside value: every level must lie inside [0, S)
-    TORCH_CHECK_VALUE(levels[l].h > 0 && levels[l].w > 0 && levels[l].start >= 0 &&
-                          levels[l].start + levels[l].h * levels[l].w <= num_values,
-                      "ms_deform_attn level ", l, " (h=", levels[l].h, ", w=", levels[l].w, ", start=",
-                      levels[l].start, ") does not fit in value with S=", num_values);
-  }
-  return levels;
-}
-
 // Bilinear taps of one sample: up to 4 (pixel offset, weight, d weight/dx, d weight/dy).
 template <typename acc_t>
 struct Taps {
@@ -109,7 +89,8 @@ void forward_kernel(const scalar_t* value, const std::vector<Level>& levels, con
   });
 }
 
-template <typename scalar_t>
+// kValueGrad = false skips the scatter into grad_value (its input needs no gradient).
+template <typename scalar_t, bool kValueGrad>
 void backward_kernel(const scalar_t* value, const std::vector<Level>& levels, const scalar_t* loc,
                      const scalar_t* attn, const scalar_t* grad_out, at::opmath_type<scalar_t>* grad_value,
                      scalar_t* grad_loc, scalar_t* grad_attn, const Dims& d) {
@@ -125,7 +106,7 @@ void backward_kernel(const scalar_t* value, const std::vector<Level>& levels, co
           const Level& lv = levels[l];
           const int64_t offset = ((b * d.num_values + lv.start) * d.heads + h) * d.dims;
           const scalar_t* v = value + offset;
-          acc_t* gv = grad_value + offset;
+          acc_t* gv = kValueGrad ? grad_value + offset : nullptr;
           for (int64_t p = 0; p < d.points; ++p) {
             const int64_t sample = sample0 + l * d.points + p;
             const acc_t x = static_cast<acc_t>(loc[2 * sample]) * lv.w - acc_t(0.5);
@@ -135,13 +116,17 @@ void backward_kernel(const scalar_t* value, const std::vector<Level>& levels, co
             acc_t d_attn = 0, d_x = 0, d_y = 0;
             for (int k = 0; k < taps.count; ++k) {
               const scalar_t* vk = v + taps.pixel[k] * pixel_stride;
-              acc_t* gvk = gv + taps.pixel[k] * pixel_stride;
-              const acc_t wk = a * taps.weight[k];
               acc_t dot = 0;  // <value tap, grad_out>
-              for (int64_t c = 0; c < d.dims; ++c) {
-                const acc_t gc = static_cast<acc_t>(g[c]);
-                dot += static_cast<acc_t>(vk[c]) * gc;
-                gvk[c] += wk * gc;
+              if constexpr (kValueGrad) {
+                acc_t* gvk = gv + taps.pixel[k] * pixel_stride;
+                const acc_t wk = a * taps.weight[k];
+                for (int64_t c = 0; c < d.dims; ++c) {
+                  const acc_t gc = static_cast<acc_t>(g[c]);
+                  dot += static_cast<acc_t>(vk[c]) * gc;
+                  gvk[c] += wk * gc;
+                }
+              } else {
+                for (int64_t c = 0; c < d.dims; ++c) dot += static_cast<acc_t>(vk[c]) * static_cast<acc_t>(g[c]);
               }
               d_attn += taps.weight[k] * dot;
               d_x += taps.dx[k] * dot;
@@ -181,25 +166,31 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value_in, const at::Tens
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& value_in, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-    const at::Tensor& loc_in, const at::Tensor& attn_in, const at::Tensor& grad_out_in) {
+    const at::Tensor& loc_in, const at::Tensor& attn_in, const at::Tensor& grad_out_in, bool need_grad_value) {
   const at::Tensor value = value_in.contiguous(), loc = loc_in.contiguous(), attn = attn_in.contiguous();
   const at::Tensor grad_out = grad_out_in.to(value.scalar_type()).contiguous();
   const Dims d = read_dims(value, loc);
   const std::vector<Level> levels = read_levels(spatial_shapes, level_start_index, d.num_values);
-  // grad_value accumulates in the op-math type (float for half/bfloat16 inputs)
+  // grad_value accumulates in the op-math type (float for half/bfloat16 inputs); undefined when not needed
   const at::ScalarType acc_type = at::toOpMathType(value.scalar_type());
-  at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(acc_type));
+  at::Tensor grad_value = need_grad_value ? at::zeros(value.sizes(), value.options().dtype(acc_type)) : at::Tensor();
   at::Tensor grad_loc = at::zeros(loc.sizes(), loc.options());
   at::Tensor grad_attn = at::zeros(attn.sizes(), attn.options());
   if (attn.numel() > 0 && d.dims > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
-      backward_kernel<scalar_t>(value.data_ptr<scalar_t>(), levels, loc.data_ptr<scalar_t>(),
-                                attn.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
-                                grad_value.data_ptr<at::opmath_type<scalar_t>>(), grad_loc.data_ptr<scalar_t>(),
-                                grad_attn.data_ptr<scalar_t>(), d);
+      using acc_t = at::opmath_type<scalar_t>;
+      if (need_grad_value)
+        backward_kernel<scalar_t, true>(value.data_ptr<scalar_t>(), levels, loc.data_ptr<scalar_t>(),
+                                        attn.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+                                        grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<scalar_t>(),
+                                        grad_attn.data_ptr<scalar_t>(), d);
+      else
+        backward_kernel<scalar_t, false>(value.data_ptr<scalar_t>(), levels, loc.data_ptr<scalar_t>(),
+                                         attn.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), nullptr,
+                                         grad_loc.data_ptr<scalar_t>(), grad_attn.data_ptr<scalar_t>(), d);
     });
   }
-  return {grad_value.to(value.scalar_type()), grad_loc, grad_attn};
+  return {need_grad_value ? grad_value.to(value.scalar_type()) : grad_value, grad_loc, grad_attn};
 }
 
 }  // namespace bev_ddp

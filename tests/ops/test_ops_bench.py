@@ -66,3 +66,13 @@ def test_huge_page_probe_follows_torch_setting(setting, expected):
     env = {**os.environ, "THP_MEM_ALLOC_ENABLE": setting}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(expected)
+
+
+def test_ms_deform_attn_bench_keeps_the_level_table_on_the_host():
+    """The compiled kernels take (spatial_shapes, level_start_index) on the CPU for every device."""
+    from bev_ddp.bench.ops import ms_deform_attn_inputs, sizes_for_scale
+
+    value, shapes, starts, loc, attn = ms_deform_attn_inputs(sizes_for_scale(0.02), torch.device("meta"),
+                                                             torch.Generator().manual_seed(0))
+    assert value.is_meta and loc.is_meta and attn.is_meta
+    assert shapes.device.type == "cpu" and starts.device.type == "cpu"

@@ -212,3 +212,59 @@ def test_cuda_edge_cases(cuda_kernel):
     coords = torch.randint(0, 2, (64, 8), device="cuda")[:, :4]
     assert not feats.is_contiguous() and not coords.is_contiguous()
     torch.testing.assert_close(bev_pool(feats, coords, 2, (2, 2, 2)), bev_pool_reference(feats, coords, 2, (2, 2, 2)))
+
+
+# -- GPU path readiness (checked on the CPU where possible) ----------------------------------------
+def test_double_backward_raises_instead_of_a_silent_zero(cpu_kernel):
+    feats, coords = random_points(40, 3, 1, (1, 4, 4), dtype=torch.float64)
+    feats.requires_grad_(True)
+    out = kernel_pool(cpu_kernel, feats, coords, 1, (1, 4, 4))
+    (grad,) = torch.autograd.grad((out**2).sum(), feats, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
+        grad.pow(2).sum().backward()
+
+
+def test_backward_skipped_without_feature_grad(cpu_kernel):
+    feats, coords = random_points(10, 2, 1, (1, 2, 2))
+    scale = torch.ones((), requires_grad=True)
+    out = kernel_pool(cpu_kernel, feats, coords, 1, (1, 2, 2)) * scale  # feats need no gradient
+    out.sum().backward()
+    assert scale.grad is not None
+
+
+def _batch_error(fn):
+    try:
+        fn()
+    except (ValueError, InputError) as exc:
+        return type(exc), str(exc).split("\n")[0]
+    return None, None
+
+
+BATCH_MESSAGE = "bev_pool coords batch index (column 3) must lie in [0, 2)"
+
+
+def _bad_batch_points(device):
+    feats, coords = random_points(30, 2, 2, (1, 3, 3))
+    coords[7, 3] = 2
+    return feats.to(device), coords.to(device)
+
+
+def assert_same_batch_errors(kernel, device):
+    """The compiled entry point raises ValueError, the wrapper InputError, with one message."""
+    feats, coords = _bad_batch_points(device)
+    assert _batch_error(lambda: kernel.bev_pool_forward(feats, coords, 2, 1, 3, 3)) == (ValueError, BATCH_MESSAGE)
+    assert _batch_error(lambda: bev_pool(feats, coords, 2, (1, 3, 3))) == (InputError, BATCH_MESSAGE)
+    return feats, coords
+
+
+def test_bad_batch_index_same_error_from_wrapper_and_kernel(cpu_kernel):
+    feats, coords = assert_same_batch_errors(cpu_kernel, "cpu")
+    kind, message = _batch_error(lambda: bev_pool_reference(feats, coords, 2, (1, 3, 3)))
+    assert kind is InputError and message.startswith(BATCH_MESSAGE)
+
+
+@pytest.mark.cuda
+def test_cuda_bad_batch_index_raises_like_the_cpu(cuda_kernel):
+    feats, coords = assert_same_batch_errors(cuda_kernel, "cuda")
+    torch.cuda.synchronize()  # the context is still usable: a value error, not a device assert
+    assert bev_pool(feats, coords.clamp(max=1), 2, (1, 3, 3)).is_cuda

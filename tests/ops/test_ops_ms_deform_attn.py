@@ -164,18 +164,13 @@ def test_kernel_itself_refuses_levels_outside_value(cpu_kernel):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float64, 1e-10), (torch.float16, 2e-2),
-                                        (torch.bfloat16, 1e-1)])
-def test_cuda_matches_reference(cuda_kernel, dtype, tol):
-    inputs = make_inputs(batch=2, queries=50, heads=4, dims=16, dtype=torch.float64)
-    grad_out = torch.randn(2, 50, 64, generator=make_generator(5), dtype=torch.float64)
-    want = grads(ms_deform_attn_reference, inputs, grad_out)
-    cuda_inputs = [t.to("cuda", dtype) if t.is_floating_point() else t.cuda() for t in inputs]
-    got = grads(ms_deform_attn, cuda_inputs, grad_out.to("cuda", dtype))
-    for name, g, w in zip(("out", "grad_value", "grad_loc", "grad_attn"), got, want):
-        assert g.dtype == dtype
-        scale = 10 if name == "grad_loc" else 1
-        torch.testing.assert_close(g.double().cpu(), w, rtol=tol * scale, atol=tol * scale, msg=lambda m, n=name: f"{n}: {m}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cuda_matches_reference(cuda_kernel, dtype, seed):
+    """Against the float64 reference fed the same rounded inputs (see assert_matches_rounded_reference)."""
+    inputs = make_inputs(batch=2, queries=50, heads=4, dims=16, dtype=torch.float64, seed=seed)
+    grad_out = torch.randn(2, 50, 64, generator=make_generator(5 + seed), dtype=torch.float64)
+    assert_matches_rounded_reference(ms_deform_attn, inputs, grad_out, dtype, "cuda")
 
 
 @pytest.mark.cuda
@@ -184,3 +179,129 @@ def test_cuda_gradcheck_float64(cuda_kernel):
                                                                        dtype=torch.float64)]
     leaves = [value.requires_grad_(True), loc.requires_grad_(True), attn.requires_grad_(True)]
     assert torch.autograd.gradcheck(lambda v, l, a: ms_deform_attn(v, shapes, starts, l, a), leaves)
+
+
+# -- GPU path readiness (checked on the CPU where possible) ----------------------------------------
+def rounded_like_kernel(inputs, dtype):
+    """The float inputs rounded to ``dtype`` (what a ``dtype`` kernel reads), back in float64."""
+    return [t.to(dtype).double() if t.is_floating_point() else t for t in inputs]
+
+
+def assert_matches_rounded_reference(fn, inputs, grad_out, dtype, device):
+    """Run ``fn`` in ``dtype`` on ``device`` and compare with the float64 reference fed the SAME
+    rounded inputs: a rounded location can cross a pixel edge, where the location gradient jumps,
+    so the unrounded inputs are not a fair reference for 16-bit kernels.
+
+    Tolerance: 16-bit outputs are rounded once from float32 sums, so 8 units of their epsilon;
+    float32 sums of 16 products 1e-4 (as before), float64 1e-10; times 10 for the location
+    gradient, which carries the map size (<= 7 here) as a factor.
+    """
+    exact = rounded_like_kernel(inputs, dtype)
+    want = grads(ms_deform_attn_reference, exact, grad_out.to(dtype).double())
+    dev_inputs = [t.to(device, dtype) if t.is_floating_point() else t for t in inputs]
+    got = grads(fn, dev_inputs, grad_out.to(device, dtype))
+    tol = {torch.float64: 1e-10, torch.float32: 1e-4}.get(dtype, 8 * torch.finfo(dtype).eps)
+    for name, g, w in zip(("out", "grad_value", "grad_loc", "grad_attn"), got, want):
+        assert g.dtype == dtype and g.device.type == torch.device(device).type
+        scale = 10 if name == "grad_loc" else 1
+        torch.testing.assert_close(g.double().cpu(), w, rtol=tol * scale, atol=tol * scale,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cpu_stand_in_for_the_cuda_comparison(cpu_kernel, dtype, seed):
+    """The CUDA test's comparison and tolerance, run with the CPU kernel (same sizes)."""
+    inputs = make_inputs(batch=2, queries=50, heads=4, dims=16, dtype=torch.float64, seed=seed)
+    grad_out = torch.randn(2, 50, 64, generator=make_generator(5 + seed), dtype=torch.float64)
+    assert_matches_rounded_reference(lambda *a: kernel_attn(cpu_kernel, *a), inputs, grad_out, dtype, "cpu")
+
+
+def test_double_backward_raises_instead_of_a_silent_zero(cpu_kernel):
+    value, shapes, starts, loc, attn = make_inputs(batch=1, queries=3, dtype=torch.float64)
+    value.requires_grad_(True)
+    out = kernel_attn(cpu_kernel, value, shapes, starts, loc, attn)
+    (grad,) = torch.autograd.grad((out**2).sum(), value, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
+        grad.pow(2).sum().backward()
+
+
+def test_backward_computes_only_the_gradients_asked_for(cpu_kernel):
+    """needs_input_grad reaches the kernel: no grad_value (no scatter) when value needs none."""
+    value, shapes, starts, loc, attn = make_inputs()
+    grad_out = torch.randn(2, 9, 8, generator=make_generator(3))
+    _, want_value, want_loc, want_attn = grads(lambda *a: kernel_attn(cpu_kernel, *a), make_inputs(), grad_out)
+    seen = []
+
+    class Spy:
+        def __getattr__(self, name):
+            fn = getattr(cpu_kernel, name)
+
+            def call(*args, **kwargs):
+                seen.append((name, kwargs.get("need_grad_value")))
+                return fn(*args, **kwargs)
+            return call
+
+    loc.requires_grad_(True)
+    attn.requires_grad_(True)
+    out = MSDeformAttnFunction.apply(value, shapes, starts, loc, attn, Spy())
+    got_loc, got_attn = torch.autograd.grad(out, (loc, attn), grad_out)
+    assert ("ms_deform_attn_backward", False) in seen
+    torch.testing.assert_close(got_loc, want_loc)
+    torch.testing.assert_close(got_attn, want_attn)
+    grad_value, _, _ = cpu_kernel.ms_deform_attn_backward(value, shapes, starts, loc.detach(), attn.detach(), grad_out,
+                                                          need_grad_value=False)
+    assert grad_value is None
+
+
+def test_kernel_backward_checks_grad_out_device(cpu_kernel):
+    value, shapes, starts, loc, attn = make_inputs()
+    with pytest.raises(ValueError, match="grad_out must be on value's device"):
+        cpu_kernel.ms_deform_attn_backward(value, shapes, starts, loc, attn, torch.zeros(2, 9, 8, device="meta"))
+
+
+def test_kernel_wants_the_level_table_on_the_host(cpu_kernel):
+    value, shapes, starts, loc, attn = make_inputs()
+    with pytest.raises(ValueError, match="must be CPU tensors"):
+        cpu_kernel.ms_deform_attn_forward(value, shapes.to("meta"), starts, loc, attn)
+
+
+def test_host_level_table_needs_no_read_back(cpu_kernel):
+    """With (h, w) pairs the wrapper reads no tensor value back (no device sync on a GPU)."""
+    from bev_ddp.bench.host_sync import HostSyncError, forbid_host_sync
+
+    value, shapes, starts, loc, attn = make_inputs()
+    want = ms_deform_attn(value, shapes, starts, loc, attn)
+    pairs = [tuple(row) for row in shapes.tolist()]
+    with forbid_host_sync(cuda=False):
+        got = ms_deform_attn(value, pairs, None, loc, attn)
+        with pytest.raises(HostSyncError):  # a tensor table is read back once (documented)
+            ms_deform_attn(value, shapes, starts, loc, attn)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_too_many_levels_is_a_named_error():
+    value = torch.zeros(1, 17, 1, 2)
+    with pytest.raises(InputError, match="at most 16 levels"):
+        ms_deform_attn(value, [(1, 1)] * 17, None, torch.zeros(1, 1, 1, 17, 1, 2), torch.zeros(1, 1, 1, 17, 1))
+
+
+@pytest.mark.cuda
+def test_cuda_backward_is_flagged_non_deterministic(cuda_kernel):
+    value, shapes, starts, loc, attn = [t.cuda() for t in make_inputs()]
+    value.requires_grad_(True)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = ms_deform_attn(value, shapes, starts, loc, attn)
+        with pytest.raises(RuntimeError, match="ms_deform_attn_backward_cuda"):
+            out.sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+@pytest.mark.cuda
+def test_cuda_kernel_backward_checks_grad_out_device(cuda_kernel):
+    value, shapes, starts, loc, attn = make_inputs()
+    with pytest.raises(ValueError, match="grad_out must be on value's device"):
+        cuda_kernel.ms_deform_attn_backward(value.cuda(), shapes, starts, loc.cuda(), attn.cuda(), torch.zeros(2, 9, 8))

@@ -26,6 +26,8 @@ def bag(tmp_path) -> Path:
     (["--threads", "0"], "--threads"),
     (["--topics", "missing_topics.yaml"], "missing_topics.yaml"),
     (["-o", "model.head.typo=1"], "typo"),
+    (["--cfg-options", "model.head.typo=1"], "typo"),
+    (["model.head.typo=1"], "typo"),
 ])
 def test_bad_options_exit_with_code_2_and_name_the_problem(bag, tmp_path, capsys, extra, message):
     rc = cli.main(["replay", str(CONFIG), "--bag", str(bag), "--out", str(tmp_path / "out"), "--no-progress", *extra])

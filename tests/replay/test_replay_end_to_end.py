@@ -15,12 +15,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from bev_ddp import cli
 from bev_ddp.bev.model import DegradedInputWarning
-from bev_ddp.bev.schema import BEVConfig
-from bev_ddp.config import load_config
 from bev_ddp.data.nuscenes import NuScenesBEVDataset
 from bev_ddp.data.structures import collate_samples
-from bev_ddp.data.synthetic import tiny_world
-from bev_ddp.engine.task import get_task
 from bev_ddp.replay import export, foxglove
 from bev_ddp.replay.app import ReplayRequest, run_replay
 from bev_ddp.replay.bag_source import RosbagSource
@@ -36,22 +32,6 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bev" / "synth_tiny_f
 SCENE = "synth-0000"
 FRAMES = 10  # one keyframe per scene: 9 sweeps + the keyframe at 20 Hz
 TOPICS = default_topic_map()
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    return tiny_world(tmp_path_factory.mktemp("replay_world"), samples_per_scene=1)
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(CONFIG, schema=BEVConfig)
-
-
-@pytest.fixture(scope="module")
-def model(cfg):
-    torch.manual_seed(0)
-    return get_task("bev").build_model(cfg).eval()
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +188,10 @@ def test_ctrl_c_leaves_a_closed_mcap_with_the_frames_so_far(logs, model, tmp_pat
 def test_ctrl_c_while_writing_finishes_the_frame_being_written(logs, model, tmp_path, monkeypatch):
     original = ReplayOutputs.write
 
-    def write_and_get_interrupted(self, record, *args):
+    def write_and_get_interrupted(self, record, *args, **kwargs):
         if record.index == 1:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives in the middle of writing frame 1
-        original(self, record, *args)
+        original(self, record, *args, **kwargs)
 
     monkeypatch.setattr(ReplayOutputs, "write", write_and_get_interrupted)
     result = run_replay(_request(tmp_path, bag=logs["mcap"]), model=model)

@@ -18,12 +18,20 @@ def _record(index: int, **kw) -> FrameRecord:
     return FrameRecord(index=index, stamp_ns=1_000 + index, flags=[], camera_valid={"CAM_FRONT": True}, sweeps=1, **kw)
 
 
-def read_mcap(path) -> dict[str, list[tuple[str, int, dict]]]:
-    """topic → [(schema name, log time, decoded JSON)] of a finished MCAP file."""
+def read_mcap(path) -> dict[str, list[tuple[str, int, object]]]:
+    """topic → [(schema name, log time, message)] of a finished MCAP file: JSON channels as dicts,
+    protobuf channels decoded with the schema embedded in the file."""
+    from mcap_protobuf.decoder import DecoderFactory
+
     out: dict[str, list] = {}
+    factory = DecoderFactory()
     with open(path, "rb") as stream:
         for schema, channel, message in make_reader(stream).iter_messages():
-            out.setdefault(channel.topic, []).append((schema.name, message.log_time, json.loads(message.data)))
+            if channel.message_encoding == "json":
+                decoded = json.loads(message.data)
+            else:
+                decoded = factory.decoder_for(channel.message_encoding, schema)(message.data)
+            out.setdefault(channel.topic, []).append((schema.name, message.log_time, decoded))
     return out
 
 
@@ -66,13 +74,15 @@ def test_mcap_is_finished_when_the_writer_exits_by_an_exception(tmp_path):
 
 
 def test_argmax_image_is_a_top_view_with_the_heading_up():
-    probs = np.zeros((6, 4, 3), np.float32)
-    probs[1, 3, 2] = 0.9  # ped_crossing at the largest x (front) and largest y (left)
+    probs = np.zeros((6, 4, 3), np.float32)  # [C, X, Y]; LiDAR x to the right, y forward
+    probs[1, 0, 2] = 0.9  # ped_crossing at the smallest x (left) and largest y (front)
+    probs[2, 3, 0] = 0.9  # walkway at the right, behind
     probs[0, 0, 0] = 0.4  # below the threshold: background
     image = render.colourise_labels(render.argmax_labels(probs))
-    assert image.shape == (4, 3, 3)
+    assert image.shape == (3, 4, 3)  # [H = Y, W = X, RGB]
     np.testing.assert_array_equal(image[0, 0], render.CLASS_COLOURS[1])  # top-left pixel
-    np.testing.assert_array_equal(image[3, 2], render.BACKGROUND)
+    np.testing.assert_array_equal(image[2, 3], render.CLASS_COLOURS[2])  # bottom-right pixel
+    np.testing.assert_array_equal(image[2, 0], render.BACKGROUND)
 
 
 def test_controller_without_budget_uses_the_requested_steps():
