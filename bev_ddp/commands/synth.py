@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 from bev_ddp.data.bev_map import MAP_LOCATIONS
+from bev_ddp.data.synthetic.world import WORLD_FILE
+from bev_ddp.errors import InputError
 
 
 
@@ -32,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = Path(args.out)
+    if (out / "v1.0-mini").exists() and not (out / WORLD_FILE).is_file():  # never replace a real dataset
+        raise InputError(f"refusing to write a synthetic world over {out}: it holds a v1.0-mini dataset "
+                         "that this generator did not write")
     staging = out.with_name(f".{out.name}.partial")  # a signal or a full disk leaves no half-written dataroot
     shutil.rmtree(staging, ignore_errors=True)
     try:

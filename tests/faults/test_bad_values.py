@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import HERE, ROOT, one_line, write_toy_config
+from fault_helpers import HERE, ROOT, one_line, write_toy_config
 
 from bev_ddp.cli import main
 from bev_ddp.errors import InputError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import no_temporaries, one_line
+from fault_helpers import no_temporaries, one_line
 
 from bev_ddp.cli import main
 
@@ -57,7 +57,7 @@ def test_replay_on_a_full_disk_keeps_the_frames_written_before(how, tmp_path, re
     disk = small_disk(2048) if how == "tmpfs" else tmp_path / "disk"
     write = outputs.ReplayOutputs.write
 
-    def write_then_fill(self, record, *args):
+    def write_then_fill(self, record, *args, **kwargs):
         if self.frames_written == 2:  # the disk fills up while frame 2 is written
             if how == "tmpfs":
                 _fill(disk, leave=16 << 10)
@@ -70,7 +70,7 @@ def test_replay_on_a_full_disk_keeps_the_frames_written_before(how, tmp_path, re
                     raise _enospc()
 
                 monkeypatch.setattr(outputs._Sink, "write", half_then_enospc)
-        return write(self, record, *args)
+        return write(self, record, *args, **kwargs)
 
     monkeypatch.setattr(outputs.ReplayOutputs, "write", write_then_fill)
     out = disk / "out"
@@ -113,7 +113,7 @@ def test_eval_report_write_failure_leaves_complete_files(tmp_path, toy_task, toy
 
 
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path, toy_task, monkeypatch, capsys):
-    from conftest import write_toy_config
+    from fault_helpers import write_toy_config
 
     from bev_ddp.engine import checkpoint
     from bev_ddp.engine.checkpoint import load_checkpoint

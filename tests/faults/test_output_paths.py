@@ -3,7 +3,7 @@ work with exit 2 and one line naming the path; nothing is evaluated or trained f
 from __future__ import annotations
 
 import pytest
-from conftest import write_toy_config
+from fault_helpers import write_toy_config
 
 from bev_ddp.cli import main
 

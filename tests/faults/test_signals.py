@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SIGNALS, Child, no_temporaries, one_line, write_toy_config
+from fault_helpers import SIGNALS, Child, no_temporaries, one_line, write_toy_config
 
 from bev_ddp.engine.checkpoint import load_checkpoint
 
