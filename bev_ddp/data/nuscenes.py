@@ -72,6 +72,7 @@ class NuScenesBEVDataset(Dataset):
         seed: base seed of the augmentation generator (combined with the epoch and index).
         allow_missing_lidar: a missing or truncated keyframe LiDAR gives empty points (with a
             warning) instead of an error.
+        allow_outside_dataroot: accept info paths that resolve outside ``dataroot``.
         with_labels: rasterise ``gt_masks_bev`` (False at pure inference).
         sweep_protocol: ``newest`` (the ``load_sweeps - 1`` newest sweeps, points within 1 m of the
             sensor dropped) or ``bevfusion`` (that many sweeps drawn at random from the info's,
@@ -96,6 +97,7 @@ class NuScenesBEVDataset(Dataset):
         *,
         seed: int = 0,
         allow_missing_lidar: bool = False,
+        allow_outside_dataroot: bool = False,
         with_labels: bool = True,
         map_raster: str = "centres",
         sweep_protocol: str = "newest",
@@ -113,7 +115,8 @@ class NuScenesBEVDataset(Dataset):
             raise InputError(f"image_size must be (H, W) with positive sizes, got {tuple(image_size)}")
         self.info_path = Path(info_path)
         self.dataroot = Path(dataroot)
-        self.metadata, self.infos = read_infos(self.info_path)
+        self.metadata, self.infos = read_infos(self.info_path, dataroot=self.dataroot,
+                                               allow_outside_dataroot=allow_outside_dataroot)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.training = training
         self.aug = aug
