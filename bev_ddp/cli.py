@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import Callable
 
 from bev_ddp.errors import InputError
 
@@ -57,6 +59,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bev_ddp.commands.info",
         "build a model from a config and print its parameter counts per part",
     ),
+    "convert": (
+        "bev_ddp.commands.convert",
+        "convert a published BEVFusion, DDP or Swin-T checkpoint into a bev_ddp checkpoint",
+    ),
 }
 
 
@@ -91,11 +97,47 @@ def main(argv: list[str] | None = None) -> int:
     add_verbosity_arguments(sub)
     args = parse_command_line(sub, argv[1:])  # key=value overrides in any position
     set_verbosity(args.verbose, args.quiet)
+    return run_guarded(f"bev-ddp {name}", lambda: module.run(args))
+
+
+def run_guarded(prog: str, body: Callable[[], int | None]) -> int:
+    """The one error boundary: expected failures end with one line on stderr and an exit code.
+
+    2: bad input or an unusable output path (:class:`InputError`); 130 / 143: SIGINT / SIGTERM
+    (also a second Ctrl-C); 141: stdout closed early (``| head``); 1: an output write failed
+    (e.g. a full disk).  Anything else is a bug and keeps its traceback.
+    """
+    from bev_ddp.engine.interrupt import Interrupted, interruptible
+
     try:
-        return int(module.run(args) or 0)
+        with interruptible():
+            return int(body() or 0)
     except InputError as exc:  # the user's input is at fault: say which, without a traceback
-        print(f"bev-ddp {name}: error: {exc}", file=sys.stderr)
+        _say(f"{prog}: error: {exc}")
         return 2
+    except Interrupted as exc:
+        _say(f"{prog}: interrupted by {exc}; outputs are complete or absent")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say(f"{prog}: interrupted; outputs are complete or absent")
+        return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (``bev-ddp eval ... | head -1``): stop writing to it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        _say(f"{prog}: stdout was closed early (broken pipe)")
+        return 141
+    except OSError as exc:  # an output that failed while written (full disk, disk removed, ...)
+        where = f": {exc.filename}" if exc.filename else ""
+        _say(f"{prog}: error: {exc.strerror or exc}{where} (files are complete or absent)")
+        return 1
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # stderr itself is gone
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

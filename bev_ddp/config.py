@@ -43,6 +43,8 @@ def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     bases = data.pop(BASE_KEY, [])
     if isinstance(bases, str):
         bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"config file {path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}")
     merged = OmegaConf.create()
     for base in bases:
         merged = OmegaConf.merge(merged, _load_with_bases(path.parent / base, (*seen, path)))
@@ -144,7 +146,78 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type
         except (ConfigKeyError, OmegaConfBaseException) as exc:
             raise ConfigError(f"config {path}: {exc}") from exc
     cfg = apply_overrides(cfg, overrides)
+    if schema is not None:
+        validate(cfg)
     return cfg
+
+
+# ---------------------------------------------------------------------------------- value rules
+RULES_KEY = "bev_ddp.rules"
+_COMPARE = {"gt": (lambda v, b: v > b, ">"), "ge": (lambda v, b: v >= b, ">="),
+            "lt": (lambda v, b: v < b, "<"), "le": (lambda v, b: v <= b, "<=")}
+
+
+def constrained(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **rules: Any) -> Any:
+    """A dataclass field whose value :func:`validate` checks at load time.
+
+    Rules: ``gt``/``ge``/``lt``/``le`` (bounds), ``choices`` (allowed values), ``non_empty`` (a
+    list), and the same with an ``each_`` prefix for every element of a list (``each_ge=1``).
+    ``None`` is accepted for ``Optional`` fields.  Example: ``lr: float = constrained(2e-4, gt=0)``.
+    """
+    unknown = set(rules) - {*_COMPARE, "choices", "non_empty", *(f"each_{k}" for k in (*_COMPARE, "choices"))}
+    if unknown:
+        raise TypeError(f"unknown rule(s) {sorted(unknown)}")
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata={RULES_KEY: rules})
+    return dataclasses.field(default=default, metadata={RULES_KEY: rules})
+
+
+def _broken_rule(value: Any, rules: dict[str, Any], prefix: str = "") -> str | None:
+    for name, (ok, sign) in _COMPARE.items():
+        bound = rules.get(prefix + name)
+        if bound is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"must be a number {sign} {bound}, got {value!r}"
+            if value != value or not ok(value, bound):  # NaN fails every bound
+                return f"must be {sign} {bound}, got {value!r}"
+    choices = rules.get(prefix + "choices")
+    if choices is not None and value not in choices:
+        return f"must be one of {', '.join(map(str, choices))}, got {value!r}"
+    return None
+
+
+def validate(cfg: DictConfig, prefix: str = "") -> None:
+    """Check every value against the rules of its schema field (see :func:`constrained`).
+
+    Raises:
+        ConfigError: naming the dotted key, the rule and the value.
+    """
+    object_type = cfg._metadata.object_type  # type: ignore[attr-defined]
+    if dataclasses.is_dataclass(object_type):
+        for f in dataclasses.fields(object_type):
+            rules = f.metadata.get(RULES_KEY)
+            if not rules or f.name not in cfg:
+                continue
+            value = cfg[f.name]
+            if value is None:
+                continue
+            key = prefix + f.name
+            if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, DictConfig))):
+                items = list(value)
+                if rules.get("non_empty") and not items:
+                    raise ConfigError(f"config key {key} must not be empty")
+                for i, item in enumerate(items):
+                    broken = _broken_rule(item, rules, "each_")
+                    if broken:
+                        raise ConfigError(f"config key {key}[{i}] {broken}")
+                continue
+            broken = _broken_rule(value, rules)
+            if broken:
+                raise ConfigError(f"config key {key} {broken}")
+    for key in cfg.keys():
+        node = cfg._get_node(key)  # type: ignore[attr-defined]
+        if isinstance(node, DictConfig) and not node._is_none():  # type: ignore[attr-defined]
+            validate(node, f"{prefix}{key}.")
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:

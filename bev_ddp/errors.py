@@ -13,3 +13,7 @@ class InputError(ValueError):
 
 class ConfigError(InputError):
     """A config file or override that does not match the config schema."""
+
+
+class OutputError(InputError):
+    """An output path that cannot be written (a file in the way, read-only, full): found before the work."""

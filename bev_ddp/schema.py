@@ -3,25 +3,30 @@
 A task's config dataclass (``BEVConfig``, ``SegConfig``, ``DepthConfig``) embeds them as its
 ``train``, ``optim`` and ``eval`` fields next to its own ``data`` and ``model`` sections.  They sit
 at the bottom of the package so that task schemas import them without importing the engine.
+
+Values are checked when the config is loaded (:func:`bev_ddp.config.constrained` rules), so a bad
+value fails with its key named before any work.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
+from bev_ddp.config import constrained
+
 
 @dataclass
 class OptimSchema:
     """AdamW with gradient clipping and a per-iteration LR schedule."""
 
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: Optional[float] = 35.0  # max global grad norm; None disables
-    schedule: str = "cosine"  # cosine | poly | constant
-    warmup_iters: int = 0
-    min_lr_ratio: float = 1e-3
-    poly_power: float = 1.0
+    lr: float = constrained(2e-4, gt=0)
+    weight_decay: float = constrained(0.01, ge=0)
+    betas: tuple[float, float] = constrained((0.9, 0.999), each_ge=0, each_lt=1)
+    grad_clip: Optional[float] = constrained(35.0, gt=0)  # max global grad norm; None disables
+    schedule: str = constrained("cosine", choices=("cosine", "poly", "constant"))
+    warmup_iters: int = constrained(0, ge=0)
+    min_lr_ratio: float = constrained(1e-3, ge=0, le=1)
+    poly_power: float = constrained(1.0, gt=0)
     no_decay_keys: list[str] = field(default_factory=list)  # parameter-name substrings exempt from weight decay
 
 
@@ -29,17 +34,17 @@ class OptimSchema:
 class TrainSchema:
     """Training loop settings. ``iters`` counts optimiser steps over the whole run."""
 
-    iters: int = 1000
-    batch_size: int = 2  # per process
-    num_workers: int = 0
-    seed: int = 0
+    iters: int = constrained(1000, ge=1)
+    batch_size: int = constrained(2, ge=1)  # per process
+    num_workers: int = constrained(0, ge=0)
+    seed: int = constrained(0, ge=0)
     amp: bool = True  # autocast + GradScaler, only on CUDA
-    log_interval: int = 10
-    checkpoint_interval: int = 500
-    eval_interval: int = 0  # 0 = only at the end
-    self_aligned_iters: int = 0  # last N iterations use self-aligned denoising (DDP heads, Alg. 4)
+    log_interval: int = constrained(10, ge=1)
+    checkpoint_interval: int = constrained(500, ge=1)
+    eval_interval: int = constrained(0, ge=0)  # 0 = only at the end
+    self_aligned_iters: int = constrained(0, ge=0)  # last N iterations use self-aligned denoising (DDP heads, Alg. 4)
     work_dir: str = "work_dirs/run"
-    keep_checkpoints: int = 3  # newest iter_*.pth files kept (0 keeps all); latest.pth always points at the newest
+    keep_checkpoints: int = constrained(3, ge=0)  # newest iter_*.pth files kept (0 keeps all); latest.pth always points at the newest
     find_unused_parameters: bool = False  # DistributedDataParallel option, for models with branches unused in a step
 
 
@@ -47,9 +52,9 @@ class TrainSchema:
 class EvalSchema:
     """Evaluation settings."""
 
-    steps: list[int] = field(default_factory=lambda: [1, 3])
-    seed: int = 0
-    batch_size: int = 1
+    steps: list[int] = constrained(factory=lambda: [1, 3], non_empty=True, each_ge=1)
+    seed: int = constrained(0, ge=0)
+    batch_size: int = constrained(1, ge=1)
     split: str = "val"
-    max_samples: Optional[int] = None
-    num_vis: int = 4  # prediction figures written to the report
+    max_samples: Optional[int] = constrained(None, ge=1)
+    num_vis: int = constrained(4, ge=0)  # prediction figures written to the report

@@ -15,15 +15,16 @@ from bev_ddp.nn.backbone import build_timm_backbone
 from bev_ddp.bev.camera.neck import GeneralizedLSSFPN
 from bev_ddp.bev.camera.view_transform import Bound, LSSTransform
 from bev_ddp.nn.checkpoint import load_weights
-from bev_ddp.bev.decoder import SECOND, SECONDFPN
+from bev_ddp.bev.decoder import LSSFPN, SECOND, SECONDFPN, GeneralizedResNet
 from bev_ddp.bev.fuser import ConvFuser
 from bev_ddp.bev.grid import BEVGridTransform
-from bev_ddp.bev.heads import BEVSegmentationHead, DDPBEVHead, MultiLabelFocalLoss
+from bev_ddp.bev.heads import EVAL_PROTOCOLS, NOISE_GRIDS, BEVSegmentationHead, DDPBEVHead, MultiLabelFocalLoss
 from bev_ddp.bev.model import BEVFusionModel, CameraEncoder, LiDAREncoder
 from bev_ddp.errors import ConfigError
 
 MODALITIES = ("camera", "lidar")
 HEAD_TYPES = ("ddp", "baseline")
+DECODER_TYPES = ("second", "resnet_lssfpn")
 
 
 def _plain(value: Any) -> Any:
@@ -53,6 +54,8 @@ def build_camera_encoder(cfg: Any, *, image_size: Sequence[int]) -> CameraEncode
         zbound=cfg.zbound,
         dbound=cfg.dbound,
         downsample=cfg.downsample,
+        frustum_pixels=cfg.frustum_pixels,
+        cell_index=cfg.cell_index,
     )
     return CameraEncoder(backbone=backbone, neck=neck, view_transform=view_transform)
 
@@ -98,6 +101,20 @@ def build_head(cfg: Any, *, in_channels: int, classes: Sequence[str], xbound: Se
         from bev_ddp.nn import DDPHead, MapDecoder
 
         d = cfg.ddp
+        if d.noise_grid not in NOISE_GRIDS:
+            raise ConfigError(f"model.head.ddp.noise_grid must be one of {', '.join(NOISE_GRIDS)}, got {d.noise_grid!r}")
+        if d.eval_protocol not in EVAL_PROTOCOLS:
+            raise ConfigError(f"model.head.ddp.eval_protocol must be one of {', '.join(EVAL_PROTOCOLS)}, "
+                              f"got {d.eval_protocol!r}")
+        if d.fuse_order not in MapDecoder.FUSE_ORDERS:
+            raise ConfigError(f"model.head.ddp.fuse_order must be one of {', '.join(MapDecoder.FUSE_ORDERS)}, "
+                              f"got {d.fuse_order!r}")
+        if d.eval_draws < 1 or (d.eval_protocol == "last_step" and d.eval_draws != 1):
+            raise ConfigError(f"model.head.ddp.eval_draws must be >= 1 (1 with last_step), got {d.eval_draws}")
+        fuse_transform = None
+        if d.noise_grid == "encoder":  # fuse on the encoder grid, then resample to the label grid
+            fuse_transform = BEVGridTransform(input_scope=[list(s) for s in cfg.input_scope],
+                                              output_scope=[list(xbound), list(ybound)])
         decoder = MapDecoder(
             cond_channels=in_channels,
             map_channels=d.map_channels,
@@ -107,11 +124,32 @@ def build_head(cfg: Any, *, in_channels: int, classes: Sequence[str], xbound: Se
             num_points=d.num_points,
             ffn_dims=d.ffn_dims,
             out_channels=len(classes),
+            fuse_order=d.fuse_order,
+            time_conditioning=d.time_conditioning,
+            fuse_transform=fuse_transform,
         )
         encoder = ClassEmbeddingEncoder(num_classes=len(classes), dims=d.map_channels, scale=d.label_scale, multi_label=True)
         ddp = DDPHead(decoder=decoder, label_encoder=encoder, objective=loss, schedule=d.schedule, td=d.td)
-        return DDPBEVHead(grid_transform=grid_transform, ddp=ddp, classes=classes)
+        return DDPBEVHead(grid_transform=grid_transform, ddp=ddp, classes=classes, noise_grid=d.noise_grid,
+                          eval_protocol=d.eval_protocol, eval_draws=d.eval_draws)
     raise ConfigError(f"model.head.type must be one of {', '.join(HEAD_TYPES)}, got {cfg.type!r}")
+
+
+def build_decoder(cfg: Any, *, in_channels: int) -> tuple[nn.Module, nn.Module]:
+    """``cfg``: the ``model.decoder`` section → (backbone, neck) on a BEV map of ``in_channels``."""
+    if cfg.type == "second":
+        second = SECOND(in_channels=in_channels, out_channels=list(cfg.out_channels), layer_nums=list(cfg.layer_nums),
+                        layer_strides=list(cfg.layer_strides))
+        fpn = SECONDFPN(in_channels=list(cfg.out_channels), out_channels=list(cfg.fpn_channels),
+                        upsample_strides=list(cfg.fpn_strides))
+        return second, fpn
+    if cfg.type == "resnet_lssfpn":
+        resnet = GeneralizedResNet(in_channels=in_channels, blocks=[list(b) for b in cfg.resnet_blocks])
+        indices = list(cfg.lssfpn_in_indices)
+        lssfpn = LSSFPN(in_indices=indices, in_channels=[resnet.out_channels[i] for i in indices],
+                        out_channels=cfg.lssfpn_channels, scale_factor=cfg.lssfpn_scale_factor)
+        return resnet, lssfpn
+    raise ConfigError(f"model.decoder.type must be one of {', '.join(DECODER_TYPES)}, got {cfg.type!r}")
 
 
 def build_bev_model(cfg: Any) -> BEVFusionModel:
@@ -130,13 +168,11 @@ def build_bev_model(cfg: Any) -> BEVFusionModel:
         bev_channels = fuser.out_channels
     else:
         fuser, bev_channels = None, encoders[0].out_channels
-    dec = m.decoder
-    second = SECOND(in_channels=bev_channels, out_channels=list(dec.out_channels), layer_nums=list(dec.layer_nums),
-                    layer_strides=list(dec.layer_strides))
-    fpn = SECONDFPN(in_channels=list(dec.out_channels), out_channels=list(dec.fpn_channels), upsample_strides=list(dec.fpn_strides))
-    head = build_head(m.head, in_channels=fpn.out_channels, classes=list(cfg.data.classes), xbound=cfg.data.xbound,
+    backbone, neck = build_decoder(m.decoder, in_channels=bev_channels)
+    head = build_head(m.head, in_channels=neck.out_channels, classes=list(cfg.data.classes), xbound=cfg.data.xbound,
                       ybound=cfg.data.ybound)
-    model = BEVFusionModel(camera=camera, lidar=lidar, fuser=fuser, decoder_backbone=second, decoder_neck=fpn, head=head)
+    model = BEVFusionModel(camera=camera, lidar=lidar, fuser=fuser, decoder_backbone=backbone, decoder_neck=neck,
+                           head=head)
     if m.checkpoint:
         load_weights(model, m.checkpoint)
     return model

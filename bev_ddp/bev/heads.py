@@ -8,8 +8,9 @@ grid with :class:`BEVGridTransform` and share one protocol:
   sample while it trains).
 * ``predict(feats, steps, seed) -> dict[int, BEVPrediction]``: one prediction per step count.
 
-Loss (both heads, as BEVFusion): per-class sigmoid focal loss (γ = 2, α = 0.25, mean over cells),
-summed over classes.
+Loss (both heads): per-class sigmoid focal loss (γ = 2, mean over cells), summed over classes.
+BEVFusion and DDP use no α weighting (α = -1, the reference configs); ``model.head.focal_alpha``
+selects it (see ``configs/bev/reference/README.md``).
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class MultiLabelFocalLoss(nn.Module):
     """Σ_k mean focal loss of class k: the BEVFusion map segmentation objective.
 
     Args:
-        alpha: weight of the positive class (0.25).
+        alpha: weight of the positive class, negatives get ``1 - alpha``; ``alpha < 0``: no
+            weighting (BEVFusion's and DDP's ``-1``).
         gamma: focusing exponent (2).
     """
 
@@ -109,6 +111,18 @@ class BEVSegmentationHead(nn.Module):
         return {int(s): preds for s in steps}
 
 
+NOISE_GRIDS = ("label", "encoder")
+EVAL_PROTOCOLS = ("last_step", "mean_draws_steps")
+
+
+def protocol_label(eval_protocol: str, draws: int = 1) -> str:
+    """How the reported probabilities were made, for reports (a figure is comparable only with
+    figures of the same protocol)."""
+    if eval_protocol == "last_step":
+        return "DDP: last step of 1 draw"
+    return f"DDP: mean sigmoid of {draws} draws x all steps"
+
+
 class DDPBEVHead(nn.Module):
     """DDP map decoder as a BEV head: grid transform → :class:`bev_ddp.nn.DDPHead` on the label grid.
 
@@ -119,14 +133,38 @@ class DDPBEVHead(nn.Module):
         grid_transform: encoder grid → label grid resampling of the condition.
         ddp: the diffusion head (decoder, label encoder, focal objective, schedule).
         classes: class names, in channel order.
-
+        noise_grid: ``"label"``: the condition is resampled to the label grid and the noisy map
+            lives there (ours); ``"encoder"``: the condition stays on the encoder grid, the noisy
+            map too (ground truth downsampled nearest), and the decoder resamples after its fuse
+            conv (its ``fuse_transform``: the DDP authors').
+        eval_protocol: ``"last_step"``: the probabilities of the last step of one draw (ours);
+            ``"mean_draws_steps"``: the mean sigmoid over ``eval_draws`` noise draws × every step
+            (the DDP authors' published figures).  The draws run as one batch.
+        eval_draws: noise draws K of ``mean_draws_steps`` (draw r uses seed ``seed + r``).
     """
 
-    def __init__(self, *, grid_transform: BEVGridTransform, ddp: nn.Module, classes: Sequence[str]):
+    def __init__(self, *, grid_transform: BEVGridTransform, ddp: nn.Module, classes: Sequence[str],
+                 noise_grid: str = "label", eval_protocol: str = "last_step", eval_draws: int = 1):
         super().__init__()
+        if noise_grid not in NOISE_GRIDS:
+            raise ValueError(f"noise_grid must be one of {NOISE_GRIDS}, got {noise_grid!r}")
+        if eval_protocol not in EVAL_PROTOCOLS:
+            raise ValueError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}")
+        if eval_draws < 1 or (eval_protocol == "last_step" and eval_draws != 1):
+            raise ValueError(f"eval_draws must be >= 1 (1 with last_step), got {eval_draws}")
         self.classes = tuple(classes)
         self.transform = grid_transform
         self.ddp = ddp
+        self.noise_grid, self.eval_protocol, self.eval_draws = noise_grid, eval_protocol, int(eval_draws)
+
+    @property
+    def protocol_label(self) -> str:
+        """The evaluation protocol in words (:func:`protocol_label`)."""
+        return protocol_label(self.eval_protocol, self.eval_draws)
+
+    def condition(self, feats: torch.Tensor) -> torch.Tensor:
+        """Decoder features → the decoder's condition (on the label or the encoder grid)."""
+        return self.transform(feats) if self.noise_grid == "label" else feats
 
     def forward(
         self,
@@ -138,21 +176,32 @@ class DDPBEVHead(nn.Module):
     ) -> tuple[BEVPrediction | None, dict[str, torch.Tensor]]:
         """With ``targets``: (None, {"loss_ddp": ...}) — Alg. 1, or Alg. 4 when ``self_aligned``;
         without: (one-step prediction, {})."""
-        cond = self.transform(feats)  # [B, C, X_out, Y_out]
+        cond = self.condition(feats)  # [B, C, X, Y] on the label or the encoder grid
         if targets is None:
             return self._sample(cond, steps=[1], seed=0)[1], {}
         losses = self.ddp.loss(cond, targets, self_aligned=self_aligned, generator=generator)
         return None, dict(losses)
 
     def _sample(self, cond: torch.Tensor, steps: Sequence[int], seed: int) -> dict[int, BEVPrediction]:
-        outputs = self.ddp.predict_many(cond, steps=steps, seed=seed)  # one shared first decoder call
-        return {
-            num_steps: BEVPrediction(probs=out.logits.sigmoid(), uncertainty=out.uncertainty,
-                                     step_probs=[logits.sigmoid() for logits in out.step_logits])
-            for num_steps, out in outputs.items()
-        }
+        b, draws = cond.shape[0], self.eval_draws
+        # K draws as one batch [K·B, ...]: draw r of every sample starts from seed + r
+        seeds = [seed + r for r in range(draws) for _ in range(b)]
+        cond_k = cond.repeat(draws, 1, 1, 1) if draws > 1 else cond
+        outputs = self.ddp.predict_many(cond_k, steps=steps, seed=seeds if draws > 1 else seed)  # shared first call
+        results = {}
+        for num_steps, out in outputs.items():
+            step_probs = [logits.sigmoid().view(draws, b, *logits.shape[1:]) for logits in out.step_logits]
+            uncertainty = out.uncertainty.view(draws, b, *out.uncertainty.shape[1:]).mean(0)  # [B, X, Y]
+            if self.eval_protocol == "last_step":
+                probs = step_probs[-1][0]
+            else:
+                probs = torch.stack(step_probs).mean(dim=(0, 1))  # mean over steps and draws [B, K, X, Y]
+            results[num_steps] = BEVPrediction(
+                probs=probs, uncertainty=uncertainty, step_probs=[p.mean(0) for p in step_probs])
+        return results
 
     @torch.no_grad()
     def predict(self, feats: torch.Tensor, steps: Sequence[int], seed: int = 0) -> dict[int, BEVPrediction]:
-        """One DDIM sampling run per step count, all from the same seeded noise (first decoder call shared)."""
-        return self._sample(self.transform(feats), steps, seed)
+        """One DDIM sampling run per step count, all from the same seeded noise (first decoder call
+        shared; K draws for ``mean_draws_steps``)."""
+        return self._sample(self.condition(feats), steps, seed)

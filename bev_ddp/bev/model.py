@@ -23,7 +23,6 @@ from torch import nn
 from bev_ddp.nn.backbone import TimmBackbone
 from bev_ddp.bev.camera.neck import GeneralizedLSSFPN
 from bev_ddp.bev.camera.view_transform import LSSTransform
-from bev_ddp.bev.decoder import SECOND, SECONDFPN
 from bev_ddp.bev.fuser import ConvFuser
 from bev_ddp.bev.heads import BEVPrediction, DDPBEVHead
 from bev_ddp.data.structures import CameraGeometry
@@ -97,8 +96,8 @@ class BEVFusionModel(nn.Module):
         camera: camera encoder or None (LiDAR-only).
         lidar: LiDAR encoder or None (camera-only).
         fuser: ConvFuser when both encoders are present, else None.
-        decoder_backbone: SECOND.
-        decoder_neck: SECONDFPN.
+        decoder_backbone: SECOND or GeneralizedResNet (BEV map → list of stage maps).
+        decoder_neck: SECONDFPN or LSSFPN (stage maps → one map).
         head: a head with ``forward(feats, targets) -> (preds, losses)`` and ``predict``.
     """
 
@@ -108,8 +107,8 @@ class BEVFusionModel(nn.Module):
         camera: CameraEncoder | None,
         lidar: LiDAREncoder | None,
         fuser: ConvFuser | None,
-        decoder_backbone: SECOND,
-        decoder_neck: SECONDFPN,
+        decoder_backbone: nn.Module,
+        decoder_neck: nn.Module,
         head: nn.Module,
     ):
         super().__init__()

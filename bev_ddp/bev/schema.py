@@ -25,9 +25,11 @@ class BEVDataSchema:
     info_dir: str = ""  # default: <dataroot>/infos
     image_size: list[int] = field(default_factory=lambda: [256, 704])  # network input (H, W), pixels
     load_sweeps: int = 10
+    sweep_protocol: str = "newest"  # newest | bevfusion: random choice also at test, square near-point removal
     classes: list[str] = field(default_factory=lambda: list(MAP_CLASSES_DEFAULT))
     xbound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])  # map-label grid
     ybound: list[float] = field(default_factory=lambda: [-50.0, 50.0, 0.5])
+    map_raster: str = "centres"  # centres: ours (cell centres, follows scale) | bevfusion: devkit get_map_mask
     aug: AugConfig = field(default_factory=AugConfig)  # image + BEV augmentation ranges (training)
 
 
@@ -48,6 +50,8 @@ class CameraSchema:
     zbound: list[float] = field(default_factory=lambda: [-10.0, 10.0, 20.0])
     dbound: list[float] = field(default_factory=lambda: [1.0, 60.0, 0.5])
     downsample: int = 2
+    frustum_pixels: str = "centres"  # centres: feature-cell centres | linspace: BEVFusion's linspace(0, W - 1, fW)
+    cell_index: str = "floor"  # splat cell of a frustum point: floor | trunc (BEVFusion: toward zero)
 
 
 @dataclass
@@ -68,14 +72,20 @@ class LiDARSchema:
 
 @dataclass
 class DecoderSchema:
-    """SECOND + SECONDFPN on the fused BEV map."""
+    """BEV decoder on the fused map: ``type`` ``second`` (SECOND + SECONDFPN) or ``resnet_lssfpn``
+    (GeneralizedResNet + LSSFPN, BEVFusion's camera-only decoder)."""
 
+    type: str = "second"
     fuser_channels: int = 256
     out_channels: list[int] = field(default_factory=lambda: [128, 256])
     layer_nums: list[int] = field(default_factory=lambda: [5, 5])
     layer_strides: list[int] = field(default_factory=lambda: [1, 2])
     fpn_channels: list[int] = field(default_factory=lambda: [256, 256])
     fpn_strides: list[int] = field(default_factory=lambda: [1, 2])
+    resnet_blocks: list[list[int]] = field(default_factory=lambda: [[2, 160, 2], [2, 320, 2], [2, 640, 1]])
+    lssfpn_in_indices: list[int] = field(default_factory=lambda: [-1, 0])
+    lssfpn_channels: int = 256
+    lssfpn_scale_factor: int = 2
 
 
 @dataclass
@@ -91,6 +101,12 @@ class DDPSchema:
     label_scale: float = 0.01
     schedule: str = "cosine"  # cosine | linear
     td: float = 1.0
+    # the DDP authors' BEV variant (configs/bev/reference/README.md)
+    noise_grid: str = "label"  # label: noisy map on the label grid | encoder: on the encoder grid (authors)
+    fuse_order: str = "map_first"  # map_first: cat([map, features]) | features_first: cat([features, map]) (authors)
+    time_conditioning: bool = True  # per-layer FiLM by the time embedding (the authors' BEV layers have none)
+    eval_protocol: str = "last_step"  # last_step: one draw, last step | mean_draws_steps: mean sigmoid (authors)
+    eval_draws: int = 1  # noise draws K of mean_draws_steps (authors: 4 fusion, 5 camera)
 
 
 @dataclass
@@ -98,7 +114,7 @@ class HeadSchema:
     """``type``: ``ddp`` (diffusion map decoder) or ``baseline`` (BEVFusion's conv head)."""
 
     type: str = "ddp"
-    focal_alpha: float = 0.25
+    focal_alpha: float = 0.25  # weight of positives; < 0: no weighting (BEVFusion's and DDP's -1)
     focal_gamma: float = 2.0
     input_scope: list[list[float]] = field(default_factory=lambda: [[-51.2, 51.2, 0.8], [-51.2, 51.2, 0.8]])
     ddp: DDPSchema = field(default_factory=DDPSchema)

@@ -49,21 +49,27 @@ class BEVTask:
             xbound=tuple(d.xbound),
             ybound=tuple(d.ybound),
             seed=cfg.train.seed,
+            map_raster=d.map_raster,
+            sweep_protocol=d.sweep_protocol,
         )
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_samples(samples)
 
     def build_evaluator(self, cfg: Any, steps: Sequence[int]):
+        from bev_ddp.bev.heads import protocol_label
         from bev_ddp.metrics.bev_iou import BEVIoUEvaluator
 
+        head = cfg.model.head
+        protocol = protocol_label(head.ddp.eval_protocol, head.ddp.eval_draws) if head.type == "ddp" else "conv head"
         return BEVIoUEvaluator(classes=list(cfg.data.classes), steps=list(steps), num_vis=cfg.eval.num_vis,
-                               grid=(tuple(cfg.data.xbound), tuple(cfg.data.ybound)))
+                               grid=(tuple(cfg.data.xbound), tuple(cfg.data.ybound)), protocol=protocol)
 
     def write_report(self, metrics: dict[str, Any], out_dir: Path) -> list[Path]:
         from bev_ddp.report import write_report
 
-        return write_report(metrics, out_dir, title="BEV map segmentation: per-class IoU")
+        protocol = f" ({metrics['protocol']})" if metrics.get("protocol") else ""
+        return write_report(metrics, out_dir, title=f"BEV map segmentation: per-class IoU{protocol}")
 
 
 TASK = BEVTask()

@@ -4,6 +4,8 @@
   BEVFusion's sizes (:mod:`bev_ddp.bench.ops`);
 * ``model``: BEV model latency and memory, DDP sampling steps against the baseline head
   (:mod:`bev_ddp.bench.model`);
+* ``frontier``: DDP quality / latency / uncertainty over steps x noise draws x noise grid
+  (:mod:`bev_ddp.bench.frontier`);
 * ``gpu-check``: the whole GPU proof in one command (build, CUDA tests, both benches on CUDA,
   AMP training, sync-free sampling, two processes; :mod:`bev_ddp.bench.gpu_check`, ``make gpu-check``);
 * ``all``: the ``ops`` and ``model`` suites with their default options.

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator
 
 from bev_ddp.config import load_config
 from bev_ddp.errors import InputError
+from bev_ddp.engine.interrupt import Interrupted
+from bev_ddp.output_files import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "configs" / "bev" / "synth_tiny_fusion_ddp.yaml"
@@ -129,6 +131,8 @@ def run_demo(settings: DemoSettings, *, log: Callable[[str], None] = print, prog
     with _stage(f"train {settings.iters} iterations (last {settings.self_aligned_iters} self-aligned) + evaluate",
                 3, 4, log, times):
         result = train(cfg, task=TASK, work_dir=work_dir, progress=progress)
+        if result.signum is not None:  # the checkpoint is saved; no report from a partial training
+            raise Interrupted(result.signum)
     with _stage("write the report", 4, 4, log, times):
         before = result.evals[before_sa].metrics
         after = result.evals[settings.iters].metrics
@@ -171,7 +175,7 @@ def _write_summary(demo: DemoResult, settings: DemoSettings, out: Path) -> None:
     data = {k: v for k, v in asdict(demo).items() if k != "config"}
     data.update({k: str(getattr(demo, k)) for k in ("report_dir", "world_dir", "work_dir", "checkpoint")})
     data["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
-    (out / "summary.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+    write_text_atomic(out / "summary.json", json.dumps(data, indent=2))
     steps = sorted(demo.per_class_after)
     before = settings.iters - settings.self_aligned_iters
     head = "| class | " + " | ".join(f"{s} step{'s' if s > 1 else ''}, iter {before} | {s}, iter {settings.iters}"
@@ -194,7 +198,7 @@ def _write_summary(demo: DemoResult, settings: DemoSettings, out: Path) -> None:
     cells = [f"{demo.miou50_before[s] * 100:.1f} | {demo.miou50_after[s] * 100:.1f}" for s in steps]
     lines.append("| mIoU@0.50 | " + " | ".join(cells) + " |")
     lines += ["", "Stage times (s): " + ", ".join(f"{k}: {v:.1f}" for k, v in demo.stage_seconds.items()), ""]
-    (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(out / "summary.md", "\n".join(lines))
 
 
 def headline(demo: DemoResult) -> str:

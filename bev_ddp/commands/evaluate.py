@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
 
 from bev_ddp.engine.cli_support import add_override_arguments, load_task_config, run_command, setup_logging
@@ -23,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
         from bev_ddp.engine.checkpoint import load_model_weights
         from bev_ddp.engine.distributed import init_from_env
         from bev_ddp.engine.evaluation import evaluate_task, parse_steps
+        from bev_ddp.engine.interrupt import StopRequest, signal_name
         from bev_ddp.errors import InputError
+        from bev_ddp.output_files import probe_output_dir, remove_stale_tmp
 
         info = init_from_env()
         setup_logging(main_process=info.is_main)
@@ -40,11 +44,20 @@ def run(args: argparse.Namespace) -> int:
         if not ckpt.is_file():
             raise InputError(f"checkpoint not found: {ckpt}")
         out = Path(args.out) if args.out else ckpt.parent / f"eval_{ckpt.stem}"
+        if info.is_main:  # a blocked, read-only or full report folder fails now, not after the evaluation
+            probe_output_dir(out, what="report folder")
+            remove_stale_tmp(out)
         model = task.build_model(cfg)
         load_model_weights(model, ckpt)
         model.to(info.device)
-        result = evaluate_task(cfg, task, model, steps=steps, device=info.device, out_dir=out,
-                               max_samples=args.max_samples, progress=not args.no_progress)
+        with StopRequest() as stop:
+            result = evaluate_task(cfg, task, model, steps=steps, device=info.device, out_dir=out,
+                                   max_samples=args.max_samples, progress=not args.no_progress, stop=stop)
+        if result.interrupted:
+            if info.is_main:
+                print(f"bev-ddp eval: interrupted by {signal_name(stop.signum or signal.SIGTERM)} after "
+                      f"{result.batches} batches; no report written", file=sys.stderr)
+            return 128 + (stop.signum or signal.SIGTERM)
         if info.is_main:
             print(f"evaluated {result.metrics.get('num_samples')} samples in {result.seconds:.1f} s; report in {out}")
         return 0

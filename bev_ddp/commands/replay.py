@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -89,9 +90,15 @@ def run(args: argparse.Namespace) -> int:
         f"replayed {result.frames} frames ({result.predicted} predicted, {result.skipped} skipped, "
         f"{result.degraded} degraded) at {result.frames_per_s:.2f} frames/s -> {result.out_dir}"
     )
+    if result.output_error:
+        print(f"bev-ddp replay: error: {result.output_error}; the outputs hold the {result.frames} frames written "
+              "before it", file=sys.stderr)
+        return 1
     if result.interrupted:
-        print("bev-ddp replay: interrupted; the outputs hold every frame processed so far", file=sys.stderr)
-        return 130
+        signum = result.signum or signal.SIGINT
+        print(f"bev-ddp replay: interrupted by {signal.Signals(signum).name}; the outputs hold every frame "
+              "processed so far", file=sys.stderr)
+        return 128 + signum
     if result.log_error:
         print(f"bev-ddp replay: error: {result.log_error}; the outputs hold every frame read before it",
               file=sys.stderr)

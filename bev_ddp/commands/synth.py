@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
+from pathlib import Path
 
 from bev_ddp.data.bev_map import MAP_LOCATIONS
+from bev_ddp.data.synthetic.world import WORLD_FILE
+from bev_ddp.errors import InputError
 
 
 
@@ -29,12 +33,40 @@ def run(args: argparse.Namespace) -> int:
     from bev_ddp.data.synthetic import export_image_tasks, generate_world
 
     start = time.perf_counter()
-    root = generate_world(args.out, num_scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
-                          image_size=tuple(args.image_size), location=args.location,
-                          lidar_azimuth_steps=args.lidar_columns, camera_every=args.camera_every)
+    out = Path(args.out)
+    if (out / "v1.0-mini").exists() and not (out / WORLD_FILE).is_file():  # never replace a real dataset
+        raise InputError(f"refusing to write a synthetic world over {out}: it holds a v1.0-mini dataset "
+                         "that this generator did not write")
+    staging = out.with_name(f".{out.name}.partial")  # a signal or a full disk leaves no half-written dataroot
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        generate_world(staging, num_scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
+                       image_size=tuple(args.image_size), location=args.location,
+                       lidar_azimuth_steps=args.lidar_columns, camera_every=args.camera_every)
+        root = _replace_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     print(f"wrote {args.scenes} scenes x {args.samples_per_scene} keyframes to {root} "
           f"in {time.perf_counter() - start:.1f} s")
     if args.export_image_tasks:
         out = export_image_tasks(root, args.export_image_tasks)
         print(f"wrote image-task pairs to {out}")
     return 0
+
+
+def _replace_folder(new: Path, target: Path) -> Path:
+    """Move the finished entries of ``new`` into ``target``; entries it does not write (e.g. ``infos/``) stay."""
+    if not target.exists():
+        new.rename(target)
+        return target
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir()
+    for entry in sorted(new.iterdir()):
+        if (target / entry.name).exists():
+            (target / entry.name).rename(old / entry.name)
+        entry.rename(target / entry.name)
+    shutil.rmtree(old, ignore_errors=True)
+    new.rmdir()
+    return target

@@ -5,6 +5,7 @@ Several processes: ``torchrun --nproc_per_node N -m bev_ddp.cli train CONFIG ...
 from __future__ import annotations
 
 import argparse
+import sys
 
 from bev_ddp.engine.cli_support import add_override_arguments, load_task_config, run_command, setup_logging
 
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     def body() -> int:
         from bev_ddp.engine.distributed import init_from_env
+        from bev_ddp.engine.interrupt import signal_name
         from bev_ddp.engine.trainer import train
 
         info = init_from_env()
@@ -33,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{result.status} at step {result.step}; checkpoint {result.checkpoint}")
             for step, ev in sorted(result.evals.items()):
                 print(f"evaluation at step {step}: " + _headline(ev.metrics))
-        return 0 if result.status == "finished" else 130
+            if result.signum is not None:
+                print(f"bev-ddp train: interrupted by {signal_name(result.signum)} at step {result.step}; "
+                      f"continue with --resume {result.checkpoint}", file=sys.stderr)
+        return result.exit_code
 
     return run_command("bev-ddp train", body)
 

@@ -14,6 +14,12 @@ because the grid is symmetric about the lidar origin.
 The devkit's mask drawing iterates shapely multi-part geometries directly, which shapely ≥ 2
 forbids; :class:`MapExplorer` overrides the two drawing methods to iterate ``.geoms`` (and to draw
 with sub-pixel precision at pixel centres) and answers patch queries from a spatial index.
+
+``rasterize_map(..., mode="bevfusion")`` draws the ground truth the way BEVFusion's
+``LoadBEVSegmentation`` does, for figures comparable with published ones: the devkit's own
+drawing (polygon vertices rounded, line vertices truncated, lines 2 px thick; pixel ``j`` at
+``0.5·j − 50`` m rather than at the cell centre), a fixed 100 m patch that ignores the BEV scale
+augmentation, and only the shapely ≥ 2 ``.geoms`` fix.
 """
 from __future__ import annotations
 
@@ -52,6 +58,7 @@ CLASS_LAYERS: dict[str, tuple[str, ...]] = {
 
 MAP_LOCATIONS: tuple[str, ...] = tuple(map_api.locations)
 
+MAP_RASTER_MODES = ("centres", "bevfusion")
 _SHIFT = 4  # cv2 fixed-point bits for sub-pixel vertices
 _LINE_THICKNESS_PX = 2  # as the devkit draws lines
 
@@ -151,6 +158,18 @@ class MapExplorer(NuScenesMapExplorer):
         return mask
 
 
+class DevkitDrawingExplorer(NuScenesMapExplorer):
+    """The devkit's explorer (patch queries and mask drawing) with only the shapely ≥ 2 fix:
+    lines are handed to the devkit's ``mask_for_lines`` one ``LineString`` at a time (it iterates
+    a ``MultiLineString`` directly).  BEVFusion's labels; slower than :class:`MapExplorer`."""
+
+    @staticmethod
+    def mask_for_lines(lines, mask: np.ndarray) -> np.ndarray:  # noqa: D401 - devkit signature
+        for part in _parts(lines, ("LineString", "LinearRing")):
+            NuScenesMapExplorer.mask_for_lines(part, mask)
+        return mask
+
+
 def load_map(dataroot: str | Path, location: str) -> NuScenesMap:
     """Load ``dataroot/maps/expansion/<location>.json`` with the devkit, ready for shapely 2.
 
@@ -194,6 +213,7 @@ def rasterize_map(
     xbound: Sequence[float] = (-50.0, 50.0, 0.5),
     ybound: Sequence[float] = (-50.0, 50.0, 0.5),
     lidar_aug: np.ndarray | None = None,
+    mode: str = "centres",
 ) -> np.ndarray:
     """Rasterise map classes around the lidar, in the augmented lidar frame.
 
@@ -204,6 +224,8 @@ def rasterize_map(
         xbound, ybound: ``(min, max, step)`` of the grid in metres (augmented lidar frame).
         lidar_aug: [4, 4] BEV augmentation, lidar → augmented lidar (rotation about z, uniform
             scale, flips, translation); identity when ``None``.
+        mode: ``"centres"`` (ours) or ``"bevfusion"`` (the devkit's drawing as BEVFusion's
+            loader calls it; see the module docstring).
 
     Returns:
         bool [C, X, Y] masks.
@@ -211,6 +233,10 @@ def rasterize_map(
     unknown = [c for c in classes if c not in CLASS_LAYERS]
     if unknown:
         raise InputError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
+    if mode not in MAP_RASTER_MODES:
+        raise InputError(f"map raster mode must be one of {MAP_RASTER_MODES}, got {mode!r}")
+    if mode == "bevfusion":
+        return _rasterize_bevfusion(nusc_map, lidar2global, classes, xbound, ybound, lidar_aug)
     aug = np.eye(4) if lidar_aug is None else np.asarray(lidar_aug, dtype=np.float64)
     flip, similarity = _split_flip(aug[:2, :2])
     scale = float(np.sqrt(abs(np.linalg.det(similarity))))
@@ -243,8 +269,44 @@ def rasterize_map(
         layer_names=layers,
         canvas_size=(ny, nx),
     )  # [L, Y, X]
-    by_layer = dict(zip(layers, masks.astype(bool).transpose(0, 2, 1)))  # each [X, Y]
-    out = np.stack([np.logical_or.reduce([by_layer[layer] for layer in CLASS_LAYERS[c]]) for c in classes])
+    out = _classes_from_layers(masks, layers, classes)
     if flipped:
+        out = out[:, :, ::-1]  # y → -y
+    return np.ascontiguousarray(out)
+
+
+def _classes_from_layers(masks: np.ndarray, layers: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """Devkit masks [L, Y, X] of ``layers`` → bool [C, X, Y] class masks (union of each class's layers)."""
+    by_layer = dict(zip(layers, masks.astype(bool).transpose(0, 2, 1)))  # each [X, Y]
+    return np.stack([np.logical_or.reduce([by_layer[layer] for layer in CLASS_LAYERS[c]]) for c in classes])
+
+
+def _rasterize_bevfusion(nusc_map: NuScenesMap, lidar2global: np.ndarray, classes: Sequence[str],
+                         xbound: Sequence[float], ybound: Sequence[float], lidar_aug: np.ndarray | None) -> np.ndarray:
+    """``mode="bevfusion"`` of :func:`rasterize_map`: as BEVFusion's ``LoadBEVSegmentation``.
+
+    The patch is centred at the augmented lidar origin and turned by the yaw of its x axis; its
+    size is the grid's extent whatever the augmentation's scale.  A flip in ``lidar_aug`` is
+    applied to the finished masks (BEVFusion flips after drawing).
+    """
+    aug = np.eye(4) if lidar_aug is None else np.asarray(lidar_aug, dtype=np.float64)
+    flip, similarity = _split_flip(aug[:2, :2])
+    unflipped = aug.copy()
+    unflipped[:2, :2], unflipped[:2, 3] = similarity, flip @ aug[:2, 3]
+    pose = np.asarray(lidar2global, dtype=np.float64) @ np.linalg.inv(unflipped)  # augmented lidar -> global
+    x_axis = pose[:3, :3] @ np.array([1.0, 0.0, 0.0])
+    patch_h, patch_w = ybound[1] - ybound[0], xbound[1] - xbound[0]
+    layers = sorted({layer for c in classes for layer in CLASS_LAYERS[c]})
+    explorer = getattr(nusc_map, "devkit_explorer", None)
+    if explorer is None:
+        explorer = nusc_map.devkit_explorer = DevkitDrawingExplorer(nusc_map)
+    masks = explorer.get_map_mask(
+        patch_box=(float(pose[0, 3]), float(pose[1, 3]), patch_h, patch_w),
+        patch_angle=float(np.arctan2(x_axis[1], x_axis[0]) / np.pi * 180),  # as their loader (bit for bit)
+        layer_names=layers,
+        canvas_size=(int(patch_h / ybound[2]), int(patch_w / xbound[2])),
+    )  # [L, Y, X]
+    out = _classes_from_layers(masks, layers, classes)
+    if not np.allclose(flip, np.eye(2)):
         out = out[:, :, ::-1]  # y → -y
     return np.ascontiguousarray(out)

@@ -17,6 +17,7 @@ Paths are relative to the dataroot.  Reading BEVFusion's pickled infos needs an 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from bev_ddp.errors import InputError
 from bev_ddp.files import read_json
+from bev_ddp.output_files import write_text_atomic
 
 INFO_FORMAT = "bev_ddp.infos/1"
 _SWEEP_KEYS = ("path", "timestamp", "time_lag", "sensor2lidar")
@@ -33,15 +35,17 @@ _REQUIRED = ("token", "scene_name", "timestamp", "location", "lidar_path", "lida
 
 def write_infos(path: str | Path, metadata: dict[str, Any], infos: list[dict[str, Any]]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"metadata": metadata, "infos": infos}), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps({"metadata": metadata, "infos": infos}))
 
 
-def read_infos(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metadata, infos) of an info JSON file; malformed files raise :class:`InputError` naming it."""
+def read_infos(path: str | Path, *, dataroot: str | Path | None = None,
+               allow_outside_dataroot: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metadata, infos) of an info JSON file; malformed files raise :class:`InputError` naming it.
+
+    Every value is checked here (types, finite 4×4 / 3×3 matrices, positive focal lengths and
+    image sizes).  With ``dataroot``, every data path must resolve inside it (no absolute paths,
+    no ``..`` escaping it) unless ``allow_outside_dataroot``.
+    """
     path = Path(path)
     doc = read_json(path, what="info file")
     if not isinstance(doc, dict) or "infos" not in doc or not isinstance(doc["infos"], list):
@@ -50,12 +54,20 @@ def read_infos(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
         if missing:
             raise InputError(f"info file {path}: record {i} lacks {missing}")
+        _check_types(path, i, "", info, _RECORD_TYPES)
+        if not isinstance(info["sweeps"], list):
+            raise InputError(f"info file {path}: record {i} 'sweeps' must be a list")
         for j, sweep in enumerate(info["sweeps"]):
             _check_keys(path, i, f"sweeps[{j}]", sweep, _SWEEP_KEYS)
+            _check_types(path, i, f"sweeps[{j}].", sweep, _SWEEP_TYPES)
         if not isinstance(info["cams"], dict):
             raise InputError(f"info file {path}: record {i} 'cams' must map camera names to records")
         for name, cam in info["cams"].items():
             _check_keys(path, i, f"cams.{name}", cam, _CAMERA_KEYS)
+            _check_types(path, i, f"cams.{name}.", cam, _CAMERA_TYPES)
+            if cam["width"] < 1 or cam["height"] < 1:
+                raise InputError(f"info file {path}: record {i} cams.{name} has a bad image size "
+                                 f"{cam['width']}x{cam['height']}")
         matrices = {"lidar2ego": info["lidar2ego"], "ego2global": info["ego2global"]}
         matrices.update({f"sweeps[{j}].sensor2lidar": s.get("sensor2lidar") for j, s in enumerate(info["sweeps"])})
         for name, cam in info["cams"].items():
@@ -63,7 +75,50 @@ def read_infos(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             _check_matrix(path, i, f"cams.{name}.intrinsics", cam.get("intrinsics"), (3, 3))
         for name, value in matrices.items():
             _check_matrix(path, i, name, value, (4, 4))
+        for name, cam in info["cams"].items():
+            k = np.asarray(cam["intrinsics"], dtype=np.float64)
+            if not (k[0, 0] > 0 and k[1, 1] > 0):
+                raise InputError(f"info file {path}: record {i} cams.{name}.intrinsics has focal lengths "
+                                 f"fx={k[0, 0]}, fy={k[1, 1]} (need > 0)")
+    if dataroot is not None and not allow_outside_dataroot:
+        _check_inside(path, doc["infos"], Path(dataroot))
     return doc.get("metadata", {}), doc["infos"]
+
+
+_NUMBER = (int, float)
+_RECORD_TYPES = {"token": str, "scene_name": str, "timestamp": int, "location": str, "lidar_path": str}
+_SWEEP_TYPES = {"path": str, "timestamp": int, "time_lag": _NUMBER}
+_CAMERA_TYPES = {"path": str, "width": int, "height": int}
+_TYPE_NAMES = {str: "a string", int: "an integer", _NUMBER: "a number"}
+
+
+def _check_types(path: Path, index: int, prefix: str, record: dict[str, Any], types: dict[str, Any]) -> None:
+    for key, kind in types.items():
+        value = record.get(key)
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if ok and kind is _NUMBER:
+            ok = bool(np.isfinite(value))
+        if key in record and not ok:
+            raise InputError(f"info file {path}: record {index} {prefix}{key} must be {_TYPE_NAMES[kind]}, got {value!r}")
+
+
+def data_paths(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, path) of every file an info record points to (keyframe LiDAR, sweeps, cameras)."""
+    out = [("lidar_path", info["lidar_path"])]
+    out += [(f"sweeps[{j}].path", s["path"]) for j, s in enumerate(info["sweeps"])]
+    out += [(f"cams.{name}.path", c["path"]) for name, c in info["cams"].items()]
+    return out
+
+
+def _check_inside(path: Path, infos: list[dict[str, Any]], dataroot: Path) -> None:
+    """Lexical check (absolute paths and ``..`` escapes); symlinks the dataroot holds are its owner's choice."""
+    for i, info in enumerate(infos):
+        for name, rel in data_paths(info):
+            norm = os.path.normpath(rel)
+            if os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
+                raise InputError(
+                    f"info file {path}: record {i} {name} {rel!r} lies outside the dataroot {dataroot} "
+                    "(allow_outside_dataroot=True to accept it)")
 
 
 def _check_keys(path: Path, index: int, name: str, value: Any, keys: tuple[str, ...]) -> None:
@@ -74,7 +129,8 @@ def _check_keys(path: Path, index: int, name: str, value: Any, keys: tuple[str, 
 
 def _check_matrix(path: Path, index: int, name: str, value: Any, shape: tuple[int, int]) -> None:
     try:
-        m = np.asarray(value, dtype=np.float64)
+        m = np.asarray(value)
+        m = m.astype(np.float64) if m.dtype.kind in "iuf" else np.zeros(0)  # strings are not numbers
     except (TypeError, ValueError):
         m = np.zeros(0)
     if m.shape != shape or not np.isfinite(m).all():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bev_ddp.errors import InputError
+from bev_ddp.output_files import write_bytes_atomic
 
 NUSCENES_POINT_DIMS = 5
 
@@ -19,7 +20,7 @@ def load_points(path: str | os.PathLike, dims: int = NUSCENES_POINT_DIMS) -> np.
     """Read a ``.pcd.bin`` file into a float32 [N, dims] array.
 
     Raises:
-        InputError: naming ``path`` when it is missing, truncated (size not a multiple of
+        InputError: naming ``path`` when it is missing, empty, truncated (size not a multiple of
             ``dims * 4`` bytes) or holds non-finite values.
     """
     path = Path(path)
@@ -27,6 +28,8 @@ def load_points(path: str | os.PathLike, dims: int = NUSCENES_POINT_DIMS) -> np.
         raise InputError(f"LiDAR file not found: {path}")
     size = path.stat().st_size
     record = dims * 4
+    if size == 0:
+        raise InputError(f"LiDAR file {path} is empty (0 bytes)")
     if size % record:
         raise InputError(
             f"LiDAR file {path} is truncated or not a {dims}-float32 point file: "
@@ -43,5 +46,4 @@ def write_points(path: str | os.PathLike, points: np.ndarray) -> None:
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != NUSCENES_POINT_DIMS:
         raise InputError(f"points must be [N, {NUSCENES_POINT_DIMS}], got {points.shape}")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    points.astype("<f4").tofile(path)
+    write_bytes_atomic(path, points.astype("<f4").tobytes(), fsync=False)

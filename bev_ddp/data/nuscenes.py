@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from bev_ddp.data.bev_map import CLASS_LAYERS, MAP_CLASSES, load_map, rasterize_map
+from bev_ddp.data.bev_map import CLASS_LAYERS, MAP_CLASSES, MAP_RASTER_MODES, load_map, rasterize_map
 from bev_ddp.data.infos import read_infos
 from bev_ddp.data.lidar_io import load_points
 from bev_ddp.data.sensors import CAMERA_NAMES
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+SWEEP_PROTOCOLS = ("newest", "bevfusion")
 SWEEP_MIN_RADIUS = 1.0  # m: sweep points this close to the sensor (the ego car) are dropped
 
 
@@ -71,7 +72,15 @@ class NuScenesBEVDataset(Dataset):
         seed: base seed of the augmentation generator (combined with the epoch and index).
         allow_missing_lidar: a missing or truncated keyframe LiDAR gives empty points (with a
             warning) instead of an error.
+        allow_outside_dataroot: accept info paths that resolve outside ``dataroot``.
         with_labels: rasterise ``gt_masks_bev`` (False at pure inference).
+        sweep_protocol: ``newest`` (the ``load_sweeps - 1`` newest sweeps, points within 1 m of the
+            sensor dropped) or ``bevfusion`` (that many sweeps drawn at random from the info's,
+            also at evaluation, seeded by ``seed``, epoch and index; points in the 2 m square
+            around the sensor dropped), as BEVFusion's ``LoadPointsFromMultiSweeps``.
+        map_raster: ``centres`` (ours: cell centres, follows every BEV augmentation) or
+            ``bevfusion`` (the devkit's drawing as BEVFusion's loader calls it, see
+            :mod:`bev_ddp.data.bev_map`).
     """
 
     def __init__(
@@ -88,8 +97,15 @@ class NuScenesBEVDataset(Dataset):
         *,
         seed: int = 0,
         allow_missing_lidar: bool = False,
+        allow_outside_dataroot: bool = False,
         with_labels: bool = True,
+        map_raster: str = "centres",
+        sweep_protocol: str = "newest",
     ) -> None:
+        if sweep_protocol not in SWEEP_PROTOCOLS:
+            raise ValueError(f"sweep_protocol must be one of {', '.join(SWEEP_PROTOCOLS)}, got {sweep_protocol!r}")
+        if map_raster not in MAP_RASTER_MODES:
+            raise ValueError(f"map_raster must be one of {', '.join(MAP_RASTER_MODES)}, got {map_raster!r}")
         if load_sweeps < 1:
             raise InputError("load_sweeps counts the keyframe and must be >= 1")
         unknown = [c for c in classes if c not in CLASS_LAYERS]
@@ -99,7 +115,8 @@ class NuScenesBEVDataset(Dataset):
             raise InputError(f"image_size must be (H, W) with positive sizes, got {tuple(image_size)}")
         self.info_path = Path(info_path)
         self.dataroot = Path(dataroot)
-        self.metadata, self.infos = read_infos(self.info_path)
+        self.metadata, self.infos = read_infos(self.info_path, dataroot=self.dataroot,
+                                               allow_outside_dataroot=allow_outside_dataroot)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.training = training
         self.aug = aug
@@ -110,6 +127,8 @@ class NuScenesBEVDataset(Dataset):
         self.epoch = 0
         self.allow_missing_lidar = allow_missing_lidar
         self.with_labels = with_labels
+        self.map_raster = map_raster
+        self.sweep_protocol = sweep_protocol
         self._maps: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -177,7 +196,21 @@ class NuScenesBEVDataset(Dataset):
         return images, valid, intrinsics, cam2lidar, cam2ego, img_aug
 
     # --- points -----------------------------------------------------------------------------
-    def _points(self, info: dict[str, Any], meta: dict[str, Any]) -> np.ndarray:
+    def _sweeps(self, info: dict[str, Any], index: int) -> list[dict[str, Any]]:
+        """The sweeps to load: the newest, or (``bevfusion``) a seeded random choice of them."""
+        wanted, sweeps = self.load_sweeps - 1, info["sweeps"]
+        if self.sweep_protocol == "newest" or len(sweeps) <= wanted:
+            return sweeps[:wanted]
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index, 1]))
+        return [sweeps[int(i)] for i in rng.choice(len(sweeps), wanted, replace=False)]
+
+    def _near_sensor(self, xy: np.ndarray) -> np.ndarray:
+        """bool [N]: sweep points too close to the sensor (circle, or BEVFusion's square)."""
+        if self.sweep_protocol == "bevfusion":
+            return (np.abs(xy) < SWEEP_MIN_RADIUS).all(axis=1)
+        return np.linalg.norm(xy, axis=1) < SWEEP_MIN_RADIUS
+
+    def _points(self, info: dict[str, Any], meta: dict[str, Any], index: int = 0) -> np.ndarray:
         path = self.dataroot / info["lidar_path"]
         try:
             key = load_points(path)
@@ -188,7 +221,7 @@ class NuScenesBEVDataset(Dataset):
             meta["lidar_missing"] = True
             key = np.zeros((0, 5), np.float32)
         clouds = [np.concatenate([key[:, :4], np.zeros((len(key), 1), np.float32)], axis=1)]
-        for sweep in info["sweeps"][: self.load_sweeps - 1]:
+        for sweep in self._sweeps(info, index):
             sweep_path = self.dataroot / sweep["path"]
             try:
                 pts = load_points(sweep_path)
@@ -196,7 +229,7 @@ class NuScenesBEVDataset(Dataset):
                 log.warning("skipping sweep: %s", exc)
                 meta["skipped_sweeps"].append(sweep["path"])
                 continue
-            pts = pts[np.linalg.norm(pts[:, :2], axis=1) >= SWEEP_MIN_RADIUS]
+            pts = pts[~self._near_sensor(pts[:, :2])]
             transform = np.asarray(sweep["sensor2lidar"], dtype=np.float64)
             xyz = pts[:, :3].astype(np.float64) @ transform[:3, :3].T + transform[:3, 3]
             lag = np.full((len(pts), 1), float(sweep["time_lag"]))
@@ -214,7 +247,7 @@ class NuScenesBEVDataset(Dataset):
         }
         images, valid, intrinsics, cam2lidar, cam2ego, img_aug = self._cameras(info, gen, meta)
         lidar_aug = bev_aug_matrix(self.aug.bev, gen)
-        points = self._points(info, meta)
+        points = self._points(info, meta, index)
         xyz = points[:, :3].astype(np.float64) @ lidar_aug[:3, :3].T + lidar_aug[:3, 3]
         points = np.concatenate([xyz.astype(np.float32), points[:, 3:]], axis=1)
 
@@ -236,7 +269,7 @@ class NuScenesBEVDataset(Dataset):
         }
         if self.with_labels:
             lidar2global = _as4(info["ego2global"]) @ lidar2ego
-            masks = rasterize_map(self._map(info["location"]), lidar2global, classes=self.classes,
-                                  xbound=self.xbound, ybound=self.ybound, lidar_aug=lidar_aug)
+            masks = rasterize_map(self._map(info["location"]), lidar2global, classes=self.classes, xbound=self.xbound,
+                                  ybound=self.ybound, lidar_aug=lidar_aug, mode=self.map_raster)
             sample["gt_masks_bev"] = torch.from_numpy(masks.astype(np.float32))  # [C, X, Y]
         return sample

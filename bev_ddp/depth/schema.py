@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from bev_ddp.config import constrained
 from bev_ddp.nn.ddp_head_schema import DDPHeadSchema
 from bev_ddp.nn.image_encoder_schema import BackboneSchema, InferenceSchema
 from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
@@ -26,7 +27,7 @@ class DepthModelSchema:
     num_groups: int = 32
     # continuous encoding: one map channel at scale 0.1
     ddp: DDPHeadSchema = field(default_factory=lambda: DDPHeadSchema(map_channels=1, label_scale=0.1))
-    target_downsample: str = "masked"  # masked | bilinear (the authors': zeros of missing pixels blended in)
+    target_downsample: str = constrained("masked", choices=("masked", "bilinear"))  # masked | bilinear (the authors': zeros of missing pixels blended in)
     num_bins: int = 64  # log-depth bins whose step-to-step changes make the uncertainty map
     flip_tta: bool = True
     inference: InferenceSchema = field(default_factory=InferenceSchema)
@@ -48,12 +49,12 @@ class DepthDataSchema:
     crop_size: Optional[list[int]] = field(default_factory=lambda: [352, 704])
     flip_prob: float = 0.5
     valid_region: bool = False  # NYU training: crop to rows 45..471, cols 43..607 first
-    rotate_degree: float = 0.0  # random rotation up to this many degrees, probability 0.5 (the authors: 2.5)
-    color_brightness: Optional[list[float]] = None  # colour augmentation's brightness range (KITTI 0.9..1.1, NYU 0.75..1.25)
+    rotate_degree: float = constrained(0.0, ge=0)  # random rotation up to this many degrees, probability 0.5 (the authors: 2.5)
+    color_brightness: Optional[list[float]] = constrained(None, each_gt=0)  # colour augmentation's brightness range (KITTI 0.9..1.1, NYU 0.75..1.25)
     eval_crop: Optional[str] = "garg"  # garg | eigen | nyu | null
     # cropped: eval_crop's fractions of the (KB-cropped 352x1216) ground truth, the published protocol;
     # full: placed on the full frame the KB crop was cut from
-    eval_crop_frame: str = "cropped"
+    eval_crop_frame: str = constrained("cropped", choices=("cropped", "full"))
 
 
 @dataclass

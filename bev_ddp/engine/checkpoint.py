@@ -5,14 +5,16 @@ unpickling arbitrary objects::
 
     {"format": 1, "step": int, "model": state_dict, "optimizer": ..., "scheduler": ...,
      "scaler": ... or None, "rng": RNGState as dict, "data": {"epoch": int, "position": int},
-     "config": resolved config as a dict}
+     "config": resolved config as a dict, "model_fingerprint": str, "world_size": int}
 
 ``step`` counts finished optimiser steps; ``data`` says where the next batch starts (epoch and
 number of batches of that epoch already consumed), ``rng`` is the random state at that point.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from bev_ddp.errors import InputError
+from bev_ddp.output_files import remove_stale_tmp
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "step", "model", "optimizer", "scheduler", "rng", "data", "config")
@@ -84,6 +87,7 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace`` onto ``path``.
 
     A crash mid-write leaves the previous file intact; readers never see a half-written one.
+    A temporary left by a killed process (SIGKILL) is removed by :func:`remove_stale_checkpoint_tmp`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,56 +105,131 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a training checkpoint written by :func:`save_atomic` and check its keys."""
-    path = Path(path)
+def remove_stale_checkpoint_tmp(work_dir: str | Path) -> list[Path]:
+    """Delete the temporaries of :func:`save_atomic` / :func:`link_latest` a killed run left behind."""
+    work_dir = Path(work_dir)
+    return remove_stale_tmp(work_dir / "checkpoints", ".*.pth.*.tmp") + remove_stale_tmp(work_dir, ".*.pth.tmp")
+
+
+def model_fingerprint(state: dict[str, Any]) -> str:
+    """Hash of a state dict's layout (sorted key, shape, dtype), not of its values."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        layout = f"{tuple(value.shape)}:{value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+        digest.update(f"{key}={layout};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with one-line messages naming ``path``."""
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"checkpoint {path} is empty (0 bytes)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt / foreign files
-        raise InputError(f"checkpoint {path} could not be read: {exc}") from exc
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
+        raise InputError(
+            f"checkpoint {path} could not be read: not a plain tensor checkpoint (the safe loader refused it: "
+            f"{detail or 'unknown'})"
+        ) from exc
+    except Exception as exc:  # torch raises several types for corrupt / foreign / truncated files
+        detail = (str(exc).split(". ")[0] or type(exc).__name__).strip()
+        raise InputError(f"checkpoint {path} could not be read (corrupt or truncated?): {detail}") from exc
+
+
+def check_metadata(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Validate ``format`` and ``step`` of a training checkpoint; lists every bad key."""
+    bad = []
+    fmt = ckpt.get("format")
+    if fmt != FORMAT_VERSION or isinstance(fmt, bool):
+        bad.append(f"format={fmt!r} (this version reads {FORMAT_VERSION})")
+    step = ckpt.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        bad.append(f"step={step!r} (need an integer >= 0)")
+    if bad:
+        raise InputError(f"checkpoint {path} has bad metadata: {', '.join(bad)}")
+
+
+def check_weights_match(own: dict[str, Any], state: dict[str, Any], path: str | Path,
+                        fingerprint: str | None = None) -> list[str]:
+    """Compare a checkpoint's state dict with a model's; raises listing the mismatched keys.
+
+    Returns the keys whose shapes differ (empty when everything matches).  ``fingerprint`` is the
+    checkpoint's stored :func:`model_fingerprint`, checked when given.
+    """
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched_keys = sorted(
+        k for k in set(own) & set(state)
+        if isinstance(state[k], torch.Tensor) and isinstance(own[k], torch.Tensor) and state[k].shape != own[k].shape
+    )
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched_keys]
+    parts = []
+    for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if keys:
+            shown = ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
+            parts.append(f"{title} keys: {shown}")
+    if not parts and fingerprint is not None and fingerprint != model_fingerprint(own):
+        parts.append(f"model_fingerprint {fingerprint} vs this model's {model_fingerprint(own)} (dtypes differ?)")
+    if parts:
+        raise InputError(f"checkpoint {path} does not match the model: " + "; ".join(parts))
+    return mismatched_keys
+
+
+def check_finite(state: dict[str, Any], path: str | Path) -> None:
+    """Raise naming the checkpoint and the weights that hold NaN or inf."""
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f", ... ({len(bad)} in all)" if len(bad) > 5 else "")
+        raise InputError(f"checkpoint {path} holds NaN or inf weights: {shown}")
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint written by :func:`save_atomic` and check its keys and metadata."""
+    path = Path(path)
+    ckpt = _read(path)
     if not isinstance(ckpt, dict):
         raise InputError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise InputError(f"checkpoint {path} lacks the key(s) {', '.join(missing)}; is it a bev-ddp training checkpoint?")
-    if ckpt["format"] != FORMAT_VERSION:
-        raise InputError(f"checkpoint {path} has format {ckpt['format']}, this version reads {FORMAT_VERSION}")
+    check_metadata(ckpt, path)
+    if not isinstance(ckpt["model"], dict):
+        raise InputError(f"checkpoint {path} holds no model state dict")
+    check_finite(ckpt["model"], path)
+    if str(map_location) != "cpu":
+        ckpt["model"] = {k: v.to(map_location) if isinstance(v, torch.Tensor) else v for k, v in ckpt["model"].items()}
     return ckpt
 
 
 def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool = True) -> None:
     """Load the ``model`` entry of a training checkpoint (or a bare state dict) into ``model``.
 
-    Raises :class:`InputError` listing missing and unexpected keys (and shape mismatches) when
-    they do not match and ``strict`` is set.
+    A training checkpoint's metadata (``format``, ``step``, ``model_fingerprint``) is validated
+    too.  Raises :class:`InputError` listing missing and unexpected keys (and shape mismatches)
+    when they do not match and ``strict`` is set, and naming weights that hold NaN or inf.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"checkpoint {path} could not be read: {exc}") from exc
+    obj = _read(path)
+    is_training_checkpoint = isinstance(obj, dict) and "format" in obj and "model" in obj
+    if is_training_checkpoint:
+        check_metadata(obj, path)
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise InputError(f"checkpoint {path} holds no model state dict")
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched_keys = {
-        k for k in set(own) & set(state) if isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape
-    }
-    mismatched = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched_keys)
-    if strict and (missing or unexpected or mismatched):
-        parts = [f"checkpoint {path} does not match the model:"]
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if keys:
-                shown = ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
-                parts.append(f"  {title} keys: {shown}")
-        raise InputError("\n".join(parts))
-    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched_keys}, strict=False)
+    fingerprint = obj.get("model_fingerprint") if is_training_checkpoint else None
+    if strict:
+        mismatched = check_weights_match(own, state, path, fingerprint)
+    else:
+        mismatched = [k for k in set(own) & set(state)
+                      if isinstance(state[k], torch.Tensor) and getattr(own[k], "shape", None) != state[k].shape]
+    check_finite({k: v for k, v in state.items() if k in own}, path)
+    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched}, strict=False)
 
 
 def link_latest(target: Path, link: Path) -> None:

@@ -19,8 +19,10 @@ from tqdm import tqdm
 
 from bev_ddp.comm import get_rank, get_world_size
 from bev_ddp.engine.data import build_eval_loader, move_to_device
+from bev_ddp.engine.interrupt import StopRequest
 from bev_ddp.engine.task import Evaluator, Task
 from bev_ddp.errors import InputError
+from bev_ddp.output_files import atomic_path, write_text_atomic
 from bev_ddp.report.writer import VISUALS_FILE
 
 
@@ -32,6 +34,8 @@ class EvalResult:
     seconds: float
     visuals: dict[str, np.ndarray] = field(default_factory=dict)
     report_files: list[Path] = field(default_factory=list)
+    interrupted: bool = False  # a SIGINT/SIGTERM stopped the pass: no metrics, no report
+    batches: int = 0  # batches processed (on this rank)
 
 
 def parse_steps(text: str | Sequence[int]) -> list[int]:
@@ -56,25 +60,44 @@ def evaluate_model(
     seed: int,
     device: torch.device,
     progress: bool = True,
+    stop: StopRequest | None = None,
 ) -> EvalResult:
-    """Run ``model.predict`` over ``loader`` and return the evaluator's metrics (all ranks)."""
+    """Run ``model.predict`` over ``loader`` and return the evaluator's metrics (all ranks).
+
+    With ``stop`` (an active :class:`StopRequest`), a SIGINT/SIGTERM ends the pass before the next
+    batch (the decision is all-reduced over ranks) and the result is marked ``interrupted``.
+    """
     module = getattr(model, "module", model)  # unwrap DistributedDataParallel
     was_training = module.training
     module.eval()
     evaluator.reset()
     start = time.perf_counter()
+    batches = 0
     try:
         bar = tqdm(loader, desc=f"eval steps {','.join(map(str, steps))}", unit="batch", disable=not progress, leave=False)
         for batch in bar:
+            if stop is not None and _stop_on_any_rank(stop):
+                bar.close()
+                return EvalResult(metrics={}, seconds=time.perf_counter() - start, interrupted=True, batches=batches)
             batch = move_to_device(batch, device)
             preds = module.predict(batch, steps=list(steps), seed=seed)
             evaluator.process(batch, preds)
+            batches += 1
+        if stop is not None and _stop_on_any_rank(stop):
+            return EvalResult(metrics={}, seconds=time.perf_counter() - start, interrupted=True, batches=batches)
         metrics = evaluator.evaluate()
     finally:
         module.train(was_training)
     visuals_fn = getattr(evaluator, "visuals", None)
     visuals = visuals_fn() if callable(visuals_fn) else {}
-    return EvalResult(metrics=metrics, seconds=time.perf_counter() - start, visuals=visuals)
+    return EvalResult(metrics=metrics, seconds=time.perf_counter() - start, visuals=visuals, batches=batches)
+
+
+def _stop_on_any_rank(stop: StopRequest) -> bool:
+    flag = torch.tensor([float(stop.requested)])
+    if get_world_size() > 1:
+        torch.distributed.all_reduce(flag)
+    return bool(flag[0] > 0)
 
 
 def save_and_report(task: Task, result: EvalResult, out_dir: str | Path) -> list[Path]:
@@ -82,10 +105,11 @@ def save_and_report(task: Task, result: EvalResult, out_dir: str | Path) -> list
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if result.visuals:
-        np.savez_compressed(out_dir / VISUALS_FILE, **result.visuals)
+        with atomic_path(out_dir / VISUALS_FILE) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **result.visuals)
     files = list(task.write_report(result.metrics, out_dir))
     if not (out_dir / "metrics.json").exists():  # a task whose report skips the JSON still leaves it
-        (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
+        write_text_atomic(out_dir / "metrics.json", json.dumps(result.metrics, indent=2))
         files.append(out_dir / "metrics.json")
     result.report_files = files
     return files
@@ -101,8 +125,12 @@ def evaluate_task(
     out_dir: str | Path | None,
     max_samples: int | None = None,
     progress: bool = True,
+    stop: StopRequest | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on ``cfg.eval.split`` and (main rank) write the report to ``out_dir``."""
+    """Evaluate ``model`` on ``cfg.eval.split`` and (main rank) write the report to ``out_dir``.
+
+    An evaluation stopped by a signal (see :func:`evaluate_model`) writes no report.
+    """
     dataset = task.build_dataset(cfg, cfg.eval.split)
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise InputError(f"the {cfg.eval.split!r} split has no samples to evaluate")
@@ -117,8 +145,9 @@ def evaluate_task(
     )
     evaluator = task.build_evaluator(cfg, steps)
     result = evaluate_model(
-        model, loader, evaluator, steps=steps, seed=cfg.eval.seed, device=device, progress=progress and get_rank() == 0
+        model, loader, evaluator, steps=steps, seed=cfg.eval.seed, device=device, progress=progress and get_rank() == 0,
+        stop=stop,
     )
-    if out_dir is not None and get_rank() == 0:
+    if out_dir is not None and get_rank() == 0 and not result.interrupted:
         save_and_report(task, result, out_dir)
     return result

@@ -24,18 +24,23 @@ from typing import Any
 
 import numpy as np
 
+from bev_ddp.output_files import write_text_atomic
+
 
 class MetricLogger:
     """Writes scalars to ``<work_dir>/log.jsonl`` and a TensorBoard event file in ``<work_dir>/tb``.
 
     Only the main rank should create one.  Records are appended, so a resumed run continues the
-    same files.
+    same files; records of steps after ``start_step`` (written by a run killed after its last
+    checkpoint) are dropped first, so no step appears twice.
     """
 
-    def __init__(self, work_dir: str | Path, *, tensorboard: bool = True):
+    def __init__(self, work_dir: str | Path, *, tensorboard: bool = True, start_step: int | None = None):
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.work_dir / "log.jsonl"
+        if start_step is not None:
+            truncate_log(self.jsonl_path, start_step)
         self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
         self._tb = None
         self._iter_time_s: float | None = None  # seconds per training step, last log window
@@ -95,6 +100,26 @@ class MetricLogger:
         if self._tb is not None:
             self._tb.flush()
             self._tb.close()
+
+
+def truncate_log(path: Path, last_step: int) -> int:
+    """Keep the records of ``path`` with ``step <= last_step`` (and drop a torn last line); returns how many were dropped."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and int(record.get("step", 0)) <= last_step
+        except (ValueError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+    return dropped
 
 
 class LossWindow:

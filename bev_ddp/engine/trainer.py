@@ -12,14 +12,18 @@ so ``N`` steps straight and ``N/2`` + resume + ``N/2`` give bit-identical weight
 
 Failures keep what was produced: a non-finite loss (or gradient norm without AMP) stops the run
 with :class:`NonFiniteLossError` after saving the state just before the failing step; Ctrl-C
-(SIGINT) or SIGTERM saves a checkpoint at the next step boundary and returns cleanly (a second
-Ctrl-C aborts at once).  Both decisions are all-reduced so every rank stops at the same step.
+(SIGINT) or SIGTERM saves a checkpoint at the next step boundary (or stops a running evaluation
+without writing its report) and returns cleanly (a second signal aborts at once).  Both decisions
+are all-reduced so every rank stops at the same step.  The work dir is probed for writability
+and room before the model is trained; temporaries of a killed checkpoint write are removed and
+``log.jsonl`` is cut back to the resumed step.
 """
 from __future__ import annotations
 
 import inspect
 import logging
 import math
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,16 +34,18 @@ from tqdm import tqdm
 
 from bev_ddp.config import to_dict
 from bev_ddp.engine import distributed as du
-from bev_ddp.engine.checkpoint import (FORMAT_VERSION, RNGState, config_changes, link_latest, load_checkpoint,
-                                      save_atomic)
+from bev_ddp.engine.checkpoint import (FORMAT_VERSION, RNGState, check_weights_match, config_changes, link_latest,
+                                      load_checkpoint, model_fingerprint, remove_stale_checkpoint_tmp, save_atomic)
 from bev_ddp.engine.data import build_train_loader, move_to_device
 from bev_ddp.engine.evaluation import EvalResult, evaluate_task
 from bev_ddp.engine.logger import LossWindow, MetricLogger
 from bev_ddp.engine.lr_schedule import LRFactor, build_lr_scheduler
+from bev_ddp.engine.interrupt import StopRequest, signal_name
 from bev_ddp.engine.param_groups import decay_param_groups
-from bev_ddp.engine.process import StopRequest, derived_seed, seed_everything
+from bev_ddp.engine.process import derived_seed, seed_everything
 from bev_ddp.engine.task import Task
 from bev_ddp.errors import ConfigError, InputError
+from bev_ddp.output_files import MIN_FREE_BYTES, probe_output_dir, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,12 @@ class TrainResult:
     checkpoint: Path | None
     losses: dict[str, float] = field(default_factory=dict)  # mean of the last logging interval
     evals: dict[int, EvalResult] = field(default_factory=dict)  # step -> evaluation (main rank)
+    signum: int | None = None  # the signal that stopped the run (SIGINT / SIGTERM)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when finished, ``128 + signal`` when stopped by one."""
+        return 0 if self.signum is None else 128 + self.signum
 
 
 @dataclass
@@ -95,6 +107,10 @@ class Trainer:
             raise ConfigError(f"train.self_aligned_iters must be in [0, train.iters={tc.iters}], got {tc.self_aligned_iters}")
         if tc.log_interval < 1 or tc.checkpoint_interval < 1:
             raise ConfigError("train.log_interval and train.checkpoint_interval must be >= 1")
+        if self.dist.is_main:  # a read-only, full or blocked work dir fails here, not after the training
+            probe_output_dir(self.work_dir, what="work dir")
+            for stale in remove_stale_checkpoint_tmp(self.work_dir):
+                log.warning("removed a temporary left by an interrupted checkpoint write: %s", stale)
 
         seed_everything(tc.seed)  # identical initial weights on every rank
         self.model = task.build_model(cfg).to(self.dist.device)
@@ -115,6 +131,9 @@ class Trainer:
             LRFactor(oc.schedule, tc.iters, oc.warmup_iters, oc.min_lr_ratio, oc.poly_power),
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        if self.dist.is_main:  # room for two checkpoints (model + AdamW moments, 4 bytes each)
+            ckpt_bytes = 3 * 4 * sum(p.numel() for p in self.model.parameters())
+            probe_output_dir(self.work_dir, what="work dir", min_free_bytes=max(MIN_FREE_BYTES, 2 * ckpt_bytes))
         self.train_set = task.build_dataset(cfg, "train")
         self.loader, self.sampler = build_train_loader(
             self.train_set,
@@ -135,6 +154,7 @@ class Trainer:
         seed_everything(derived_seed(tc.seed, self.dist.rank, 1))  # per-rank stream for noise and dropout
         self.step, self.epoch, self.position = 0, 0, 0
         self._batches = None
+        self._stop: StopRequest | None = None  # set while run() listens for SIGINT / SIGTERM
 
     # ------------------------------------------------------------------ state
     def _capture(self) -> _ResumePoint:
@@ -152,6 +172,7 @@ class Trainer:
             "format": FORMAT_VERSION,
             "step": point.step,
             "model": self.model.state_dict(),
+            "model_fingerprint": model_fingerprint(self.model.state_dict()),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.amp else None,
@@ -187,12 +208,9 @@ class Trainer:
         path = Path(path)
         if path.is_dir():
             path = path / LATEST
-        ckpt = load_checkpoint(path, map_location="cpu")
-        missing, unexpected = self.model.load_state_dict(ckpt["model"], strict=False)
-        if missing or unexpected:
-            raise InputError(
-                f"checkpoint {path} does not match the model: missing keys {missing[:10]}, unexpected keys {unexpected[:10]}"
-            )
+        ckpt = load_checkpoint(path, map_location="cpu")  # also checks format, step and finite weights
+        check_weights_match(self.model.state_dict(), ckpt["model"], path, ckpt.get("model_fingerprint"))
+        self.model.load_state_dict(ckpt["model"])
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             # keep this run's schedule settings (e.g. a longer train.iters), restore only its position
@@ -254,9 +272,10 @@ class Trainer:
         if resume is not None:
             self.load(resume)
         start_step = self.step
-        logger = MetricLogger(self.work_dir) if self.dist.is_main else None
+        # records after the resumed step (written before a SIGKILL) are dropped, so no step repeats
+        logger = MetricLogger(self.work_dir, start_step=start_step) if self.dist.is_main else None
         if self.dist.is_main:
-            OmegaConf.save(self.cfg, self.work_dir / "config.yaml")
+            write_text_atomic(self.work_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
         result = TrainResult(status="finished", step=self.step, work_dir=self.work_dir, checkpoint=None)
         window = LossWindow()
         bar = tqdm(total=tc.iters, initial=self.step, desc="train", unit="it", disable=not self.progress, dynamic_ncols=True)
@@ -264,6 +283,7 @@ class Trainer:
         stopping = False
         try:
             with StopRequest() as stop:
+                self._stop = stop
                 while True:
                     point = self._capture()
                     if self.step >= tc.iters or stopping:
@@ -279,14 +299,16 @@ class Trainer:
                     if self.step % tc.log_interval == 0 or self.step == tc.iters:
                         result.losses = self._log(window, grad_norm, self_aligned, logger, bar)
                     if tc.eval_interval > 0 and self.step % tc.eval_interval == 0 and self.step < tc.iters:
-                        result.evals[self.step] = self._evaluate(logger)
+                        stopping = self._evaluate_into(result, logger) or stopping
+                if not stopping and self.final_eval:
+                    stopping = self._evaluate_into(result, logger)
             result.step = self.step
-            if stopping:
-                result.status = "interrupted"
-                log.warning("stopped by signal at step %d; continue with --resume %s", self.step, result.checkpoint)
-            elif self.final_eval:
-                result.evals[self.step] = self._evaluate(logger)
+            if stopping:  # the same on every rank (all-reduced)
+                result.status, result.signum = "interrupted", stop.signum or signal.SIGTERM
+                log.warning("stopped by %s at step %d; continue with --resume %s", signal_name(stop.signum),
+                            self.step, result.checkpoint)
         finally:
+            self._stop = None
             bar.close()
             if logger is not None:
                 logger.close()
@@ -357,15 +379,23 @@ class Trainer:
         self.scheduler.step()
         return grad_norm
 
+    def _evaluate_into(self, result: TrainResult, logger: MetricLogger | None) -> bool:
+        """Evaluate at this step into ``result.evals``; True when a signal stopped the evaluation."""
+        evaluation = self._evaluate(logger)
+        if evaluation.interrupted:
+            return True
+        result.evals[self.step] = evaluation
+        return False
+
     def _evaluate(self, logger: MetricLogger | None) -> EvalResult:
         rng = RNGState.capture()  # evaluation must not change the training's random stream
         out_dir = self.work_dir / "eval" / f"iter_{self.step:07d}"
         result = evaluate_task(
             self.cfg, self.task, self.model, steps=list(self.cfg.eval.steps), device=self.dist.device,
-            out_dir=out_dir, progress=self.progress,
+            out_dir=out_dir, progress=self.progress, stop=self._stop,
         )
         rng.restore()
-        if logger is not None:  # per-class scores, AUROC, timing, memory and a map image (TensorBoard + JSONL)
+        if logger is not None and not result.interrupted:  # per-class scores, AUROC, timing, memory, a map image
             logger.log_evaluation(self.step, result.metrics, result.visuals, seconds=result.seconds)
         return result
 

@@ -10,6 +10,11 @@ per-class maxima (BEVFusion's headline number) and ``mIoU@0.50`` at the single t
 Uncertainty against error (per step count): a pixel is wrong when any class's mask at threshold
 0.5 differs from the ground truth; :class:`~bev_ddp.metrics.uncertainty.UncertaintyHistogram`
 relates the model's uncertainty map to these errors (AUROC, error rate per uncertainty bin).
+``uncertainty_estimators`` scores every estimator of :func:`bev_ddp.diffusion.uncertainty.multilabel_estimators`
+(change count, entropy of the mean probability, and, when the prediction carries K noise draws in
+``draw_step_probs``, mutual information / variance / disagreement across draws) under both error
+definitions of :class:`~bev_ddp.metrics.uncertainty.MultiLabelUncertaintyScores`, with the
+calibration (ECE, reliability diagram) of the probabilities.
 
 Counts live on each rank; :meth:`BEVIoUEvaluator.evaluate` sums them over ranks
 (``all_reduce``) before computing anything, so every rank returns the split's metrics.
@@ -22,8 +27,9 @@ import numpy as np
 import torch
 
 from bev_ddp.comm import all_reduce_sum
+from bev_ddp.diffusion.uncertainty import multilabel_estimators
 from bev_ddp.errors import InputError
-from bev_ddp.metrics.uncertainty import UncertaintyHistogram
+from bev_ddp.metrics.uncertainty import MultiLabelUncertaintyScores, UncertaintyHistogram
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65)
 EPS = 1e-7
@@ -39,6 +45,16 @@ def _half_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().cpu().numpy().astype(np.float16)
 
 
+def draw_step_probs(pred: Any) -> list[list[torch.Tensor]]:
+    """``[draw][step]`` probabilities [B, K, X, Y] of a prediction: its ``draw_step_probs`` when it
+    has K noise draws, else one draw of its ``step_probs`` (or just ``probs``)."""
+    draws = getattr(pred, "draw_step_probs", None)
+    if draws:
+        return [[p.detach().float().cpu() for p in steps] for steps in draws]
+    steps = getattr(pred, "step_probs", None) or [pred.probs]
+    return [[p.detach().float().cpu() for p in steps]]
+
+
 class BEVIoUEvaluator:
     """Accumulates BEV IoU counts over a split, per step count (detectron2-style evaluator).
 
@@ -52,6 +68,8 @@ class BEVIoUEvaluator:
         gt_key: batch key of the ground truth, float/bool ``[B, K, X, Y]``.
         grid: optional ``(xbound, ybound)`` of the label grid, each (min, max, step) m in the LiDAR
             frame; passed on in :meth:`visuals` so figures get metre ticks.
+        protocol: how the predictions were made (e.g. ``DDP: mean sigmoid of 4 draws x all
+            steps``), written into the metrics so figures are never compared across protocols.
 
     ``process(batch, preds)`` takes ``preds[s]`` with ``probs`` ``[B, K, X, Y]`` (probabilities
     in [0, 1]) and ``uncertainty`` ``[B, X, Y]`` (in [0, 1], may be ``None``).
@@ -69,6 +87,7 @@ class BEVIoUEvaluator:
         uncertainty_bins: int = 20,
         gt_key: str = "gt_masks_bev",
         grid: tuple[Sequence[float], Sequence[float]] | None = None,
+        protocol: str | None = None,
     ):
         if not classes:
             raise InputError("classes must not be empty")
@@ -84,8 +103,10 @@ class BEVIoUEvaluator:
         self.num_vis = num_vis
         self.gt_key = gt_key
         self.grid = grid
+        self.protocol = protocol
         self._fixed_index = min(range(len(self.thresholds)), key=lambda i: abs(self.thresholds[i] - 0.5))
         self._uncertainty = {s: UncertaintyHistogram(uncertainty_bins) for s in self.steps}
+        self._estimators = {s: MultiLabelUncertaintyScores(num_bins=uncertainty_bins) for s in self.steps}
         self.reset()
 
     def reset(self) -> None:
@@ -94,6 +115,8 @@ class BEVIoUEvaluator:
         self.num_samples = 0
         for hist in self._uncertainty.values():
             hist.reset()
+        for scores in self._estimators.values():
+            scores.reset()
         self._vis: dict[str, list[np.ndarray]] = {}
         self._vis_names: list[str] = []
 
@@ -129,6 +152,7 @@ class BEVIoUEvaluator:
             if unc is not None:
                 unc = self._check(f"uncertainty for {step} step(s)", unc, (shape[0], *shape[2:]))
                 self._uncertainty[step].update(unc.cpu(), error)
+            self._estimators[step].update(probs, gt, multilabel_estimators(draw_step_probs(preds[step])))
         self._keep_visuals(batch, gt, preds)
         self.num_samples += shape[0]
 
@@ -190,11 +214,13 @@ class BEVIoUEvaluator:
                 },
                 "counts": {name: counts[si, i].tolist() for i, name in enumerate(("tp", "fp", "fn"))},
                 "uncertainty": hist.stats().to_dict(),
+                "uncertainty_estimators": self._estimators[step].to_dict(all_reduce_sum),
             }
         return {
             "task": "bev",
             "metric": self.metric_name,
             "classes": self.classes,
             "num_samples": num_samples,
+            "protocol": self.protocol,
             "steps": per_step,
         }

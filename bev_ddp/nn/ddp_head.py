@@ -105,6 +105,21 @@ class DDPHead(nn.Module):
     def _denoise(self, cond: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return lambda x_t, log_snr: self.decoder(cond, x_t, log_snr)
 
+    def _encode_prediction(self, size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Decoder logits -> encoded discretised prediction at the noisy map's ``size`` (the
+        discretised map is resized nearest when the decoder outputs another grid)."""
+        enc = self.label_encoder
+
+        def encode(logits: torch.Tensor) -> torch.Tensor:
+            if tuple(logits.shape[-2:]) == tuple(size):
+                return enc.encode_prediction(logits)
+            labels = enc.discretize(logits)
+            labels = labels if labels.dim() == 4 else labels[:, None]  # [B, K or 1, H, W]
+            labels = F.interpolate(labels.float(), size=tuple(size), mode="nearest").to(labels.dtype)
+            return enc.encode_labels(labels if enc.multi_label else labels[:, 0])
+
+        return encode
+
     # -- training ----------------------------------------------------------------------------
     def loss(self, cond: torch.Tensor, target: torch.Tensor, *, self_aligned: bool = False,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -130,7 +145,7 @@ class DDPHead(nn.Module):
                 shape = (b, self.decoder.map_channels, *size)
                 first = self.decoder(cond, _randn(shape, like=cond, generator=generator),
                                      self.schedule.log_snr(torch.ones(b, device=cond.device)))
-            x0 = self.label_encoder.encode_prediction(first)  # [B, D, h, w]; the encoder still learns
+            x0 = self._encode_prediction(size)(first)  # [B, D, h, w]; the encoder still learns
         else:
             x0 = self.label_encoder.encode(target, size)  # [B, D, h, w]
         # Alg. 1: corrupt and predict
@@ -183,7 +198,7 @@ class DDPHead(nn.Module):
         self._check_cond(cond)
         noise = self.initial_noise(cond, seed=seed, generator=generator)
         sampled = self.sampler.sample(noise, steps=steps, denoise=self._denoise(cond),
-                                      encode_prediction=self.label_encoder.encode_prediction)
+                                      encode_prediction=self._encode_prediction(tuple(cond.shape[-2:])))
         return self._output(sampled.step_predictions, cond, output_size)
 
     @torch.no_grad()
@@ -202,7 +217,7 @@ class DDPHead(nn.Module):
         self._check_cond(cond)
         noise = self.initial_noise(cond, seed=seed, generator=generator)
         runs = self.sampler.sample_many(noise, steps=counts, denoise=self._denoise(cond),
-                                        encode_prediction=self.label_encoder.encode_prediction)
+                                        encode_prediction=self._encode_prediction(tuple(cond.shape[-2:])))
         return {n: self._output(run.step_predictions, cond, output_size) for n, run in runs.items()}
 
     def _output(self, step_logits: list[torch.Tensor], cond: torch.Tensor,

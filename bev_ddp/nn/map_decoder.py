@@ -82,14 +82,24 @@ class MapDecoder(nn.Module):
         time_dims: time embedding width (default ``4 * embed_dims`` = 1024).
         freq_dims: learned sinusoidal frequencies x 2 (16 -> 8 frequencies).
         dropout: dropout in the layers and before the head (0 by default).
+        fuse_order: ``"map_first"`` fuses ``cat([x_t, cond])``; ``"features_first"`` fuses
+            ``cat([cond, x_t])`` (the DDP authors' BEV head).
+        time_conditioning: per-layer FiLM by the time embedding; False drops the FiLMs (the DDP
+            authors' BEV layers ignore time; the time embedding is kept, unused, for their weights).
+        fuse_transform: optional spatial resampling of the fused map before the layers (the DDP
+            authors run the layers on the label grid after fusing on the encoder grid); the
+            output then has the transform's size instead of ``x_t``'s.
         head_kernel: kernel size of the output conv, odd (1 by default; 3 is the DDP authors' depth head,
             zero-padded so the output keeps the input's H, W).
     """
 
+    FUSE_ORDERS = ("map_first", "features_first")
+
     def __init__(self, *, cond_channels: int, map_channels: int, out_channels: int, embed_dims: int = 256,
                  depth: int = 6, num_heads: int = 8, num_points: int = 4, ffn_dims: int = 1024,
                  time_dims: int | None = None, freq_dims: int = 16, dropout: float = 0.0,
-                 head_kernel: int = 1) -> None:
+                 fuse_order: str = "map_first", time_conditioning: bool = True,
+                 fuse_transform: nn.Module | None = None, head_kernel: int = 1) -> None:
         super().__init__()
         for name, value in (("cond_channels", cond_channels), ("map_channels", map_channels),
                             ("out_channels", out_channels), ("embed_dims", embed_dims), ("depth", depth),
@@ -100,7 +110,12 @@ class MapDecoder(nn.Module):
             raise InputError(f"MapDecoder head_kernel must be a positive odd integer, got {head_kernel!r}")
         if embed_dims % 2:
             raise InputError(f"MapDecoder embed_dims must be even (sine positional encoding), got {embed_dims}")
+        if fuse_order not in self.FUSE_ORDERS:
+            raise InputError(f"MapDecoder fuse_order must be one of {self.FUSE_ORDERS}, got {fuse_order!r}")
         time_dims = 4 * embed_dims if time_dims is None else time_dims
+        self.fuse_order = fuse_order
+        self.time_conditioning = bool(time_conditioning)
+        self.fuse_transform = fuse_transform
         self.cond_channels = cond_channels
         self.map_channels = map_channels
         self.out_channels = out_channels
@@ -119,7 +134,8 @@ class MapDecoder(nn.Module):
             )
             for _ in range(depth)
         )
-        self.films = nn.ModuleList(TimeFiLM(time_dims=time_dims, channels=embed_dims) for _ in range(depth))
+        self.films = nn.ModuleList(TimeFiLM(time_dims=time_dims, channels=embed_dims)
+                                   for _ in range(depth if self.time_conditioning else 0))
         self.head = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(embed_dims, out_channels, kernel_size=head_kernel,
                                                                    padding=head_kernel // 2))
 
@@ -147,19 +163,25 @@ class MapDecoder(nn.Module):
             x_t: [B, map_channels, H, W] noisy encoded map.
             log_snr: [B] noise level of ``x_t``.
         Returns:
-            [B, out_channels, H, W] prediction of the clean map (logits).
+            [B, out_channels, H, W] prediction of the clean map (logits); with a
+            ``fuse_transform``, at its output size.
         """
         self.check_inputs(cond, x_t, log_snr)
-        b, _, h, w = cond.shape
-        x = self.fuse(torch.cat([x_t.to(cond.dtype), cond], dim=1))  # [B, E, H, W]
+        b = cond.shape[0]
+        pair = [x_t.to(cond.dtype), cond] if self.fuse_order == "map_first" else [cond, x_t.to(cond.dtype)]
+        x = self.fuse(torch.cat(pair, dim=1))  # [B, E, H, W]
+        if self.fuse_transform is not None:
+            x = self.fuse_transform(x)  # [B, E, H', W']
+        h, w = x.shape[-2:]
         query = x.flatten(2).transpose(1, 2)  # [B, H*W, E]
         # positions, reference points and the time embedding stay float32 under autocast: a 16-bit
         # log-SNR or pixel centre would be rounded before the sines (no host data is copied here)
         query_pos = self.positional_encoding(h, w, device=x.device)  # [H*W, E] float32
         reference_points = pixel_centres(h, w, x.device)[None, :, None, :].expand(b, -1, 1, -1)  # [B, H*W, 1, 2] float32
-        time_emb = self.time_embedding(log_snr)  # [B, T] float32
-        for layer, film in zip(self.layers, self.films):
+        time_emb = self.time_embedding(log_snr) if self.time_conditioning else None  # [B, T] float32
+        for i, layer in enumerate(self.layers):
             query = layer(query, query_pos, reference_points, [(h, w)])
-            query = film(query, time_emb)  # [B, H*W, E]
+            if time_emb is not None:
+                query = self.films[i](query, time_emb)  # [B, H*W, E]
         x = query.transpose(1, 2).reshape(b, self.embed_dims, h, w)  # [B, E, H, W]
         return self.head(x)  # [B, out_channels, H, W]

@@ -11,6 +11,7 @@ import torch
 from bev_ddp.config import load_config
 from bev_ddp.engine.task import get_task
 from bev_ddp.errors import InputError
+from bev_ddp.output_files import probe_output_dir
 from bev_ddp.replay.controller import StepController
 from bev_ddp.replay.mcap_layout import open_log
 from bev_ddp.replay.nuscenes_source import NuScenesSceneSource
@@ -71,6 +72,8 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
         raise InputError(f"--latency-budget-ms must be > 0, got {request.latency_budget_ms}")
     if request.sweeps is not None and request.sweeps < 1:
         raise InputError(f"--sweeps must be ≥ 1, got {request.sweeps}")
+    if request.max_frames is not None and request.max_frames < 1:
+        raise InputError(f"--max-frames must be ≥ 1, got {request.max_frames}")
     from bev_ddp.bev.schema import BEVConfig
 
     cfg = load_config(request.config, request.overrides, schema=BEVConfig)
@@ -89,6 +92,8 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
     else:
         raise InputError("replay needs a bag or a nuScenes scene")
     total = source.count_lidar_messages()  # also checks that the log opens, before the model is built
+    out_dir = request.out or Path("work_dirs") / "replay" / name
+    probe_output_dir(out_dir, what="replay output folder")  # a blocked, read-only or full folder fails now
     if model is None:
         model = load_model(cfg, request.checkpoint, request.device)
     sweeps = request.sweeps if request.sweeps is not None else int(cfg.data.load_sweeps)
@@ -102,7 +107,6 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
     assembler = FrameAssembler(settings=settings, camera_frames={c.name: c.frame_id for c in topics.cameras})
     classes = list(cfg.data.classes)
     grid = GridSpec(xbound=tuple(cfg.data.xbound), ybound=tuple(cfg.data.ybound))
-    out_dir = request.out or Path("work_dirs") / "replay" / name
     controller = StepController(max_steps=request.steps, budget_ms=request.latency_budget_ms)
     with ReplayOutputs(out_dir, class_names=classes, grid=grid, png=request.png, mp4=request.mp4,
                        fps=request.fps) as outputs:

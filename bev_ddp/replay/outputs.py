@@ -14,21 +14,36 @@ Output folder layout::
 
 Every channel is stamped with the LiDAR stamp, so the output lines up with the input log when
 both are opened in Foxglove.  :class:`ReplayOutputs` is a context manager: leaving it — normally,
-by an exception or by Ctrl-C — finishes the MCAP (summary and index written), so the file is
-valid and holds every frame processed so far.
+by an exception, by SIGINT or SIGTERM — finishes the MCAP (summary and index written), so the
+file is valid and holds every frame processed so far.
+
+Nothing is lost or left unreadable: ``replay.mcap`` and ``frames.jsonl`` are written under
+temporary names (``.replay.mcap.tmp``, ``.frames.jsonl.tmp``) and renamed when the run ends, so a
+killed run (SIGKILL) leaves the previous complete outputs (its temporaries are removed by the next
+run).  Each frame ends a chunk; when a write fails (ENOSPC), :meth:`ReplayOutputs.write` cuts the
+files back to the last complete frame, closes the MCAP without a summary (readers read it
+linearly) and raises :class:`OutputWriteError`; ``summary.json`` is written atomically.
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mcap.data_stream import RecordBuilder
+from mcap.records import DataEnd, Footer
+from mcap.writer import MCAP0_MAGIC
 from mcap.writer import Writer as McapWriter
 
-from bev_ddp.errors import InputError
+from bev_ddp.output_files import probe_output_dir, remove_stale_tmp, write_bytes_atomic, write_text_atomic
 from bev_ddp.replay import foxglove, render
+
+
+class OutputWriteError(OSError):
+    """Writing a frame failed (e.g. ENOSPC); the files were cut back to the last complete frame."""
 
 
 @dataclass(frozen=True)
@@ -100,15 +115,16 @@ class ReplayOutputs:
         self.jsonl_path = self.out_dir / "frames.jsonl"
         self.summary_path = self.out_dir / "summary.json"
         self._video = None
-        self._mcap_file = None
-        self._jsonl = None
+        self._mcap_file: _Sink | None = None
+        self._jsonl: _Sink | None = None
+        self.frames_written = 0
+        self.write_error: OSError | None = None
 
     def __enter__(self) -> "ReplayOutputs":
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._mcap_file = open(self.mcap_path, "wb")
-        except OSError as exc:
-            raise InputError(f"cannot write replay outputs to {self.out_dir}: {exc}") from exc
+        probe_output_dir(self.out_dir, what="replay output folder")  # OutputError (exit 2) before any work
+        remove_stale_tmp(self.out_dir)
+        self._mcap_file = _Sink(_tmp_name(self.mcap_path))
+        self._jsonl = _Sink(_tmp_name(self.jsonl_path))
         self._writer = McapWriter(self._mcap_file)
         self._writer.start(profile="", library="bev_ddp replay")
         channels = {
@@ -133,7 +149,8 @@ class ReplayOutputs:
 
         self._channels["/tf"] = self._writer.register_channel(
             topic="/tf", message_encoding="protobuf", schema_id=register_schema(self._writer, FrameTransform))
-        self._jsonl = open(self.jsonl_path, "w", encoding="utf-8")
+        self._writer.flush()
+        self._mcap_file.mark()
         if self.png:
             (self.out_dir / "frames").mkdir(exist_ok=True)
         return self
@@ -142,16 +159,28 @@ class ReplayOutputs:
         self.close()
 
     def close(self) -> None:
-        """Finish the MCAP and close every file (safe to call twice)."""
+        """Finish the MCAP, close every file and rename them to their final names (safe to call twice)."""
         if self._mcap_file is not None:
+            mcap, self._mcap_file = self._mcap_file, None
             try:
-                self._writer.finish()
-            finally:
-                self._mcap_file.close()
-                self._mcap_file = None
+                if self.write_error is None:
+                    self._writer.finish()
+                    mcap.close(self.mcap_path)
+                else:
+                    mcap.close_recovered(self.mcap_path, _MCAP_TAIL)
+            except OSError as exc:  # the summary did not fit: keep the frames, without a summary
+                self.write_error = self.write_error or exc
+                mcap.close_recovered(self.mcap_path, _MCAP_TAIL)
         if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
+            jsonl, self._jsonl = self._jsonl, None
+            try:
+                if self.write_error is None:
+                    jsonl.close(self.jsonl_path)
+                else:
+                    jsonl.close_recovered(self.jsonl_path, b"")
+            except OSError as exc:
+                self.write_error = self.write_error or exc
+                jsonl.close_recovered(self.jsonl_path, b"")
         if self._video is not None:
             self._video.release()
             self._video = None
@@ -164,7 +193,7 @@ class ReplayOutputs:
 
     def write(self, record: FrameRecord, frame_id: str, probs: np.ndarray | None, uncertainty: np.ndarray | None,
               transforms: list[tuple[str, str, np.ndarray]] = ()) -> None:
-        """Write one frame.
+        """Write one frame, whole or not at all.
 
         Args:
             record: the frame's summary (always written).
@@ -172,7 +201,30 @@ class ReplayOutputs:
             probs: float [C, X, Y] probabilities in [0, 1], ``None`` for a skipped frame.
             uncertainty: float [X, Y] in [0, 1], ``None`` for a skipped frame.
             transforms: (parent, child, child → parent [4, 4]) at the frame's stamp, published on ``/tf``.
+
+        Raises:
+            OutputWriteError: a write failed (full disk); the outputs hold the frames before this one.
         """
+        if self.write_error is not None:
+            raise OutputWriteError(self.write_error.errno, f"{self.write_error.strerror} (an earlier frame)")
+        try:
+            self._write_frame(record, frame_id, probs, uncertainty, transforms)
+            self._writer.flush()  # the frame ends a chunk: a cut after it leaves whole records
+            assert self._mcap_file is not None and self._jsonl is not None
+            self._mcap_file.mark()
+            self._jsonl.mark()
+            self.frames_written += 1
+        except OSError as exc:
+            self.write_error = exc
+            for sink in (self._mcap_file, self._jsonl):  # free the room the partial frame took (for summary.json)
+                if sink is not None:
+                    sink.cut_back()
+            raise OutputWriteError(
+                exc.errno, f"{exc.strerror or exc}; the outputs hold the {self.frames_written} frames written before it",
+                str(exc.filename or self.out_dir)) from exc
+
+    def _write_frame(self, record: FrameRecord, frame_id: str, probs: np.ndarray | None,
+                     uncertainty: np.ndarray | None, transforms: list[tuple[str, str, np.ndarray]]) -> None:
         t = record.stamp_ns
         for parent, child, matrix in transforms:
             self._writer.add_message(channel_id=self._channels["/tf"], log_time=t, publish_time=t,
@@ -192,12 +244,11 @@ class ReplayOutputs:
         payload = record.to_json()
         self._publish("/bev/frame", t, {k: payload[k] for k in foxglove.REPLAY_FRAME_SCHEMA["properties"]})
         assert self._jsonl is not None
-        self._jsonl.write(json.dumps(payload) + "\n")
-        self._jsonl.flush()
+        self._jsonl.write((json.dumps(payload) + "\n").encode("utf-8"))
 
     def _write_panel(self, index: int, image: np.ndarray) -> None:
         if self.png:
-            (self.out_dir / "frames" / f"{index:06d}.png").write_bytes(render.encode_png(image))
+            write_bytes_atomic(self.out_dir / "frames" / f"{index:06d}.png", render.encode_png(image), fsync=False)
         if self.mp4:
             import cv2  # OpenCV's MP4 writer; imported only when a video is asked for
 
@@ -210,10 +261,96 @@ class ReplayOutputs:
                     raise RuntimeError(f"OpenCV cannot write MP4 video to {self.out_dir / 'replay.mp4'}")
             self._video.write(np.ascontiguousarray(image[:, :, ::-1]))  # RGB -> BGR
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        self.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    def write_summary(self, summary: dict[str, Any]) -> bool:
+        """Write ``summary.json`` atomically; False (and no file) when the disk is full."""
+        try:
+            write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
+        except OSError as exc:
+            self.write_error = self.write_error or exc
+            return False
+        return True
 
 
 def quantise(values: np.ndarray) -> np.ndarray:
     """float values in [0, 1] → uint8 (× 255, rounded); NaN → 0."""
     return (np.nan_to_num(np.clip(values, 0.0, 1.0)) * 255.0).round().astype(np.uint8)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _mcap_tail() -> bytes:
+    """DataEnd + Footer (no summary) + magic: what closes an MCAP cut after a complete chunk."""
+    builder = RecordBuilder()
+    DataEnd(0).write(builder)
+    Footer(summary_start=0, summary_offset_start=0, summary_crc=0).write(builder)
+    return builder.end() + MCAP0_MAGIC
+
+
+_MCAP_TAIL = _mcap_tail()
+
+
+class _Sink:
+    """An unbuffered output file that remembers where its last complete frame ended.
+
+    ``write`` goes straight to the file (no buffer that could flush half a record later); after a
+    failed write, ``close_recovered`` cuts the file back to the last ``mark`` and appends ``tail``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "wb", buffering=0)
+        self._pos = 0
+        self._good = 0
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            if not written:
+                raise OSError(28, os.strerror(28), str(self.path))
+            self._pos += written
+            view = view[written:]
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        pass
+
+    def mark(self) -> None:
+        """Everything written so far forms complete frames."""
+        self._good = self._pos
+
+    def cut_back(self) -> None:
+        """Drop what was written after the last ``mark`` (best effort)."""
+        try:
+            self._file.truncate(self._good)
+            self._file.seek(self._good)
+            self._pos = self._good
+        except OSError:
+            pass
+
+    def close(self, final: Path) -> None:
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.path, final)
+
+    def close_recovered(self, final: Path, tail: bytes) -> None:
+        """Cut back to the last complete frame, append ``tail`` and rename; delete the file when even that fails."""
+        try:
+            self._file.truncate(self._good)
+            self._file.seek(self._good)
+            self._pos = self._good
+            if self._good > 0:
+                self.write(tail)
+            self._file.close()
+            if self._good > 0:
+                os.replace(self.path, final)
+            else:
+                self.path.unlink(missing_ok=True)
+        except OSError:
+            self._file.close()
+            self.path.unlink(missing_ok=True)

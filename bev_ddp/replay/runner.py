@@ -2,15 +2,15 @@
 
 One :class:`~bev_ddp.replay.outputs.FrameRecord` is written per input LiDAR frame, in log order.
 Frames whose LiDAR payload is corrupt are written as skipped records (flag ``skipped``); frames
-with missing cameras run degraded (``camera_valid`` False) and carry their flags.  Ctrl-C stops
-the loop after the current frame; the outputs are closed either way (see
-:class:`~bev_ddp.replay.outputs.ReplayOutputs`).
+with missing cameras run degraded (``camera_valid`` False) and carry their flags.  SIGINT or SIGTERM
+stops the loop after the current frame (a second one at once); a failed output write (a full disk)
+stops it too; the outputs are closed either way (see :class:`~bev_ddp.replay.outputs.ReplayOutputs`).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
-import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -23,6 +23,7 @@ from tqdm import tqdm
 from bev_ddp.bev.model import DegradedInputWarning
 from bev_ddp.data.structures import collate_samples
 from bev_ddp.engine.data import move_to_device
+from bev_ddp.engine.interrupt import StopRequest
 from bev_ddp.replay.controller import StepController
 from bev_ddp.replay.events import Event
 from bev_ddp.replay.outputs import FrameRecord, ReplayOutputs
@@ -58,6 +59,8 @@ class ReplayResult:
     frames_per_s: float
     mean_latency_ms: float | None
     out_dir: str
+    signum: int | None = None  # the signal that stopped the run (SIGINT / SIGTERM)
+    output_error: str | None = None  # a write that failed (e.g. a full disk); the outputs end before it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,36 +100,45 @@ def replay(
     frames = predicted = skipped = degraded = 0
     latencies: list[float] = []
     interrupted = False
+    output_error: str | None = None
     start = time.perf_counter()
     stream = assembler.frames(events)
     bar = tqdm(total=total if max_frames is None else min(total or max_frames, max_frames),
                unit="frame", disable=not progress, dynamic_ncols=True)
+    stop = StopRequest()
     try:
-        with contextlib.closing(stream), warnings.catch_warnings():
+        with stop, contextlib.closing(stream), warnings.catch_warnings():
             warnings.simplefilter("ignore", DegradedInputWarning)  # each record's flags say what was missing
             for frame in stream:
+                if max_frames is not None and frames >= max_frames:
+                    break
                 record, prediction = _run_frame(frame, build_sample, model, controller, class_names, seed, device)
-                with deferred_keyboard_interrupt():  # a record is written and counted whole, or not at all
+                try:  # a record is written and counted whole, or not at all (a signal only sets stop's flag)
                     outputs.write(record, frame.lidar_frame,
                                   None if prediction is None else prediction.probs[0].float().cpu().numpy(),
                                   None if prediction is None else prediction.uncertainty[0].float().cpu().numpy(),
                                   transforms=frame.placement)
-                    frames += 1
-                    if prediction is None:
-                        skipped += 1
-                    else:
-                        predicted += 1
-                        latencies.append(record.latency_ms or 0.0)
-                        degraded += int(any(f != "over_budget" for f in record.flags))
+                except OSError as exc:
+                    output_error = f"{exc.strerror or exc}: {exc.filename or outputs.out_dir}"
+                    break
+                frames += 1
+                if prediction is None:
+                    skipped += 1
+                else:
+                    predicted += 1
+                    latencies.append(record.latency_ms or 0.0)
+                    degraded += int(any(f != "over_budget" for f in record.flags))
                 bar.update(1)
                 bar.set_postfix(steps=record.steps, ms=None if record.latency_ms is None else round(record.latency_ms))
                 if on_frame is not None:
                     on_frame(frame, record, prediction)
-                if max_frames is not None and frames >= max_frames:
+                if stop.requested:
                     break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # on_frame raised it, or a second signal
         interrupted = True
+        stop.signum = stop.signum or getattr(exc, "signum", int(signal.SIGINT))
     finally:
+        interrupted = interrupted or stop.requested
         bar.close()
         seconds = time.perf_counter() - start
         result = ReplayResult(
@@ -140,28 +152,20 @@ def replay(
             frames_per_s=frames / seconds if seconds > 0 else 0.0,
             mean_latency_ms=float(np.mean(latencies)) if latencies else None,
             out_dir=str(outputs.out_dir),
+            signum=stop.signum if interrupted else None,
+            output_error=output_error,
         )
         outputs.write_summary(result.to_json())
     return result
 
 
-@contextlib.contextmanager
-def deferred_keyboard_interrupt():
-    """Hold back Ctrl-C (SIGINT) until the block is done, then raise ``KeyboardInterrupt``.
-
-    Only in the main thread (the only one Python delivers signals to); elsewhere a no-op.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
+def non_finite_geometry(sample: dict[str, Any]) -> list[str]:
+    """Names of the sample's camera geometry matrices (``camera2lidar``, ...) that hold NaN or inf."""
+    geometry = sample.get("geometry")
+    if geometry is None:
+        return []
+    return [f.name for f in dataclasses.fields(geometry)
+            if isinstance(getattr(geometry, f.name), torch.Tensor) and not torch.isfinite(getattr(geometry, f.name)).all()]
 
 
 def _run_frame(
@@ -188,7 +192,12 @@ def _run_frame(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    batch = move_to_device(collate_samples([build_sample(frame)]), device)
+    sample = build_sample(frame)
+    bad = non_finite_geometry(sample)
+    if bad:  # e.g. a NaN translation in /tf: the model must not see it
+        record.flags += [f"{name}_not_finite" for name in bad] + ["skipped"]
+        return record, None
+    batch = move_to_device(collate_samples([sample]), device)
     with torch.inference_mode():
         prediction = model.predict(batch, steps=[steps], seed=seed)[steps]
     if device.type == "cuda":

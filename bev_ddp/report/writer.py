@@ -19,22 +19,26 @@ The metrics dict (what every task's evaluator returns, JSON-serialisable)::
       }
     }
 
-Files (any optional part missing in the metrics is skipped): ``metrics.json``,
+Every file is written to a temporary name and renamed, so a full disk or a signal leaves the
+previous complete file or none.  Files (any optional part missing in the metrics is skipped): ``metrics.json``,
 ``per_class_<metric>.csv``, ``report.md``, ``<metric>_vs_threshold.png``, ``metrics_vs_steps.png``,
-``uncertainty_vs_error.png`` and ``maps.png`` (from ``visuals``, or ``visuals.npz`` in ``out_dir``).
+``uncertainty_vs_error.png``, ``maps.png`` (from ``visuals``, or ``visuals.npz`` in ``out_dir``), and
+``uncertainty_estimators.png`` / ``reliability.png`` from a step's ``uncertainty_estimators``
+(:mod:`bev_ddp.report.uncertainty_plots`).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from rich.console import Console
 
 from bev_ddp.errors import InputError
 from bev_ddp.files import read_json
-from bev_ddp.report import plots, tables
+from bev_ddp.output_files import atomic_path, write_text_atomic
+from bev_ddp.report import plots, tables, uncertainty_plots
 
 VISUALS_FILE = "visuals.npz"
 
@@ -76,29 +80,51 @@ def write_report(
     if console:
         tables.print_console(metrics, title=title, console=console if isinstance(console, Console) else None)
     written: list[Path] = []
-    json_path = out_dir / "metrics.json"
-    json_path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    json_path = write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     written.append(json_path)
     if tables.class_names(metrics):
-        written.append(tables.write_csv(metrics, out_dir / f"per_class_{metric.lower()}.csv"))
+        written.append(_via_tmp(out_dir / f"per_class_{metric.lower()}.csv", lambda p: tables.write_csv(metrics, p)))
     if visuals is None:
         visuals = load_visuals(out_dir / VISUALS_FILE)
+    maps = visuals
     figures = [
-        ("Per-class vs threshold", plots.plot_metric_vs_threshold(metrics, out_dir / f"{metric.lower()}_vs_threshold.png")),
-        ("Metrics vs sampling steps", plots.plot_summary_vs_steps(metrics, out_dir / "metrics_vs_steps.png")),
-        ("Uncertainty vs error", plots.plot_uncertainty_vs_error(metrics, out_dir / "uncertainty_vs_error.png")),
-        ("Predictions next to ground truth", plots.plot_maps(visuals, out_dir / "maps.png")),
+        ("Per-class vs threshold", _via_tmp(out_dir / f"{metric.lower()}_vs_threshold.png",
+                                            lambda p: plots.plot_metric_vs_threshold(metrics, p))),
+        ("Metrics vs sampling steps", _via_tmp(out_dir / "metrics_vs_steps.png",
+                                               lambda p: plots.plot_summary_vs_steps(metrics, p))),
+        ("Uncertainty vs error", _via_tmp(out_dir / "uncertainty_vs_error.png",
+                                          lambda p: plots.plot_uncertainty_vs_error(metrics, p))),
+        ("Predictions next to ground truth", _via_tmp(out_dir / "maps.png", lambda p: plots.plot_maps(maps, p))),
+        ("Error rate by uncertainty, per estimator", _via_tmp(out_dir / "uncertainty_estimators.png",
+                                                              lambda p: uncertainty_plots.plot_estimator_error_rates(metrics, p))),
+        ("Reliability of the probabilities", _via_tmp(out_dir / "reliability.png",
+                                                      lambda p: uncertainty_plots.plot_reliability(metrics, p))),
     ]
     md = [f"# {title}", "", f"{metrics.get('num_samples', '?')} samples.", ""]
     md.append(tables.markdown_tables(metrics))
+    md.append(uncertainty_plots.markdown_estimators(metrics))
     for caption, path in figures:
         if path is not None:
             written.append(path)
             md += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
-    md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(md), encoding="utf-8")
+    md_path = write_text_atomic(out_dir / "report.md", "\n".join(md))
     written.append(md_path)
     return written
+
+
+class _NothingWritten(Exception):
+    pass
+
+
+def _via_tmp(path: Path, write: Callable[[Path], Path | None]) -> Path | None:
+    """Call ``write(tmp)`` and rename ``tmp`` onto ``path``; ``None`` (and no file) when it wrote nothing."""
+    try:
+        with atomic_path(path) as tmp:
+            if write(tmp) is None:
+                raise _NothingWritten
+    except _NothingWritten:
+        return None
+    return path
 
 
 def report_from_json(metrics_json: str | Path, out_dir: str | Path, *, console: bool = True) -> list[Path]:

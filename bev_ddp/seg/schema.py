@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from bev_ddp.config import constrained
 from bev_ddp.nn.ddp_head_schema import DDPHeadSchema
 from bev_ddp.nn.image_encoder_schema import BackboneSchema, InferenceSchema
 from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
@@ -29,7 +30,7 @@ class SegModelSchema:
     inference: InferenceSchema = field(default_factory=InferenceSchema)
     # multi-scale + flip test: null = the input only; the authors' 47.8 / 83.15 figures use
     # [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] with tta_flip true
-    tta_scales: Optional[list[float]] = None
+    tta_scales: Optional[list[float]] = constrained(None, each_gt=0)
     tta_flip: bool = False
 
 
@@ -46,7 +47,7 @@ class SegDataSchema:
     ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     crop_size: Optional[list[int]] = field(default_factory=lambda: [512, 512])
     flip_prob: float = 0.5
-    cat_max_ratio: float = 1.0  # < 1: redraw crops dominated by one class (the authors: 0.75)
+    cat_max_ratio: float = constrained(1.0, gt=0, le=1)  # < 1: redraw crops dominated by one class (the authors: 0.75)
     photometric: bool = False  # mmseg's PhotoMetricDistortion (the authors: on)
 
 

@@ -27,21 +27,32 @@ from bev_ddp.nn.layers import conv_bn_relu
 from bev_ddp.ops import bev_pool
 
 
+FRUSTUM_PIXELS = ("centres", "linspace")
+CELL_INDEX = ("floor", "trunc")
+
+
 def make_frustum(
-    *, image_size: tuple[int, int], feature_size: tuple[int, int], depth: Bound
+    *, image_size: tuple[int, int], feature_size: tuple[int, int], depth: Bound, pixels: str = "centres"
 ) -> torch.Tensor:
     """Frustum of (u, v, d, 1) points: [D, fH, fW, 4].
 
     ``u, v`` are the centres of the feature pixels in (augmented) input pixels, in the pixel-edge
     convention of :mod:`bev_ddp.data.transforms` (input pixel (i, j) spans [j, j+1) × [i, i+1)):
     feature column j covers input columns [j·s, (j+1)·s), centre (j + 0.5)·s.  ``d`` are the bin
-    depths ``lower, lower + step, ...`` in metres along the optical axis.
+    depths ``lower, lower + step, ...`` in metres along the optical axis.  ``pixels="linspace"``
+    places them as BEVFusion does instead: ``linspace(0, W - 1, fW)`` (up to ``s / 2`` px away).
     """
+    if pixels not in FRUSTUM_PIXELS:
+        raise ValueError(f"frustum pixels must be one of {FRUSTUM_PIXELS}, got {pixels!r}")
     image_h, image_w = image_size
     feat_h, feat_w = feature_size
     ds = torch.arange(depth.cells, dtype=torch.float32) * depth.step + depth.lower  # [D]
-    us = (torch.arange(feat_w, dtype=torch.float32) + 0.5) * (image_w / feat_w)
-    vs = (torch.arange(feat_h, dtype=torch.float32) + 0.5) * (image_h / feat_h)
+    if pixels == "linspace":
+        us = torch.linspace(0, image_w - 1, feat_w, dtype=torch.float32)
+        vs = torch.linspace(0, image_h - 1, feat_h, dtype=torch.float32)
+    else:
+        us = (torch.arange(feat_w, dtype=torch.float32) + 0.5) * (image_w / feat_w)
+        vs = (torch.arange(feat_h, dtype=torch.float32) + 0.5) * (image_h / feat_h)
     d, v, u = torch.meshgrid(ds, vs, us, indexing="ij")  # each [D, fH, fW]
     return torch.stack([u, v, d, torch.ones_like(d)], dim=-1)  # [D, fH, fW, 4]
 
@@ -76,6 +87,8 @@ class LSSTransform(nn.Module):
         xbound, ybound, zbound: BEV voxel grid (lower, upper, step) in metres, lidar frame.
         dbound: depth bins (lower, upper, step) in metres along the optical axis.
         downsample: stride of the BEV conv stack (1 = no downsample stack).
+        frustum_pixels: ``centres`` (feature-cell centres) or ``linspace`` (BEVFusion's).
+        cell_index: ``floor`` (the cell containing a point) or ``trunc`` (BEVFusion's, toward zero).
     """
 
     def __init__(
@@ -90,8 +103,13 @@ class LSSTransform(nn.Module):
         zbound: Sequence[float],
         dbound: Sequence[float],
         downsample: int = 1,
+        frustum_pixels: str = "centres",
+        cell_index: str = "floor",
     ):
         super().__init__()
+        if cell_index not in CELL_INDEX:
+            raise ValueError(f"cell_index must be one of {CELL_INDEX}, got {cell_index!r}")
+        self.cell_index = cell_index
         self.image_size = (int(image_size[0]), int(image_size[1]))
         if self.image_size[0] % feature_stride or self.image_size[1] % feature_stride:
             raise InputError(f"image size {self.image_size} must be divisible by the feature stride {feature_stride}")
@@ -100,7 +118,8 @@ class LSSTransform(nn.Module):
         self.out_channels = out_channels
         self.register_buffer(
             "frustum",
-            make_frustum(image_size=self.image_size, feature_size=self.feature_size, depth=self.depth),
+            make_frustum(image_size=self.image_size, feature_size=self.feature_size, depth=self.depth,
+                         pixels=frustum_pixels),
             persistent=False,
         )
         self.depthnet = nn.Conv2d(in_channels, self.depth.cells + out_channels, 1)
@@ -129,7 +148,10 @@ class LSSTransform(nn.Module):
         batch = lifted.shape[0]
         lower = points.new_tensor([self.x.lower, self.y.lower, self.z.lower])
         step = points.new_tensor([self.x.step, self.y.step, self.z.step])
-        cells = torch.floor((points - lower) / step).long()  # [B, N, D, fH, fW, 3] (x, y, z)
+        index = (points - lower) / step  # [B, N, D, fH, fW, 3] (x, y, z) in cells
+        # floor: the cell that contains the point; trunc (BEVFusion): toward zero, so points up
+        # to one cell below the grid land in cell 0
+        cells = (torch.floor(index) if self.cell_index == "floor" else torch.trunc(index)).long()
         batch_index = torch.arange(batch, device=cells.device).view(batch, 1, 1, 1, 1, 1).expand(*cells.shape[:-1], 1)
         coords = torch.cat([cells, batch_index], dim=-1).reshape(-1, 4)  # [B·N·D·fH·fW, 4] (x, y, z, b)
         feats = lifted.reshape(-1, lifted.shape[-1])  # [B·N·D·fH·fW, C]
