@@ -57,17 +57,16 @@ def tiny_model():
 
 def test_one_scale_no_flip_equals_plain_inference_on_a_tiny_model(tiny_model):
     batch = {"img": image_batch(1, 32, 48)}
-    plain = tiny_model.predict(batch, steps=[1, 2], seed=3)
+    plain = tiny_model.predict(batch, steps=[2], seed=3)
     tiny_model.tta = MultiScaleFlip(scales=(1.0,), flip=False)
     try:
-        same = tiny_model.predict(batch, steps=[1, 2], seed=3)
-        tiny_model.tta = MultiScaleFlip(scales=(0.75, 1.0), flip=True)
-        aug = tiny_model.predict(batch, steps=[1, 2], seed=3)
+        same = tiny_model.predict(batch, steps=[2], seed=3)
+        tiny_model.tta = MultiScaleFlip(scales=(0.5,), flip=True)
+        aug = tiny_model.predict(batch, steps=[2], seed=3)
     finally:
         tiny_model.tta = None
-    for s in (1, 2):
-        assert torch.equal(plain[s].labels, same[s].labels) and torch.equal(plain[s].confidence, same[s].confidence)
-        assert aug[s].labels.shape == plain[s].labels.shape
+    assert torch.equal(plain[2].labels, same[2].labels) and torch.equal(plain[2].confidence, same[2].confidence)
+    assert aug[2].labels.shape == plain[2].labels.shape
     assert not torch.equal(aug[2].confidence, plain[2].confidence)  # the views do change the average
 
 
