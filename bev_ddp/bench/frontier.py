@@ -384,7 +384,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
 
 def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
     from bev_ddp.bev.build import label_grid
-    from bev_ddp.bev.camera.view_transform import Bound
+    from bev_ddp.data.geometry import Bound
 
     steps, draws = _ints(args.steps, "--steps"), _ints(args.draws, "--draws")
     grids = [g.strip() for g in str(args.grids).split(",") if g.strip()]

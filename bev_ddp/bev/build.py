@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from bev_ddp.nn.backbone import build_timm_backbone
 from bev_ddp.bev.camera.neck import GeneralizedLSSFPN
-from bev_ddp.bev.camera.view_transform import Bound, LSSTransform
+from bev_ddp.bev.camera.view_transform import LSSTransform
+from bev_ddp.config import to_plain
+from bev_ddp.data.bev_map import grid_shape
 from bev_ddp.nn.checkpoint import load_weights
 from bev_ddp.bev.decoder import LSSFPN, SECOND, SECONDFPN, GeneralizedResNet
 from bev_ddp.bev.fuser import ConvFuser
@@ -27,19 +28,12 @@ HEAD_TYPES = ("ddp", "baseline")
 DECODER_TYPES = ("second", "resnet_lssfpn")
 
 
-def _plain(value: Any) -> Any:
-    """Plain Python containers from OmegaConf nodes (libraries such as timm expect them)."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
 def build_camera_encoder(cfg: Any, *, image_size: Sequence[int]) -> CameraEncoder:
     """``cfg``: the ``model.camera`` section; ``image_size``: network input (H, W) in pixels."""
     backbone = build_timm_backbone(
         cfg.backbone, out_indices=list(cfg.out_indices), img_size=image_size, checkpoint=cfg.backbone_checkpoint,
         allow_scratch=cfg.allow_scratch,
-        **(_plain(cfg.backbone_kwargs) or {}),
+        **(to_plain(cfg.backbone_kwargs) or {}),
     )
     neck = GeneralizedLSSFPN(
         in_specs=backbone.feature_specs, out_channels=cfg.neck_channels, start_level=cfg.neck_start_level
@@ -98,38 +92,23 @@ def build_head(cfg: Any, *, in_channels: int, classes: Sequence[str], xbound: Se
         return BEVSegmentationHead(grid_transform=grid_transform, in_channels=in_channels, classes=classes, loss=loss)
     if cfg.type == "ddp":
         from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder
-        from bev_ddp.nn import DDPHead, MapDecoder
+        from bev_ddp.nn.ddp_head_schema import build_ddp_head, build_map_decoder
 
-        d = cfg.ddp
+        d, key = cfg.ddp, "model.head.ddp"
         if d.noise_grid not in NOISE_GRIDS:
-            raise ConfigError(f"model.head.ddp.noise_grid must be one of {', '.join(NOISE_GRIDS)}, got {d.noise_grid!r}")
+            raise ConfigError(f"{key}.noise_grid must be one of {', '.join(NOISE_GRIDS)}, got {d.noise_grid!r}")
         if d.eval_protocol not in EVAL_PROTOCOLS:
-            raise ConfigError(f"model.head.ddp.eval_protocol must be one of {', '.join(EVAL_PROTOCOLS)}, "
-                              f"got {d.eval_protocol!r}")
-        if d.fuse_order not in MapDecoder.FUSE_ORDERS:
-            raise ConfigError(f"model.head.ddp.fuse_order must be one of {', '.join(MapDecoder.FUSE_ORDERS)}, "
-                              f"got {d.fuse_order!r}")
+            raise ConfigError(f"{key}.eval_protocol must be one of {', '.join(EVAL_PROTOCOLS)}, got {d.eval_protocol!r}")
         if d.eval_draws < 1 or (d.eval_protocol == "last_step" and d.eval_draws != 1):
-            raise ConfigError(f"model.head.ddp.eval_draws must be >= 1 (1 with last_step), got {d.eval_draws}")
+            raise ConfigError(f"{key}.eval_draws must be >= 1 (1 with last_step), got {d.eval_draws}")
         fuse_transform = None
         if d.noise_grid == "encoder":  # fuse on the encoder grid, then resample to the label grid
             fuse_transform = BEVGridTransform(input_scope=[list(s) for s in cfg.input_scope],
                                               output_scope=[list(xbound), list(ybound)])
-        decoder = MapDecoder(
-            cond_channels=in_channels,
-            map_channels=d.map_channels,
-            embed_dims=d.embed_dims,
-            depth=d.depth,
-            num_heads=d.num_heads,
-            num_points=d.num_points,
-            ffn_dims=d.ffn_dims,
-            out_channels=len(classes),
-            fuse_order=d.fuse_order,
-            time_conditioning=d.time_conditioning,
-            fuse_transform=fuse_transform,
-        )
+        decoder = build_map_decoder(d, cond_channels=in_channels, out_channels=len(classes), key=key,
+                                    fuse_transform=fuse_transform)
         encoder = ClassEmbeddingEncoder(num_classes=len(classes), dims=d.map_channels, scale=d.label_scale, multi_label=True)
-        ddp = DDPHead(decoder=decoder, label_encoder=encoder, objective=loss, schedule=d.schedule, td=d.td)
+        ddp = build_ddp_head(d, decoder=decoder, label_encoder=encoder, objective=loss, key=key)
         return DDPBEVHead(grid_transform=grid_transform, ddp=ddp, classes=classes, noise_grid=d.noise_grid,
                           eval_protocol=d.eval_protocol, eval_draws=d.eval_draws)
     raise ConfigError(f"model.head.type must be one of {', '.join(HEAD_TYPES)}, got {cfg.type!r}")
@@ -192,4 +171,4 @@ def _check_encoder_grids(camera: CameraEncoder | None, lidar: LiDAREncoder | Non
 
 def label_grid(xbound: Sequence[float], ybound: Sequence[float]) -> tuple[int, int]:
     """(X, Y) cells of the map-label grid."""
-    return Bound.of(xbound).cells, Bound.of(ybound).cells
+    return grid_shape(xbound, ybound)

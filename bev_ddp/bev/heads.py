@@ -21,8 +21,9 @@ import torch
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from bev_ddp.bev.camera.neck import conv_bn_relu
+from bev_ddp.nn.layers import conv_bn_relu
 from bev_ddp.bev.grid import BEVGridTransform
+from bev_ddp.errors import InputError
 
 
 @dataclass
@@ -33,12 +34,16 @@ class BEVPrediction:
         probs: [B, K, X, Y] per-class sigmoid probabilities on the map-label grid.
         uncertainty: [B, X, Y] in [0, 1]: share of sampling steps whose thresholded map changed
             (zeros for the baseline head and for one step).
-        step_probs: the probabilities after each sampling step (``[probs]`` for the baseline head).
+        step_probs: the probabilities after each sampling step (``[probs]`` for the baseline head);
+            with K noise draws, the mean over draws.
+        draw_step_probs: ``[draw][step]`` probabilities [B, K, X, Y] when the head ran more than one
+            noise draw (empty otherwise): what the across-draw uncertainty estimators read.
     """
 
     probs: torch.Tensor
     uncertainty: torch.Tensor
     step_probs: list[torch.Tensor] = field(default_factory=list)
+    draw_step_probs: list[list[torch.Tensor]] = field(default_factory=list)
 
 
 class MultiLabelFocalLoss(nn.Module):
@@ -57,7 +62,7 @@ class MultiLabelFocalLoss(nn.Module):
     def per_class(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target [B, K, X, Y] → [K] mean focal loss per class."""
         if logits.shape != target.shape:
-            raise ValueError(f"focal loss: logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
+            raise InputError(f"focal loss: logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
         loss = sigmoid_focal_loss(logits, target.to(logits.dtype), alpha=self.alpha, gamma=self.gamma, reduction="none")
         return loss.mean(dim=(0, 2, 3))
 
@@ -147,11 +152,11 @@ class DDPBEVHead(nn.Module):
                  noise_grid: str = "label", eval_protocol: str = "last_step", eval_draws: int = 1):
         super().__init__()
         if noise_grid not in NOISE_GRIDS:
-            raise ValueError(f"noise_grid must be one of {NOISE_GRIDS}, got {noise_grid!r}")
+            raise InputError(f"noise_grid must be one of {NOISE_GRIDS}, got {noise_grid!r}")
         if eval_protocol not in EVAL_PROTOCOLS:
-            raise ValueError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}")
+            raise InputError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}")
         if eval_draws < 1 or (eval_protocol == "last_step" and eval_draws != 1):
-            raise ValueError(f"eval_draws must be >= 1 (1 with last_step), got {eval_draws}")
+            raise InputError(f"eval_draws must be >= 1 (1 with last_step), got {eval_draws}")
         self.classes = tuple(classes)
         self.transform = grid_transform
         self.ddp = ddp
@@ -196,8 +201,9 @@ class DDPBEVHead(nn.Module):
                 probs = step_probs[-1][0]
             else:
                 probs = torch.stack(step_probs).mean(dim=(0, 1))  # mean over steps and draws [B, K, X, Y]
-            results[num_steps] = BEVPrediction(
-                probs=probs, uncertainty=uncertainty, step_probs=[p.mean(0) for p in step_probs])
+            per_draw = [[p[r] for p in step_probs] for r in range(draws)] if draws > 1 else []
+            results[num_steps] = BEVPrediction(probs=probs, uncertainty=uncertainty,
+                                               step_probs=[p.mean(0) for p in step_probs], draw_step_probs=per_draw)
         return results
 
     @torch.no_grad()

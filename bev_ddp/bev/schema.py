@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from bev_ddp.data.nuscenes import AugConfig
+from bev_ddp.nn.ddp_head_schema import DDPHeadSchema
 from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
 
 MAP_CLASSES_DEFAULT = ["drivable_area", "ped_crossing", "walkway", "stop_line", "carpark_area", "divider"]
@@ -89,22 +90,13 @@ class DecoderSchema:
 
 
 @dataclass
-class DDPSchema:
-    """DDP map decoder (paper §3, Table 5d) on the label grid."""
+class BEVDDPSchema(DDPHeadSchema):
+    """The shared DDP head section (:class:`~bev_ddp.nn.ddp_head_schema.DDPHeadSchema`: decoder,
+    schedule, ``fuse_order``, ``time_conditioning``) with BEV's 5 layers and the BEV-only settings of
+    the DDP authors' variant (configs/bev/reference/README.md)."""
 
-    map_channels: int = 256
-    embed_dims: int = 256
     depth: int = 5
-    num_heads: int = 8
-    num_points: int = 4
-    ffn_dims: int = 1024
-    label_scale: float = 0.01
-    schedule: str = "cosine"  # cosine | linear
-    td: float = 1.0
-    # the DDP authors' BEV variant (configs/bev/reference/README.md)
     noise_grid: str = "label"  # label: noisy map on the label grid | encoder: on the encoder grid (authors)
-    fuse_order: str = "map_first"  # map_first: cat([map, features]) | features_first: cat([features, map]) (authors)
-    time_conditioning: bool = True  # per-layer FiLM by the time embedding (the authors' BEV layers have none)
     eval_protocol: str = "last_step"  # last_step: one draw, last step | mean_draws_steps: mean sigmoid (authors)
     eval_draws: int = 1  # noise draws K of mean_draws_steps (authors: 4 fusion, 5 camera)
 
@@ -117,7 +109,7 @@ class HeadSchema:
     focal_alpha: float = 0.25  # weight of positives; < 0: no weighting (BEVFusion's and DDP's -1)
     focal_gamma: float = 2.0
     input_scope: list[list[float]] = field(default_factory=lambda: [[-51.2, 51.2, 0.8], [-51.2, 51.2, 0.8]])
-    ddp: DDPSchema = field(default_factory=DDPSchema)
+    ddp: BEVDDPSchema = field(default_factory=BEVDDPSchema)
 
 
 @dataclass

@@ -32,6 +32,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from bev_ddp import comm
 from bev_ddp.config import to_dict
 from bev_ddp.engine import distributed as du
 from bev_ddp.engine.checkpoint import (FORMAT_VERSION, RNGState, check_weights_match, config_changes, link_latest,
@@ -162,10 +163,7 @@ class Trainer:
 
     def state_dict(self, point: _ResumePoint) -> dict[str, Any] | None:
         """Checkpoint dict of ``point`` (collective: every rank's RNG goes to rank 0)."""
-        rngs: list[Any] = [point.rng.to_dict()]
-        if self.dist.world_size > 1:
-            rngs = [None] * self.dist.world_size
-            torch.distributed.all_gather_object(rngs, point.rng.to_dict())
+        rngs: list[Any] = comm.gather(point.rng.to_dict())
         if not self.dist.is_main:
             return None
         return {

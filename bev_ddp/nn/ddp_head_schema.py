@@ -16,6 +16,9 @@ key                meaning
 ``schedule``       ``cosine`` | ``linear`` noise schedule (Table 5c), checked by
                    :class:`bev_ddp.diffusion.schedule.NoiseSchedule`
 ``td``             time difference of the DDIM sampler (Alg. 2)
+``fuse_order``     ``map_first``: fuse conv reads ``cat([map, condition])`` (ours) |
+                   ``features_first``: ``cat([condition, map])`` (the DDP authors' BEV head)
+``time_conditioning`` per-layer FiLM by the time embedding (the authors' BEV layers have none)
 ``head_kernel``    kernel of the decoder's output conv (1; the authors' depth head uses 3)
 =================  ==========================================================================
 
@@ -56,16 +59,24 @@ class DDPHeadSchema:
     label_scale: float = 0.01
     schedule: str = "cosine"  # cosine | linear
     td: float = 1.0
+    fuse_order: str = "map_first"  # map_first | features_first
+    time_conditioning: bool = True
     head_kernel: int = 1  # output conv kernel (odd); 3 = the DDP authors' depth head
 
 
-def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: str = "model.ddp") -> MapDecoder:
-    """The map decoder of a :class:`DDPHeadSchema` section ``cfg`` (``key`` names it in errors)."""
+def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: str = "model.ddp",
+                      fuse_transform: torch.nn.Module | None = None) -> MapDecoder:
+    """The map decoder of a :class:`DDPHeadSchema` section ``cfg`` (``key`` names it in errors).
+
+    ``fuse_transform``: optional resampling of the fused map (e.g. the BEV encoder grid → label grid
+    when the noisy map lives on the encoder grid); ``None`` keeps the condition's grid.
+    """
     try:
         return MapDecoder(cond_channels=cond_channels, map_channels=cfg.map_channels, out_channels=out_channels,
                           embed_dims=cfg.embed_dims, depth=cfg.depth, num_heads=cfg.num_heads,
                           num_points=cfg.num_points, ffn_dims=cfg.ffn_dims, dropout=cfg.dropout,
-                          head_kernel=int(cfg.head_kernel))
+                          fuse_order=cfg.fuse_order, time_conditioning=bool(cfg.time_conditioning),
+                          fuse_transform=fuse_transform, head_kernel=int(cfg.head_kernel))
     except InputError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from bev_ddp.errors import InputError
 from bev_ddp.nn.backbone import FeatureSpec
-from bev_ddp.nn.layers import conv_bn_relu  # also re-exported for bev.heads
+from bev_ddp.nn.layers import conv_bn_relu
 
 
 class GeneralizedLSSFPN(nn.Module):

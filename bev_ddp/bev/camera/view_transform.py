@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from bev_ddp.data.geometry import Bound  # also re-exported for bev.build
+from bev_ddp.data.geometry import Bound
 from bev_ddp.data.structures import CameraGeometry
 from bev_ddp.errors import InputError
 from bev_ddp.nn.layers import conv_bn_relu
