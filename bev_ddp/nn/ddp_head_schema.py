@@ -76,7 +76,8 @@ def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: s
                           embed_dims=cfg.embed_dims, depth=cfg.depth, num_heads=cfg.num_heads,
                           num_points=cfg.num_points, ffn_dims=cfg.ffn_dims, dropout=cfg.dropout,
                           fuse_order=cfg.fuse_order, time_conditioning=bool(cfg.time_conditioning),
-                          fuse_transform=fuse_transform, head_kernel=int(cfg.head_kernel))
+                          fuse_transform=fuse_transform,
+                          head_kernel=int(getattr(cfg, "head_kernel", 1)))  # sections built without the schema: 1
     except InputError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
 
