@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from bev_ddp.errors import InputError
+from bev_ddp.nn import checkpoint as nn_checkpoint
 
 SOURCES = ("bevfusion", "ddp", "swin")
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,22 +34,11 @@ class ConvertResult:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: a bare state dict or one under ``state_dict`` / ``model``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        raise InputError(f"cannot read checkpoint {path}: {exc}") from exc
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    """Tensors of a checkpoint file (:func:`bev_ddp.nn.checkpoint.read_state_dict`); an empty one is refused."""
+    state = nn_checkpoint.read_state_dict(path)
+    if not state:
         raise InputError(f"checkpoint {path} holds no state dict of tensors")
-    return dict(obj)
+    return state
 
 
 def default_config(src: Mapping[str, torch.Tensor], source: str) -> Path:

@@ -199,21 +199,12 @@ class RosbagSource:
             except TypesysError as exc:
                 raise InputError(f"bag {self.path}: cannot parse the definition of {msgtype}: {exc}") from exc
 
-    def _sensor_of(self, topic: str) -> str:
-        if topic == self.topics.lidar_topic:
-            return "lidar"
-        if topic in self._cameras:
-            return self._cameras[topic].name
-        if topic in self._infos:
-            return f"camera_info:{self._infos[topic].name}"
-        return "tf"
-
     def _convert(self, topic: str, msgtype: str, receive_ns: int, raw: bytes) -> Iterator[Event]:
         msgtype = _ros2_name(msgtype)
         try:
             msg = self.typestore.deserialize_cdr(raw, msgtype)
         except Exception as exc:  # noqa: BLE001 - any failure to parse recorded bytes is a corrupt payload
-            yield CorruptMessage(topic=topic, sensor=self._sensor_of(topic), receive_ns=receive_ns,
+            yield CorruptMessage(topic=topic, sensor=self.topics.sensor_of(topic), receive_ns=receive_ns,
                                  error=f"{topic} @ {receive_ns} ns: cannot deserialise {msgtype}: {exc!r}")
             return
         name = f"{topic} @ {receive_ns} ns"
@@ -239,7 +230,7 @@ class RosbagSource:
                         static=topic == self.topics.tf_static,
                     )
         except (InputError, AttributeError) as exc:
-            yield CorruptMessage(topic=topic, sensor=self._sensor_of(topic), receive_ns=receive_ns, error=f"{name}: {exc}")
+            yield CorruptMessage(topic=topic, sensor=self.topics.sensor_of(topic), receive_ns=receive_ns, error=f"{name}: {exc}")
 
     @staticmethod
     def _camera_message(camera: str, msgtype: str, msg, receive_ns: int, name: str) -> CameraMessage:

@@ -139,22 +139,13 @@ class FoxgloveMcapSource:
             raise InputError(f"bag {self.path}: topic {channel.topic} has no protobuf schema to decode it with")
         return decoder
 
-    def _sensor_of(self, topic: str) -> str:
-        if topic == self.topics.lidar_topic:
-            return "lidar"
-        if topic in self._cameras:
-            return self._cameras[topic].name
-        if topic in self._infos:
-            return f"camera_info:{self._infos[topic].name}"
-        return "tf"
-
     def _convert(self, topic: str, schema: str, receive_ns: int, raw: bytes,
                  decode: Callable[[bytes], Any]) -> Iterator[Event]:
         name = f"{topic} @ {receive_ns} ns"
         try:
             msg = decode(raw)
         except Exception as exc:  # noqa: BLE001 - any failure to parse recorded bytes is a corrupt payload
-            yield CorruptMessage(topic=topic, sensor=self._sensor_of(topic), receive_ns=receive_ns,
+            yield CorruptMessage(topic=topic, sensor=self.topics.sensor_of(topic), receive_ns=receive_ns,
                                  error=f"{name}: cannot decode {schema}: {exc!r}")
             return
         try:
@@ -175,7 +166,7 @@ class FoxgloveMcapSource:
                 events = [self._transform(tf, receive_ns, name) for tf in transforms]
                 yield from events
         except (InputError, AttributeError, ValueError) as exc:
-            yield CorruptMessage(topic=topic, sensor=self._sensor_of(topic), receive_ns=receive_ns, error=f"{name}: {exc}")
+            yield CorruptMessage(topic=topic, sensor=self.topics.sensor_of(topic), receive_ns=receive_ns, error=f"{name}: {exc}")
 
     def _transform(self, tf, receive_ns: int, name: str) -> TransformMessage:
         parent = tf.parent_frame_id.lstrip("/")

@@ -99,6 +99,16 @@ class TopicMap:
     def camera_by_info_topic(self) -> dict[str, CameraTopics]:
         return {c.info: c for c in self.cameras if c.info}
 
+    def sensor_of(self, topic: str) -> str:
+        """The sensor a topic feeds, as flags name it: ``lidar``, a camera name, ``camera_info:<camera>`` or ``tf``."""
+        if topic == self.lidar_topic:
+            return "lidar"
+        if topic in (cameras := self.camera_by_image_topic()):
+            return cameras[topic].name
+        if topic in (infos := self.camera_by_info_topic()):
+            return f"camera_info:{infos[topic].name}"
+        return "tf"
+
 
 def _resolve(cfg) -> TopicMap:
     unknown = sorted(set(cfg.cameras) - set(CAMERA_NAMES))
