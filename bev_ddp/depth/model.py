@@ -75,8 +75,8 @@ class DDPDepthEstimator(nn.Module):
         cond = self.encoder(batch)
         out: DenseMaps = {}
         b = images.shape[0]
-        for s in steps:
-            pred = self.head.predict(cond, steps=s, seed=seed, output_size=tuple(images.shape[-2:]))
+        preds = self.head.predict_many(cond, steps=steps, seed=seed, output_size=tuple(images.shape[-2:]))
+        for s, pred in preds.items():  # one shared first decoder call for every step count
             depth = self.head.label_encoder.decode(pred.logits)  # [B', 1, h, w]
             uncertainty = pred.uncertainty[:, None].float()  # [B', 1, h, w]
             if self.flip_tta:

@@ -89,8 +89,8 @@ class DDPSegmentor(nn.Module):
         """images [B, 3, h, w] -> {steps: [probs [B, K, h, w], uncertainty [B, 1, h, w]]}."""
         cond = self.encoder(images)  # encoder once for every step count
         out: DenseMaps = {}
-        for s in steps:
-            pred = self.head.predict(cond, steps=s, seed=seed, output_size=tuple(images.shape[-2:]))
+        preds = self.head.predict_many(cond, steps=steps, seed=seed, output_size=tuple(images.shape[-2:]))
+        for s, pred in preds.items():  # one shared first decoder call for every step count
             if self.accumulate:
                 probs = torch.stack([x.softmax(1) for x in pred.step_logits]).mean(0)  # [B, K, h, w]
             else:
