@@ -16,7 +16,6 @@ Times are ``google.protobuf.Timestamp`` (seconds, nanos) → integer nanoseconds
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from bev_ddp.errors import InputError
 from bev_ddp.replay import ros_messages
@@ -51,18 +50,10 @@ def pose_to_matrix(pose) -> np.ndarray:
     """``foxglove.Pose`` → float64 [4, 4]; an unset orientation is the identity."""
     matrix = np.eye(4)
     if pose.HasField("orientation"):
-        matrix[:3, :3] = _rotation(pose.orientation)
+        matrix[:3, :3] = ros_messages.quaternion_to_rotation(pose.orientation)
     if pose.HasField("position"):
         matrix[:3, 3] = (pose.position.x, pose.position.y, pose.position.z)
     return matrix
-
-
-def _rotation(q) -> np.ndarray:
-    quat = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
-    norm = np.linalg.norm(quat)
-    if not np.isfinite(quat).all() or norm < 1e-9:
-        raise InputError(f"invalid rotation quaternion {quat.tolist()}")
-    return Rotation.from_quat(quat / norm).as_matrix()
 
 
 def point_cloud_to_points(msg, *, name: str = POINT_CLOUD) -> np.ndarray:
@@ -99,9 +90,7 @@ def camera_calibration_to_intrinsics(msg, *, name: str = CAMERA_CALIBRATION) -> 
         intrinsics = k.reshape(3, 3)
     else:
         raise InputError(f"{name}: calibration has neither a 3×4 P nor a 3×3 K (P {p.size}, K {k.size} values)")
-    if not (intrinsics[0, 0] > 0 and intrinsics[1, 1] > 0 and np.isfinite(intrinsics).all()):
-        raise InputError(f"{name}: camera matrix has no positive focal length: {intrinsics.tolist()}")
-    return intrinsics.copy(), (int(msg.height), int(msg.width))
+    return ros_messages.checked_intrinsics(intrinsics, name=name), (int(msg.height), int(msg.width))
 
 
 def frame_transform_to_matrix(msg, *, name: str = FRAME_TRANSFORM) -> np.ndarray:
@@ -109,7 +98,7 @@ def frame_transform_to_matrix(msg, *, name: str = FRAME_TRANSFORM) -> np.ndarray
     matrix = np.eye(4)
     try:
         if msg.HasField("rotation"):
-            matrix[:3, :3] = _rotation(msg.rotation)
+            matrix[:3, :3] = ros_messages.quaternion_to_rotation(msg.rotation)
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from exc
     if msg.HasField("translation"):

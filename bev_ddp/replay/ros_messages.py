@@ -149,19 +149,33 @@ def camera_info_to_intrinsics(msg, *, name: str = "CameraInfo") -> tuple[np.ndar
     p = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
     k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     intrinsics = p[:, :3] if p[0, 0] > 0 and p[1, 1] > 0 else k
+    return checked_intrinsics(intrinsics, name=name), (int(msg.height), int(msg.width))
+
+
+def checked_intrinsics(intrinsics: np.ndarray, *, name: str) -> np.ndarray:
+    """A copy of the [3, 3] camera matrix, or InputError naming ``name`` unless both focal lengths are positive and finite."""
     if not (intrinsics[0, 0] > 0 and intrinsics[1, 1] > 0 and np.isfinite(intrinsics).all()):
         raise InputError(f"{name}: camera matrix has no positive focal length: {intrinsics.tolist()}")
-    return intrinsics.copy(), (int(msg.height), int(msg.width))
+    return intrinsics.copy()
 
 
 def transform_to_matrix(transform) -> np.ndarray:
     """``geometry_msgs/Transform`` → float64 [4, 4] child → parent."""
-    t, q = transform.translation, transform.rotation
+    t = transform.translation
+    try:
+        rotation = quaternion_to_rotation(transform.rotation)
+    except InputError as exc:
+        raise InputError(f"transform has an {exc}") from exc
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation
+    matrix[:3, 3] = (t.x, t.y, t.z)
+    return matrix
+
+
+def quaternion_to_rotation(q) -> np.ndarray:
+    """A quaternion message (fields ``x, y, z, w``; ROS and Foxglove alike) → float64 [3, 3], normalised."""
     quat = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
     norm = np.linalg.norm(quat)
     if not np.isfinite(quat).all() or norm < 1e-9:
-        raise InputError(f"transform has an invalid rotation quaternion {quat.tolist()}")
-    matrix = np.eye(4)
-    matrix[:3, :3] = Rotation.from_quat(quat / norm).as_matrix()
-    matrix[:3, 3] = (t.x, t.y, t.z)
-    return matrix
+        raise InputError(f"invalid rotation quaternion {quat.tolist()}")
+    return Rotation.from_quat(quat / norm).as_matrix()
