@@ -11,10 +11,9 @@ Two parts, measured in one run:
   synthetic input of ``bev-ddp bench model``): the encoders run once per repeat; then the baseline
   conv head and, for every point, the DDP head including its uncertainty estimators.  A point's
   latency = encoder + head (median over repeats); the ratio is against encoder + baseline head of
-  the same run.  Noise grid ``label``: the decoder runs on the map-label grid (200 x 200 at the full
-  config); ``encoder``: on the encoder grid (128 x 128), logits resized to the label grid.  When the
-  config schema has ``model.head.ddp.noise_grid`` the head is built with it; otherwise the encoder
-  grid is emulated by a DDP head whose output grid is the encoder grid (same decoder cost).
+  the same run.  Grid ``label``: the noisy map and the decoder run on the map-label grid (200 x 200
+  at the full config); ``encoder``: on the encoder grid (128 x 128), logits resized to the label
+  grid (the head is built with ``model.head.ddp.noise_grid`` = ``decoder_grid`` = the grid).
 * **quality** of trained checkpoints on their held-out split (``--checkpoint`` DDP,
   ``--baseline-checkpoint`` the conv head, each with the config it was trained with): mIoU (max over
   thresholds), mIoU@0.50 and the AUROC of every uncertainty estimator for wrong pixels (see
@@ -193,31 +192,26 @@ class LatencyResult:
     threads: int
     repeats: int
     points: int
-    encoder_grid_option: str  # "config" (model.head.ddp.noise_grid) or "emulated"
     encoder_s: float
     baseline_head_s: float
     baseline_total_s: float
     variants: list[LatencyPoint] = field(default_factory=list)
 
 
-def _grid_heads(cfg: Any, in_channels: int, grids: Sequence[str]) -> tuple[str, dict[str, nn.Module]]:
-    """One DDP head per noise grid (random weights), and how the encoder grid was obtained."""
+def _grid_heads(cfg: Any, in_channels: int, grids: Sequence[str]) -> dict[str, nn.Module]:
+    """One DDP head per grid (random weights): ``label`` as configured, ``encoder`` with the noisy map
+    and the decoder's layers on the encoder grid (``noise_grid`` = ``decoder_grid`` = encoder)."""
     from bev_ddp.bev.build import build_head
 
-    classes = list(cfg.data.classes)
-    has_option = "noise_grid" in cfg.model.head.ddp
     heads = {}
     for grid in grids:
         head_cfg = cfg.model.head.copy()
         head_cfg.type = "ddp"
-        xbound, ybound = cfg.data.xbound, cfg.data.ybound
-        if has_option:
-            head_cfg.ddp.noise_grid = grid
-        elif grid == "encoder":  # the decoder's map on the encoder grid: output grid = input scope
-            xbound, ybound = head_cfg.input_scope
-        heads[grid] = build_head(head_cfg, in_channels=in_channels, classes=classes, xbound=xbound,
-                                 ybound=ybound).eval()
-    return ("config" if has_option else "emulated"), heads
+        head_cfg.ddp.noise_grid = grid
+        head_cfg.ddp.decoder_grid = grid
+        heads[grid] = build_head(head_cfg, in_channels=in_channels, classes=list(cfg.data.classes),
+                                 xbound=cfg.data.xbound, ybound=cfg.data.ybound).eval()
+    return heads
 
 
 @torch.no_grad()
@@ -235,7 +229,7 @@ def measure_latency(*, config: str, overrides: Sequence[str], steps: Sequence[in
     cfg.model.head.type = "baseline"
     model = build_bev_model(cfg).eval()  # encoders + the baseline head
     in_channels = model.decoder_neck.out_channels
-    option, heads = _grid_heads(cfg, in_channels, grids)
+    heads = _grid_heads(cfg, in_channels, grids)
     label_size = label_grid(cfg.data.xbound, cfg.data.ybound)
     extent = float(max(abs(v) for v in cfg.model.lidar.point_cloud_range[:2]))
     batch = synthetic_batch(image_size=tuple(cfg.data.image_size), num_cams=6, num_points=points, extent=extent,
@@ -262,7 +256,7 @@ def measure_latency(*, config: str, overrides: Sequence[str], steps: Sequence[in
                     sizes[grid] = list(cond.shape[-2:])
         del feats
     med = statistics.median
-    result = LatencyResult(config=config, threads=threads, repeats=repeats, points=points, encoder_grid_option=option,
+    result = LatencyResult(config=config, threads=threads, repeats=repeats, points=points,
                            encoder_s=med(enc_t), baseline_head_s=med(base_t), baseline_total_s=med(enc_t) + med(base_t))
     for (grid, s, k), values in head_t.items():
         total = result.encoder_s + med(values)
@@ -359,8 +353,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
     if lat:
         lines += [f"Latency: `{lat['config']}`, random weights, {lat['points']} LiDAR points, {lat['repeats']} "
                   f"repeat(s); whole model = encoders ({lat['encoder_s']:.2f} s) + head; baseline head "
-                  f"{lat['baseline_head_s']:.2f} s (whole model {lat['baseline_total_s']:.2f} s). "
-                  f"Encoder grid: {lat['encoder_grid_option']}.", ""]
+                  f"{lat['baseline_head_s']:.2f} s (whole model {lat['baseline_total_s']:.2f} s). Grid `encoder`: "
+                  "the noisy map and the decoder's layers on the encoder grid, logits resized to the label grid.", ""]
     else:
         lines += ["Latency: not measured in this run (`--no-latency`).", ""]
     if q:
@@ -400,7 +394,7 @@ def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
         batches = _held_out_batches(cfg, args.max_samples)
         quality = measure_quality(model, batches, classes=list(cfg.data.classes), steps=steps, draws=draws,
                                   seed=args.seed)
-        quality_grid = str(cfg.model.head.ddp.get("noise_grid", "label"))
+        quality_grid = f"{cfg.model.head.ddp.noise_grid} (decoder on the {cfg.model.head.ddp.decoder_grid} grid)"
         scope = cfg.model.head.input_scope
         enc = (Bound.of(scope[0]).cells, Bound.of(scope[1]).cells)
         lab = label_grid(cfg.data.xbound, cfg.data.ybound)

@@ -101,8 +101,13 @@ def build_head(cfg: Any, *, in_channels: int, classes: Sequence[str], xbound: Se
             raise ConfigError(f"{key}.eval_protocol must be one of {', '.join(EVAL_PROTOCOLS)}, got {d.eval_protocol!r}")
         if d.eval_draws < 1 or (d.eval_protocol == "last_step" and d.eval_draws != 1):
             raise ConfigError(f"{key}.eval_draws must be >= 1 (1 with last_step), got {d.eval_draws}")
+        if d.decoder_grid not in NOISE_GRIDS:
+            raise ConfigError(f"{key}.decoder_grid must be one of {', '.join(NOISE_GRIDS)}, got {d.decoder_grid!r}")
+        if d.decoder_grid == "encoder" and d.noise_grid != "encoder":
+            raise ConfigError(f"{key}.decoder_grid encoder needs {key}.noise_grid encoder (the decoder runs where "
+                              f"its noisy map lives), got noise_grid {d.noise_grid!r}")
         fuse_transform = None
-        if d.noise_grid == "encoder":  # fuse on the encoder grid, then resample to the label grid
+        if d.noise_grid == "encoder" and d.decoder_grid == "label":  # fuse on the encoder grid, layers on the label grid
             fuse_transform = BEVGridTransform(input_scope=[list(s) for s in cfg.input_scope],
                                               output_scope=[list(xbound), list(ybound)])
         decoder = build_map_decoder(d, cond_channels=in_channels, out_channels=len(classes), key=key,
@@ -110,7 +115,7 @@ def build_head(cfg: Any, *, in_channels: int, classes: Sequence[str], xbound: Se
         encoder = ClassEmbeddingEncoder(num_classes=len(classes), dims=d.map_channels, scale=d.label_scale, multi_label=True)
         ddp = build_ddp_head(d, decoder=decoder, label_encoder=encoder, objective=loss, key=key)
         return DDPBEVHead(grid_transform=grid_transform, ddp=ddp, classes=classes, noise_grid=d.noise_grid,
-                          eval_protocol=d.eval_protocol, eval_draws=d.eval_draws)
+                          decoder_grid=d.decoder_grid, eval_protocol=d.eval_protocol, eval_draws=d.eval_draws)
     raise ConfigError(f"model.head.type must be one of {', '.join(HEAD_TYPES)}, got {cfg.type!r}")
 
 

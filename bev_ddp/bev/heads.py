@@ -142,6 +142,10 @@ class DDPBEVHead(nn.Module):
             lives there (ours); ``"encoder"``: the condition stays on the encoder grid, the noisy
             map too (ground truth downsampled nearest), and the decoder resamples after its fuse
             conv (its ``fuse_transform``: the DDP authors').
+        decoder_grid: ``"label"``: the decoder's layers run on the label grid (both noise grids);
+            ``"encoder"`` (with ``noise_grid="encoder"``): the whole decoder runs on the encoder grid
+            and its logits are resized bilinearly to the label grid (in the loss too): the fewest
+            queries (128² instead of 200² at the full config).
         eval_protocol: ``"last_step"``: the probabilities of the last step of one draw (ours);
             ``"mean_draws_steps"``: the mean sigmoid over ``eval_draws`` noise draws × every step
             (the DDP authors' published figures).  The draws run as one batch.
@@ -149,10 +153,14 @@ class DDPBEVHead(nn.Module):
     """
 
     def __init__(self, *, grid_transform: BEVGridTransform, ddp: nn.Module, classes: Sequence[str],
-                 noise_grid: str = "label", eval_protocol: str = "last_step", eval_draws: int = 1):
+                 noise_grid: str = "label", decoder_grid: str = "label", eval_protocol: str = "last_step",
+                 eval_draws: int = 1):
         super().__init__()
         if noise_grid not in NOISE_GRIDS:
             raise InputError(f"noise_grid must be one of {NOISE_GRIDS}, got {noise_grid!r}")
+        if decoder_grid not in NOISE_GRIDS or (decoder_grid == "encoder" and noise_grid != "encoder"):
+            raise InputError(f"decoder_grid must be one of {NOISE_GRIDS} (encoder only with noise_grid encoder), "
+                             f"got {decoder_grid!r} with noise_grid {noise_grid!r}")
         if eval_protocol not in EVAL_PROTOCOLS:
             raise InputError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}")
         if eval_draws < 1 or (eval_protocol == "last_step" and eval_draws != 1):
@@ -160,7 +168,10 @@ class DDPBEVHead(nn.Module):
         self.classes = tuple(classes)
         self.transform = grid_transform
         self.ddp = ddp
-        self.noise_grid, self.eval_protocol, self.eval_draws = noise_grid, eval_protocol, int(eval_draws)
+        self.noise_grid, self.decoder_grid = noise_grid, decoder_grid
+        self.eval_protocol, self.eval_draws = eval_protocol, int(eval_draws)
+        # (X, Y) the decoder's logits are resized to when it runs on the encoder grid; None: it outputs the label grid
+        self.output_size = tuple(grid_transform.output_size) if decoder_grid == "encoder" else None
 
     @property
     def protocol_label(self) -> str:
@@ -192,7 +203,8 @@ class DDPBEVHead(nn.Module):
         # K draws as one batch [K·B, ...]: draw r of every sample starts from seed + r
         seeds = [seed + r for r in range(draws) for _ in range(b)]
         cond_k = cond.repeat(draws, 1, 1, 1) if draws > 1 else cond
-        outputs = self.ddp.predict_many(cond_k, steps=steps, seed=seeds if draws > 1 else seed)  # shared first call
+        outputs = self.ddp.predict_many(cond_k, steps=steps, seed=seeds if draws > 1 else seed,
+                                        output_size=self.output_size)  # shared first call
         results = {}
         for num_steps, out in outputs.items():
             step_probs = [logits.sigmoid().view(draws, b, *logits.shape[1:]) for logits in out.step_logits]

@@ -97,6 +97,8 @@ class BEVDDPSchema(DDPHeadSchema):
 
     depth: int = 5
     noise_grid: str = "label"  # label: noisy map on the label grid | encoder: on the encoder grid (authors)
+    decoder_grid: str = "label"  # label: decoder layers on the label grid (ours, authors) | encoder: on the
+    #   encoder grid, logits resized bilinearly to the label grid (needs noise_grid encoder; cheapest)
     eval_protocol: str = "last_step"  # last_step: one draw, last step | mean_draws_steps: mean sigmoid (authors)
     eval_draws: int = 1  # noise draws K of mean_draws_steps (authors: 4 fusion, 5 camera)
 

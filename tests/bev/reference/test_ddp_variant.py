@@ -41,7 +41,7 @@ def _authors_head(draws: int = 3):
         "type": "ddp", "focal_alpha": -1.0, "focal_gamma": 2.0,
         "input_scope": [[-4.0, 4.0, 1.0], [-4.0, 4.0, 1.0]],  # encoder grid 8 x 8
         "ddp": {"map_channels": 8, "embed_dims": 16, "depth": 1, "num_heads": 2, "num_points": 2, "ffn_dims": 32, "dropout": 0.0,
-                "label_scale": 0.01, "schedule": "cosine", "td": 1.0, "noise_grid": "encoder",
+                "label_scale": 0.01, "schedule": "cosine", "td": 1.0, "noise_grid": "encoder", "decoder_grid": "label",
                 "fuse_order": "features_first", "time_conditioning": False, "eval_protocol": "mean_draws_steps",
                 "eval_draws": draws},
     })
