@@ -15,7 +15,7 @@ from bev_ddp.bev.camera.neck import GeneralizedLSSFPN
 from bev_ddp.bev.camera.view_transform import LSSTransform
 from bev_ddp.config import to_plain
 from bev_ddp.data.bev_map import grid_shape
-from bev_ddp.nn.checkpoint import load_weights
+from bev_ddp.nn.checkpoint import load_model_checkpoint
 from bev_ddp.bev.decoder import LSSFPN, SECOND, SECONDFPN, GeneralizedResNet
 from bev_ddp.bev.fuser import ConvFuser
 from bev_ddp.bev.grid import BEVGridTransform
@@ -157,8 +157,8 @@ def build_bev_model(cfg: Any) -> BEVFusionModel:
                       ybound=cfg.data.ybound)
     model = BEVFusionModel(camera=camera, lidar=lidar, fuser=fuser, decoder_backbone=backbone, decoder_neck=neck,
                            head=head)
-    if m.checkpoint:
-        load_weights(model, m.checkpoint)
+    if m.checkpoint:  # not strict: a converted BEVFusion file leaves a DDP head to start from scratch
+        load_model_checkpoint(model, m.checkpoint, strict=False)
     return model
 
 

@@ -10,6 +10,7 @@ from bev_ddp.depth.losses import SigLoss
 from bev_ddp.depth.model import DDPDepthEstimator
 from bev_ddp.errors import ConfigError
 from bev_ddp.nn import MapDecoder
+from bev_ddp.nn.checkpoint import load_model_checkpoint
 from bev_ddp.nn.ddp_head_schema import build_ddp_head, build_map_decoder
 from bev_ddp.nn.image_encoder_schema import image_encoder_from_config, sliding_window_from_config
 
@@ -37,5 +38,8 @@ def build_depth_model(cfg: Any) -> DDPDepthEstimator:
     init_output_bias(decoder, (init_depth - m.min_depth) / m.output_unit)
     head = build_ddp_head(m.ddp, decoder=decoder, label_encoder=label_encoder,
                           objective=SigLoss(min_depth=m.min_depth, max_depth=m.max_depth, unit=m.output_unit))
-    return DDPDepthEstimator(encoder=encoder, head=head, flip_tta=m.flip_tta,
-                             window=sliding_window_from_config(m.inference))
+    model = DDPDepthEstimator(encoder=encoder, head=head, flip_tta=m.flip_tta,
+                              window=sliding_window_from_config(m.inference))
+    if m.checkpoint:
+        load_model_checkpoint(model, m.checkpoint)
+    return model

@@ -31,6 +31,9 @@ class DepthModelSchema:
     num_bins: int = 64  # log-depth bins whose step-to-step changes make the uncertainty map
     flip_tta: bool = True
     inference: InferenceSchema = field(default_factory=InferenceSchema)
+    # local whole-model weights (e.g. a run's latest.pth) loaded strictly after building; the backbone
+    # file model.backbone.checkpoint is then not read (this file carries the backbone)
+    checkpoint: Optional[str] = None
 
 
 @dataclass

@@ -18,8 +18,10 @@ eps                             ``pred_noise``
 Alg. 3 prints ``sqrt(1 - alpha_now) * eps`` for the noise term of ``map_next``; the DDIM rule
 (and the authors' code) uses the *next* noise level, as here: ``x_next = a_next x0 + s_next eps``.
 
-Every run starts at ``t_now = 1`` from the start map, so the first decoder call is the same for
-any number of steps: :meth:`DDIMSampler.sample_many` makes it once for several step counts.
+``denoise`` receives the time ``t_now`` [B] in [0, 1] itself; what the decoder is fed (log-SNR or
+``t``) is the caller's choice (:class:`bev_ddp.nn.DDPHead`'s ``time_input``).  Every run starts at
+``t_now = 1`` from the start map, so the first decoder call is the same for any number of steps:
+:meth:`DDIMSampler.sample_many` makes it once for several step counts.
 The loop reads nothing back from the device (no ``.item()``, no ``bool(tensor)``): it can run
 under CUDA's sync debug mode, ``torch.compile`` or CUDA-graph capture.
 """
@@ -145,9 +147,10 @@ class DDIMSampler:
         Args:
             noise: [B, C, H, W] start map ``x_1 ~ N(0, I)``.
             steps: number of decoder calls (>= 1).
-            denoise: ``(x_t [B,C,H,W], log_snr [B]) -> prediction`` (one decoder step).
+            denoise: ``(x_t [B,C,H,W], t [B]) -> prediction`` (one decoder step); ``t`` is the
+                time ``t_now`` in [0, 1] (1 = pure noise), float32 on ``noise``'s device.
             encode_prediction: ``prediction -> x0_hat [B,C,H,W]`` (discretise + encode).
-            first_prediction: ``denoise(noise, log_snr(1))`` when already known (it is the same
+            first_prediction: ``denoise(noise, t = 1)`` when already known (it is the same
                 for every step count); the first decoder call is then skipped.
         Returns:
             :class:`DDIMSampleOutput` with every step's prediction.  The DDIM update after the
@@ -161,7 +164,7 @@ class DDIMSampler:
             if s == 0 and first_prediction is not None:
                 prediction = first_prediction
             else:
-                prediction = denoise(x_t, self.schedule.log_snr(t_now_b))
+                prediction = denoise(x_t, t_now_b)
             out.step_predictions.append(prediction)
             out.times.append((t_now, t_next))
             if s + 1 < len(pairs):
@@ -174,13 +177,13 @@ class DDIMSampler:
                     encode_prediction: Callable[[torch.Tensor], torch.Tensor]) -> dict[int, DDIMSampleOutput]:
         """One run per step count from the same ``noise``, sharing the first decoder call.
 
-        Every run's first call is ``denoise(noise, log_snr(t = 1))``; it is made once, so
+        Every run's first call is ``denoise(noise, t = 1)``; it is made once, so
         ``steps = [1, 3, 5]`` costs 1 + 2 + 4 = 7 decoder calls instead of 9.
 
         Returns:
             ``{step count: DDIMSampleOutput}`` in the order of ``steps`` (duplicates removed).
         """
         counts = check_step_counts(steps)
-        first = denoise(noise, self.schedule.log_snr(_as_batch_time(1.0, noise, "t_now")))
+        first = denoise(noise, _as_batch_time(1.0, noise, "t_now"))
         return {n: self.sample(noise, steps=n, denoise=denoise, encode_prediction=encode_prediction,
                                first_prediction=first) for n in counts}

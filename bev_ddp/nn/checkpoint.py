@@ -3,10 +3,12 @@
 Files are read with ``torch.load(weights_only=True)`` (tensors and plain containers only).
 Accepted layouts: a bare state dict, or a dict holding one under ``state_dict`` / ``model``
 (our training checkpoints, mmcv/timm files).  An optional ``prefix`` selects and strips a
-sub-tree (e.g. ``backbone.`` of a detector checkpoint).
+sub-tree (e.g. ``backbone.`` of a detector checkpoint).  :func:`load_model_checkpoint` is the one
+loader of every task's ``model.checkpoint`` key (whole-model weights loaded after building).
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,8 @@ import torch
 from torch import nn
 
 from bev_ddp.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointMismatchWarning(UserWarning):
@@ -111,4 +115,30 @@ def load_weights(module: nn.Module, path: str | Path, *, prefix: str = "", stric
     report.loaded = len(usable)
     if not report.exact:
         warnings.warn(report.summary(), CheckpointMismatchWarning, stacklevel=2)
+    return report
+
+
+def load_model_checkpoint(model: nn.Module, path: str | Path, *, key: str = "model.checkpoint",
+                          strict: bool = True) -> LoadReport:
+    """Whole-model weights named by the config key ``key`` (e.g. a training run's ``latest.pth``).
+
+    Args:
+        model: the model just built from the same config.
+        path: local checkpoint file (see the module docstring for the layouts).
+        key: the config key that named ``path``, for messages.
+        strict: every model key must be in the file with its shape, and nothing else (seg, depth);
+            ``False`` loads what matches and warns about the rest (BEV: a converted BEVFusion file
+            under a DDP head).
+
+    Raises:
+        InputError: naming ``key`` and ``path``, when the file is missing or unreadable, or (strict)
+            when it does not match the model; the message lists the mismatched keys.
+    """
+    if not Path(path).is_file():
+        raise InputError(f"{key}: checkpoint file not found: {path}")
+    try:
+        report = load_weights(model, path, strict=strict)
+    except InputError as exc:
+        raise InputError(f"{key}: {exc}") from exc
+    log.info("%s: %d tensors loaded from %s%s", key, report.loaded, path, "" if report.exact else " (not exact)")
     return report

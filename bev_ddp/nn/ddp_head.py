@@ -8,6 +8,11 @@
 * :meth:`DDPHead.predict` - Alg. 2: DDIM from pure noise for ``steps`` decoder calls, returning
   the final logits, every step's logits (dynamic inference) and the change-count uncertainty.
 
+Time input: the sampler and the training loss draw times ``t`` in [0, 1]; :meth:`DDPHead.decoder_time`
+is the one place that turns them into what the decoder's time embedding reads: ``log_snr(t)``
+(``time_input="log_snr"``, ours and the DDP authors' segmentation and BEV models) or ``t`` itself
+(``"t"``, the DDP authors' depth model).  The clamped log-SNR is never inverted back to ``t``.
+
 Sampling noise: with an integer ``seed`` every sample of the batch starts from the same noise
 map drawn from ``torch.Generator().manual_seed(seed)`` on the CPU, so a sample's prediction
 depends only on its condition and the seed - not on the batch size, its position in the batch,
@@ -65,12 +70,18 @@ class DDPHead(nn.Module):
         objective: ``(logits [B, K, H, W] at target size, target) -> scalar loss``.
         schedule: ``"cosine"`` / ``"linear"`` or a :class:`NoiseSchedule`.
         td: time difference of the sampler (Alg. 2).
+        time_input: what the decoder's time embedding reads, ``"log_snr"`` (``schedule.log_snr(t)``)
+            or ``"t"`` (the time in [0, 1]); see the module docstring.
     """
+
+    TIME_INPUTS = ("log_snr", "t")
 
     def __init__(self, *, decoder: MapDecoder, label_encoder: MapEncoder,
                  objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 schedule: str | NoiseSchedule = "cosine", td: float = 1.0) -> None:
+                 schedule: str | NoiseSchedule = "cosine", td: float = 1.0, time_input: str = "log_snr") -> None:
         super().__init__()
+        if time_input not in self.TIME_INPUTS:
+            raise InputError(f"time_input must be one of {', '.join(self.TIME_INPUTS)}, got {time_input!r}")
         if decoder.map_channels != label_encoder.channels:
             raise InputError(
                 f"decoder map_channels {decoder.map_channels} != label encoder channels {label_encoder.channels}"
@@ -87,9 +98,14 @@ class DDPHead(nn.Module):
         self.objective = objective
         self.schedule = schedule if isinstance(schedule, NoiseSchedule) else NoiseSchedule(name=schedule)
         self.sampler = DDIMSampler(schedule=self.schedule, td=td)
+        self.time_input = time_input
 
     def extra_repr(self) -> str:
-        return f"schedule={self.schedule.name!r}, td={self.sampler.td}"
+        return f"schedule={self.schedule.name!r}, td={self.sampler.td}, time_input={self.time_input!r}"
+
+    def decoder_time(self, t: torch.Tensor) -> torch.Tensor:
+        """Times ``t`` [B] in [0, 1] -> the decoder's time input [B]: ``log_snr(t)`` or ``t`` itself."""
+        return self.schedule.log_snr(t) if self.time_input == "log_snr" else t
 
     def _check_cond(self, cond: torch.Tensor) -> None:
         if not isinstance(cond, torch.Tensor):
@@ -103,7 +119,7 @@ class DDPHead(nn.Module):
         check_finite("cond", cond)  # the one value check (device read-back) of a call, at its entry
 
     def _denoise(self, cond: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        return lambda x_t, log_snr: self.decoder(cond, x_t, log_snr)
+        return lambda x_t, t: self.decoder(cond, x_t, self.decoder_time(t))
 
     def _encode_prediction(self, size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
         """Decoder logits -> encoded discretised prediction at the noisy map's ``size`` (the
@@ -144,14 +160,14 @@ class DDPHead(nn.Module):
             with torch.no_grad():
                 shape = (b, self.decoder.map_channels, *size)
                 first = self.decoder(cond, _randn(shape, like=cond, generator=generator),
-                                     self.schedule.log_snr(torch.ones(b, device=cond.device)))
+                                     self.decoder_time(torch.ones(b, device=cond.device)))
             x0 = self._encode_prediction(size)(first)  # [B, D, h, w]; the encoder still learns
         else:
             x0 = self.label_encoder.encode(target, size)  # [B, D, h, w]
         # Alg. 1: corrupt and predict
         t = self.schedule.sample_times(b, device=cond.device, generator=generator)
         x_t = self.schedule.q_sample(x0, t, _randn(x0.shape, like=x0, generator=generator))
-        logits = self.decoder(cond, x_t, self.schedule.log_snr(t))  # [B, K, h, w]
+        logits = self.decoder(cond, x_t, self.decoder_time(t))  # [B, K, h, w]
         if tuple(logits.shape[-2:]) != tuple(target.shape[-2:]):
             logits = F.interpolate(logits, size=tuple(target.shape[-2:]), mode="bilinear", align_corners=False)
         loss = self.objective(logits, target)

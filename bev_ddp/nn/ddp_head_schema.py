@@ -20,6 +20,9 @@ key                meaning
                    ``features_first``: ``cat([condition, map])`` (the DDP authors' BEV head)
 ``time_conditioning`` per-layer FiLM by the time embedding (the authors' BEV layers have none)
 ``head_kernel``    kernel of the decoder's output conv (1; the authors' depth head uses 3)
+``time_input``     what the decoder's time embedding reads: ``log_snr`` = log-SNR of ``t`` (ours;
+                   the authors' segmentation and BEV models) | ``t`` = the time in [0, 1] (the
+                   authors' depth model); see :class:`bev_ddp.nn.DDPHead`
 =================  ==========================================================================
 
 Usage, with the task's own condition, label encoder and objective (the task builds the parts in
@@ -39,6 +42,7 @@ from typing import Any, Callable
 import torch
 
 from bev_ddp.diffusion.encoding import MapEncoder
+from bev_ddp.config import constrained
 from bev_ddp.diffusion.schedule import NoiseSchedule
 from bev_ddp.errors import ConfigError, InputError
 from bev_ddp.nn.ddp_head import DDPHead
@@ -62,6 +66,7 @@ class DDPHeadSchema:
     fuse_order: str = "map_first"  # map_first | features_first
     time_conditioning: bool = True
     head_kernel: int = 1  # output conv kernel (odd); 3 = the DDP authors' depth head
+    time_input: str = constrained("log_snr", choices=DDPHead.TIME_INPUTS)  # log_snr | t (the DDP authors' depth model)
 
 
 def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: str = "model.ddp",
@@ -98,6 +103,6 @@ def build_ddp_head(cfg: Any, *, decoder: MapDecoder, label_encoder: MapEncoder,
     try:
         schedule = NoiseSchedule(name=cfg.schedule)
         return DDPHead(decoder=decoder, label_encoder=label_encoder, objective=objective, schedule=schedule,
-                       td=float(cfg.td))
+                       td=float(cfg.td), time_input=str(getattr(cfg, "time_input", "log_snr")))
     except InputError as exc:
         raise ConfigError(f"{key}: {exc}") from exc

@@ -7,6 +7,7 @@ Sizes are ``[height, width]`` in pixels.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -15,6 +16,8 @@ from bev_ddp.errors import ConfigError
 from bev_ddp.nn.backbone import build_timm_backbone
 from bev_ddp.nn.dense_inference import SlidingWindow
 from bev_ddp.nn.image_encoder import ImageEncoder, build_image_encoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,11 +43,17 @@ def image_encoder_from_config(model_cfg: Any, img_size: Optional[Sequence[int]])
     """Backbone (``model.backbone``) → FPN → merge with ``model.neck_channels`` channels.
 
     ``img_size``: the training input (H, W) in pixels, for backbones that fix it (Swin); None = default.
+    With a whole-model ``model.checkpoint`` the backbone file is not read (nor required): the
+    whole model's weights, backbone included, are loaded after building.
     """
     b = model_cfg.backbone
     kwargs = to_plain(b.kwargs, tuples=True)  # timm's architecture arguments expect tuples
+    whole = getattr(model_cfg, "checkpoint", None)
     backbone = build_timm_backbone(b.name, img_size=img_size, out_indices=list(b.out_indices),
-                                   checkpoint=b.checkpoint, allow_scratch=b.allow_scratch, **kwargs)
+                                   checkpoint=None if whole else b.checkpoint, allow_scratch=b.allow_scratch, **kwargs)
+    if whole and b.checkpoint:
+        log.info("model.backbone.checkpoint %s is not read: the backbone's weights come from model.checkpoint %s",
+                 b.checkpoint, whole)
     return build_image_encoder(backbone=backbone, channels=model_cfg.neck_channels, num_groups=model_cfg.num_groups)
 
 

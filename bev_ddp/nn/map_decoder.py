@@ -1,11 +1,13 @@
 """DDP map decoder (Ji et al. 2023, "DDP: Diffusion Model for Dense Visual Prediction", Sec. 3.2).
 
-One call of :class:`MapDecoder` is one denoising step ``(cond, x_t, log_snr) -> logits``:
+One call of :class:`MapDecoder` is one denoising step ``(cond, x_t, time_input) -> logits``, where
+``time_input`` [B] is the noise level of ``x_t`` as the time embedding reads it: log-SNR by default,
+or the time ``t`` in [0, 1] (chosen by :class:`~bev_ddp.nn.DDPHead`'s ``time_input``):
 
 1. fuse: concat(noisy map x_t, condition) -> 1x1 conv -> ``embed_dims`` channels;
 2. L post-norm deformable-attention encoder layers over the H*W pixels (self-attention with
    pixel-centre reference points, 1 level, sine positional encoding), each followed by FiLM
-   modulation with the log-SNR time embedding;
+   modulation with the time embedding;
 3. head: 1x1 conv -> ``out_channels`` logits.
 
 Parameter count (Table 5d: 2.4M / 3.6M / 6.0M / 8.4M / 15.6M at L = 1 / 2 / 4 / 6 / 12 with
@@ -139,7 +141,7 @@ class MapDecoder(nn.Module):
         self.head = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(embed_dims, out_channels, kernel_size=head_kernel,
                                                                    padding=head_kernel // 2))
 
-    def check_inputs(self, cond: torch.Tensor, x_t: torch.Tensor, log_snr: torch.Tensor) -> None:
+    def check_inputs(self, cond: torch.Tensor, x_t: torch.Tensor, time_input: torch.Tensor) -> None:
         """Shape and dtype checks (values are checked once per call by :class:`DDPHead`)."""
         for name, x, channels in (("cond", cond, self.cond_channels), ("x_t", x_t, self.map_channels)):
             if not isinstance(x, torch.Tensor):
@@ -151,22 +153,24 @@ class MapDecoder(nn.Module):
         if x_t.shape[0] != cond.shape[0] or x_t.shape[-2:] != cond.shape[-2:]:
             raise InputError(f"MapDecoder x_t {tuple(x_t.shape)} must match cond {tuple(cond.shape)} in B, H, W")
         batch = cond.shape[0]
-        if not isinstance(log_snr, torch.Tensor) or log_snr.shape != (batch,) or not log_snr.is_floating_point():
-            got = tuple(log_snr.shape) if isinstance(log_snr, torch.Tensor) else type(log_snr).__name__
-            raise InputError(f"MapDecoder log_snr must be a float tensor of shape [{cond.shape[0]}], got {got}")
+        t = time_input
+        if not isinstance(t, torch.Tensor) or t.shape != (batch,) or not t.is_floating_point():
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise InputError(f"MapDecoder time_input must be a float tensor of shape [{cond.shape[0]}], got {got}")
 
-    def forward(self, cond: torch.Tensor, x_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+    def forward(self, cond: torch.Tensor, x_t: torch.Tensor, time_input: torch.Tensor) -> torch.Tensor:
         """One denoising step.
 
         Args:
             cond: [B, cond_channels, H, W] condition features.
             x_t: [B, map_channels, H, W] noisy encoded map.
-            log_snr: [B] noise level of ``x_t``.
+            time_input: [B] noise level of ``x_t`` as the time embedding reads it: log-SNR
+                (about -19..12 for the cosine schedule) or the time ``t`` in [0, 1] (1 = pure noise).
         Returns:
             [B, out_channels, H, W] prediction of the clean map (logits); with a
             ``fuse_transform``, at its output size.
         """
-        self.check_inputs(cond, x_t, log_snr)
+        self.check_inputs(cond, x_t, time_input)
         b = cond.shape[0]
         pair = [x_t.to(cond.dtype), cond] if self.fuse_order == "map_first" else [cond, x_t.to(cond.dtype)]
         x = self.fuse(torch.cat(pair, dim=1))  # [B, E, H, W]
@@ -175,10 +179,10 @@ class MapDecoder(nn.Module):
         h, w = x.shape[-2:]
         query = x.flatten(2).transpose(1, 2)  # [B, H*W, E]
         # positions, reference points and the time embedding stay float32 under autocast: a 16-bit
-        # log-SNR or pixel centre would be rounded before the sines (no host data is copied here)
+        # time input or pixel centre would be rounded before the sines (no host data is copied here)
         query_pos = self.positional_encoding(h, w, device=x.device)  # [H*W, E] float32
         reference_points = pixel_centres(h, w, x.device)[None, :, None, :].expand(b, -1, 1, -1)  # [B, H*W, 1, 2] float32
-        time_emb = self.time_embedding(log_snr) if self.time_conditioning else None  # [B, T] float32
+        time_emb = self.time_embedding(time_input) if self.time_conditioning else None  # [B, T] float32
         for i, layer in enumerate(self.layers):
             query = layer(query, query_pos, reference_points, [(h, w)])
             if time_emb is not None:

@@ -1,7 +1,9 @@
-"""Noise-level conditioning of the map decoder: learned sinusoidal embedding of log-SNR + FiLM.
+"""Noise-level conditioning of the map decoder: learned sinusoidal embedding of the time input + FiLM.
 
-The decoder is told how noisy its input map is through log-SNR (not t), embedded with learned
-random Fourier features (Kingma et al. 2021, "variational diffusion models"):
+The decoder is told how noisy its input map is through its time input ``x`` [B]: log-SNR by
+default (the DDP authors' segmentation and BEV models) or the time ``t`` in [0, 1] (their depth
+model; :class:`bev_ddp.nn.DDPHead`'s ``time_input``), embedded with learned random Fourier
+features (Kingma et al. 2021, "variational diffusion models"):
 ``[x, sin(2 pi w x), cos(2 pi w x)]`` with ``freq_dims / 2`` learned frequencies ``w``
 (8 by default -> 17 values), then an MLP ``Linear(17, T) -> GELU -> Linear(T, T)``.
 Every decoder layer owns a :class:`TimeFiLM` that turns this embedding into a per-channel
@@ -37,13 +39,13 @@ class LearnedSinusoidalEmbedding(nn.Module):
         self.out_dims = freq_dims + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.weights.dtype)  # [B] float32 (never a 16-bit log-SNR)
+        x = x.to(self.weights.dtype)  # [B] float32 (never a 16-bit time input)
         angles = x[:, None] * self.weights[None, :] * (2 * math.pi)  # [B, F/2]
         return torch.cat([x[:, None], angles.sin(), angles.cos()], dim=-1)  # [B, F+1]
 
 
 class TimeEmbedding(nn.Module):
-    """log-SNR [B] -> time embedding [B, time_dims]: sinusoidal features -> Linear -> GELU -> Linear."""
+    """Time input [B] (log-SNR or t) -> [B, time_dims]: sinusoidal features -> Linear -> GELU -> Linear."""
 
     def __init__(self, *, time_dims: int = 1024, freq_dims: int = 16) -> None:
         super().__init__()
@@ -55,10 +57,10 @@ class TimeEmbedding(nn.Module):
         )
         self.time_dims = time_dims
 
-    def forward(self, log_snr: torch.Tensor) -> torch.Tensor:
-        """log_snr [B] (any float dtype) -> [B, time_dims] in the parameters' dtype, autocast off."""
-        with torch.autocast(log_snr.device.type, enabled=False):
-            return self.mlp(self.features(log_snr))
+    def forward(self, time_input: torch.Tensor) -> torch.Tensor:
+        """time_input [B] (log-SNR or t, any float dtype) -> [B, time_dims] in the parameters' dtype, autocast off."""
+        with torch.autocast(time_input.device.type, enabled=False):
+            return self.mlp(self.features(time_input))
 
 
 class TimeFiLM(nn.Module):

@@ -6,6 +6,7 @@ from typing import Any
 from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder
 from bev_ddp.errors import ConfigError, InputError
 from bev_ddp.nn.ddp_head_schema import build_ddp_head, build_map_decoder
+from bev_ddp.nn.checkpoint import load_model_checkpoint
 from bev_ddp.nn.dense_inference import MultiScaleFlip
 from bev_ddp.nn.image_encoder_schema import image_encoder_from_config, sliding_window_from_config
 from bev_ddp.seg.heads import CrossEntropyObjective, FCNHead
@@ -25,8 +26,11 @@ def build_seg_model(cfg: Any) -> DDPSegmentor:
     if m.aux_weight > 0:
         aux = FCNHead(in_channels=encoder.out_channels, channels=m.aux_channels, num_classes=m.num_classes,
                       num_groups=m.num_groups)
-    return DDPSegmentor(encoder=encoder, head=head, aux_head=aux, aux_weight=m.aux_weight, accumulate=m.accumulate,
-                        window=sliding_window_from_config(m.inference), tta=tta_from_config(m))
+    model = DDPSegmentor(encoder=encoder, head=head, aux_head=aux, aux_weight=m.aux_weight, accumulate=m.accumulate,
+                         window=sliding_window_from_config(m.inference), tta=tta_from_config(m))
+    if m.checkpoint:
+        load_model_checkpoint(model, m.checkpoint)
+    return model
 
 
 def tta_from_config(m: Any) -> MultiScaleFlip | None:

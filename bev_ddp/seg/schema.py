@@ -32,6 +32,9 @@ class SegModelSchema:
     # [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] with tta_flip true
     tta_scales: Optional[list[float]] = constrained(None, each_gt=0)
     tta_flip: bool = False
+    # local whole-model weights (e.g. a run's latest.pth) loaded strictly after building; the backbone
+    # file model.backbone.checkpoint is then not read (this file carries the backbone)
+    checkpoint: Optional[str] = None
 
 
 @dataclass

@@ -62,11 +62,11 @@ def test_step_accepts_float_times_and_checks_shapes():
 def test_sample_loop_calls_decoder_per_step_and_feeds_ddim_update():
     sampler = DDIMSampler(td=1)
     noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    seen_x, seen_lsnr, encoded = [], [], []
+    seen_x, seen_t, encoded = [], [], []
 
-    def denoise(x_t, log_snr):
+    def denoise(x_t, t):
         seen_x.append(x_t.clone())
-        seen_lsnr.append(log_snr.clone())
+        seen_t.append(t.clone())
         return x_t * 0.5 + 1.0  # any deterministic "prediction"
 
     def encode(pred):
@@ -76,10 +76,27 @@ def test_sample_loop_calls_decoder_per_step_and_feeds_ddim_update():
     out = sampler.sample(noise, steps=3, denoise=denoise, encode_prediction=encode)
     assert len(out.step_predictions) == 3 and len(encoded) == 2  # no update after the last call
     pairs = sampler.time_pairs(3)
-    for (t_now, _), lsnr in zip(pairs, seen_lsnr):
-        torch.testing.assert_close(lsnr, cosine_log_snr(torch.full((2,), t_now)))
+    for (t_now, _), t in zip(pairs, seen_t):  # denoise gets the time t itself, [B] float32
+        assert t.dtype == torch.float32 and torch.equal(t, torch.full((2,), t_now))
     assert torch.equal(seen_x[0], noise)
     for s in range(2):
         expected = sampler.step(seen_x[s], torch.tanh(out.step_predictions[s]) * 0.1, *pairs[s]).prev_sample
         torch.testing.assert_close(seen_x[s + 1], expected)
     assert out.times == pairs
+
+
+def test_sample_many_shares_the_first_call_at_t_1():
+    sampler = DDIMSampler(td=1)
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    seen_t = []
+
+    def denoise(x_t, t):
+        seen_t.append(t.clone())
+        return x_t * 0.5 + 1.0
+
+    runs = sampler.sample_many(noise, steps=[1, 3], denoise=denoise, encode_prediction=lambda p: torch.tanh(p) * 0.1)
+    assert len(seen_t) == 1 + 2  # one shared first call, then steps 2 and 3 of the 3-step run
+    assert torch.equal(seen_t[0], torch.ones(2))
+    want = [torch.full((2,), t_now) for t_now, _ in sampler.time_pairs(3)[1:]]
+    assert all(torch.equal(a, b) for a, b in zip(seen_t[1:], want))
+    assert torch.equal(runs[1].step_predictions[0], runs[3].step_predictions[0])

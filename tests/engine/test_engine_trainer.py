@@ -71,11 +71,12 @@ def test_resume_is_bit_identical(tmp_path, num_workers):
     assert not torch.equal(_weights(straight / "latest.pth")["conv.weight"], _weights(other / "latest.pth")["conv.weight"])
 
 
-def test_self_aligned_phase_covers_the_last_iterations(tmp_path):
-    cfg = toy_config(**{"train.iters": 10, "train.self_aligned_iters": 3})
+@pytest.mark.parametrize("self_aligned", [3, 10])  # 10 = every iteration (a self-aligned fine-tune run)
+def test_self_aligned_phase_covers_the_last_iterations(tmp_path, self_aligned):
+    cfg = toy_config(**{"train.iters": 10, "train.self_aligned_iters": self_aligned})
     train(cfg, task=TASK, work_dir=tmp_path, progress=False, final_eval=False)
     state = _weights(tmp_path / "latest.pth")
-    assert int(state["calls"]) == 10 and int(state["self_aligned_calls"]) == 3
+    assert int(state["calls"]) == 10 and int(state["self_aligned_calls"]) == self_aligned
 
 
 def test_nan_loss_stops_after_saving_last_good_state(tmp_path):

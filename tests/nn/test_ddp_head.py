@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bev_ddp.diffusion import cosine_log_snr
+from bev_ddp.diffusion import NoiseSchedule, cosine_log_snr
 from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder, ContinuousEncoder, OneHotEncoder
 from bev_ddp.errors import InputError
 from bev_ddp.nn import DDPHead, DDPOutput
@@ -221,3 +221,74 @@ def test_cuda_predictions_match_cpu():
     for generator in (torch.Generator().manual_seed(0), torch.Generator(device="cuda").manual_seed(0)):
         loss = head.loss(cond.cuda(), target.cuda(), self_aligned=True, generator=generator)["loss_ddp"]
         assert loss.device.type == "cuda" and torch.isfinite(loss)
+
+
+# -- time input: log-SNR (default) or t ---------------------------------------------------------
+def time_input_head(time_input: str) -> DDPHead:
+    """:func:`tiny_seg_head`'s weights with the given ``time_input``."""
+    head = tiny_seg_head()
+    return DDPHead(decoder=head.decoder, label_encoder=head.label_encoder, objective=ce, time_input=time_input)
+
+
+def record_time_inputs(head):
+    """The tensors the decoder's time embedding reads, one per decoder call."""
+    seen = []
+    head.decoder.time_embedding.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    return seen
+
+
+def test_default_time_input_is_the_log_snr_of_a_direct_decoder_call():
+    """Bit for bit what Alg. 1 / Alg. 2 give with the decoder called on ``schedule.log_snr(t)`` directly."""
+    head = tiny_seg_head().eval()
+    assert head.time_input == "log_snr"
+    cond, target = cond_and_target()
+    g = torch.Generator().manual_seed(4)
+    t = head.schedule.sample_times(2, generator=g)
+    x0 = head.label_encoder.encode(target, (4, 6))
+    x_t = head.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=g))
+    logits = F.interpolate(head.decoder(cond, x_t, cosine_log_snr(t)), size=(8, 12), mode="bilinear",
+                           align_corners=False)
+    assert torch.equal(head.loss(cond, target, generator=torch.Generator().manual_seed(4))["loss_ddp"],
+                       ce(logits, target))
+
+    x, want = head.initial_noise(cond, seed=2), []
+    for s, (t_now, t_next) in enumerate(head.sampler.time_pairs(3)):
+        want.append(head.decoder(cond, x, cosine_log_snr(torch.full((2,), t_now))))
+        if s < 2:
+            x = head.sampler.step(x, head.label_encoder.encode_prediction(want[-1]), t_now, t_next).prev_sample
+    got = head.predict(cond, steps=3, seed=2).step_logits
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("time_input", ["t", "log_snr"])
+def test_time_input_reaches_the_decoder_in_training_self_aligned_and_sampling(time_input, monkeypatch):
+    head = time_input_head(time_input).eval()
+    to_decoder = (lambda t: t) if time_input == "t" else cosine_log_snr
+    cond, target = cond_and_target()
+    drawn = []  # the training times the schedule draws
+    sample_times = NoiseSchedule.sample_times
+    monkeypatch.setattr(NoiseSchedule, "sample_times", lambda *a, **k: drawn.append(sample_times(*a, **k)) or drawn[-1])
+    seen = record_time_inputs(head)
+
+    head.loss(cond, target, generator=torch.Generator().manual_seed(0))  # Alg. 1
+    assert len(seen) == 1 and torch.equal(seen[0], to_decoder(drawn[0]))
+    seen.clear()
+    head.loss(cond, target, self_aligned=True, generator=torch.Generator().manual_seed(1))  # Alg. 4
+    assert len(seen) == 2 and torch.equal(seen[0], to_decoder(torch.ones(2)))
+    assert torch.equal(seen[1], to_decoder(drawn[1]))
+    seen.clear()
+    head.predict(cond, steps=3, seed=0)  # Alg. 2: t_now = 1, 2/3, 1/3
+    want = [to_decoder(torch.full((2,), t_now)) for t_now, _ in head.sampler.time_pairs(3)]
+    assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, want))
+    seen.clear()
+    head.predict_many(cond, steps=[1, 3], seed=0)  # one shared call at t = 1
+    assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, want))
+
+
+def test_time_input_t_changes_the_prediction_and_bad_values_are_rejected():
+    cond, _ = cond_and_target()
+    by_t, by_log_snr = (time_input_head(name).eval().predict(cond, steps=1, seed=0).logits for name in ("t", "log_snr"))
+    assert not torch.allclose(by_t, by_log_snr)
+    assert "time_input='t'" in repr(time_input_head("t"))
+    with pytest.raises(InputError, match="time_input must be one of log_snr, t, got 'sigma'"):
+        time_input_head("sigma")

@@ -58,3 +58,22 @@ def test_image_encoder_declares_its_padding_divisor():
                                 channels=16, num_groups=4)
     assert (four.stride, four.size_divisor) == (4, 32)
     assert (three.stride, three.size_divisor) == (4, 16)
+
+
+def test_time_input_reaches_the_head_and_bad_values_name_the_key():
+    assert _built(_cfg()).time_input == "log_snr" and _built(_cfg(time_input="t")).time_input == "t"
+    with pytest.raises(ConfigError, match=r"model\.ddp: time_input must be one of log_snr, t, got 'sigma'"):
+        _built(_cfg(time_input="sigma"))
+    from pathlib import Path
+
+    from bev_ddp.bev.schema import BEVConfig
+    from bev_ddp.config import load_config
+    from bev_ddp.seg.schema import SegConfig
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with pytest.raises(ConfigError, match=r"model\.ddp\.time_input must be one of log_snr, t, got 'sigma'"):
+        load_config(configs / "seg" / "synth_tiny.yaml", ["model.ddp.time_input=sigma"], schema=SegConfig)
+    bev = load_config(configs / "bev" / "synth_tiny_camera_ddp.yaml", ["model.head.ddp.time_input=t"], schema=BEVConfig)
+    assert bev.model.head.ddp.time_input == "t"
+    with pytest.raises(ConfigError, match=r"model\.head\.ddp\.time_input"):
+        load_config(configs / "bev" / "synth_tiny_camera_ddp.yaml", ["model.head.ddp.time_input=T"], schema=BEVConfig)

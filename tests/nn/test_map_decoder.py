@@ -72,8 +72,8 @@ def test_sine_positional_encoding():
         (lambda c, x, t: (c, x[:, :4], t), "x_t must have shape"),
         (lambda c, x, t: (c, x[..., :3], t), "must match cond"),
         (lambda c, x, t: (c.long(), x, t), "floating point"),
-        (lambda c, x, t: (c, x, t[:1]), "log_snr"),
-        (lambda c, x, t: (c, x, t.long()), "log_snr"),
+        (lambda c, x, t: (c, x, t[:1]), "time_input"),
+        (lambda c, x, t: (c, x, t.long()), "time_input"),
         (lambda c, x, t: (c[0], x, t), "cond must have shape"),
     ],
 )

@@ -2,7 +2,8 @@
 
 Counts are the trainable parameters of the DDP authors' own models (mmseg/mmdet builds of their
 configs), quoted in issue 17: ADE20K Swin-T 39,666,734; Cityscapes Swin-T 39,565,864; KITTI/NYU
-Swin-T 38,897,667.  They come out only with the mmdet-layout Swin (output LayerNorms) and, for depth,
+Swin-T 38,897,667.  Cityscapes ConvNeXt-T (no authors' figure here) is ours: 39,866,638, the same for
+its self-aligned fine-tune config.  They come out only with the mmdet-layout Swin (output LayerNorms) and, for depth,
 the 3x3 output conv: each switch is checked to move the count by the expected amount.
 """
 from __future__ import annotations
@@ -47,10 +48,11 @@ def test_reference_configs_have_the_authors_parameter_counts(rel, kitti):
         assert model.head.decoder.head[-1].weight.shape == (1, 256, 3, 3)
 
 
-@pytest.mark.parametrize("rel", ["seg/reference/ade20k_swin_t.yaml", "seg/reference/cityscapes_convnext_t.yaml"])
+@pytest.mark.parametrize("rel", ["seg/reference/ade20k_swin_t.yaml", "seg/reference/cityscapes_convnext_t.yaml",
+                                 "seg/reference/cityscapes_convnext_t_self_aligned.yaml"])
 def test_reference_configs_refuse_to_train_from_scratch(rel):
     cfg, task = load_task_config(CONFIGS / rel)
-    assert cfg.model.backbone.checkpoint and not cfg.model.backbone.allow_scratch
+    assert (cfg.model.backbone.checkpoint or cfg.model.checkpoint) and not cfg.model.backbone.allow_scratch
     with pytest.raises((ConfigError, InputError), match="checkpoint"):
         task.build_model(cfg)
 
@@ -78,6 +80,9 @@ def test_reference_recipe_settings():
     assert nyu.optim.lr == 6e-5 and nyu.model.max_depth == 10.0 and nyu.data.eval_crop == "nyu"
     assert kitti.data.rotate_degree == 2.5 and list(kitti.data.color_brightness) == [0.9, 1.1]
     assert nyu.data.valid_region and list(nyu.data.color_brightness) == [0.75, 1.25] and nyu.data.rotate_degree == 2.5
+    # the authors' depth model embeds t, their seg model log-SNR; our recommended depth config keeps log-SNR
+    assert kitti.model.ddp.time_input == nyu.model.ddp.time_input == "t" and ade.model.ddp.time_input == "log_snr"
+    assert load_task_config(CONFIGS / "depth/kitti_swin_t.yaml")[0].model.ddp.time_input == "log_snr"
 
 
 def test_no_decay_keys_exempt_norms_and_position_tables(kitti):
@@ -107,3 +112,40 @@ def test_map_decoder_3x3_head_is_a_same_size_3x3_conv():
     assert torch.allclose(dec.head(x), ref) and dec.head(x).shape == (1, 1, 5, 7)
     with pytest.raises(InputError, match="head_kernel"):
         MapDecoder(cond_channels=8, map_channels=2, out_channels=1, embed_dims=16, head_kernel=2)
+
+
+CITY = "seg/reference/cityscapes_convnext_t.yaml"
+CITY_ALIGNED = "seg/reference/cityscapes_convnext_t_self_aligned.yaml"
+
+
+def test_self_aligned_fine_tune_config_is_the_authors_5k_recipe_on_the_160k_model():
+    """The authors' ddp_convnext_t_4x4_512x1024_5k_cityscapes_aligned.py on top of the 160k recipe."""
+    base, _ = load_task_config(CONFIGS / CITY)
+    tuned, _ = load_task_config(CONFIGS / CITY_ALIGNED)
+    assert (tuned.train.iters, tuned.train.self_aligned_iters) == (5000, 5000)  # Alg. 4 in every iteration
+    assert (tuned.optim.lr, tuned.optim.schedule, tuned.optim.poly_power, tuned.optim.min_lr_ratio,
+            tuned.optim.warmup_iters) == (6e-6, "poly", 1.0, 0.0, 1500)
+    assert list(tuned.eval.steps) == [1, 3, 10]
+    assert (tuned.train.checkpoint_interval, tuned.train.eval_interval) == (500, 500)
+    assert tuned.model.checkpoint == f"{base.train.work_dir}/latest.pth" and base.model.checkpoint is None
+    assert tuned.train.work_dir != base.train.work_dir  # its own run, not a resume of the 160k one
+    assert tuned.train.batch_size == base.train.batch_size and tuned.data == base.data
+    assert {**tuned.model, "checkpoint": None} == {**base.model}  # the same model
+
+
+def test_self_aligned_fine_tune_starts_from_the_whole_160k_model(tmp_path):
+    """Count as cityscapes_convnext_t; the 160k file is required and carries the backbone (no backbone file)."""
+    _, base = build(CITY)
+    assert trainable(base) == 39_866_638
+    path = tmp_path / "latest.pth"
+    torch.save({"model": base.state_dict()}, path)
+    cfg, task = load_task_config(CONFIGS / CITY_ALIGNED, [f"model.checkpoint={path}"])  # no allow_scratch
+    assert not cfg.model.backbone.allow_scratch and cfg.model.backbone.checkpoint.endswith(".pth")
+    torch.manual_seed(1)
+    tuned = task.build_model(cfg)
+    assert trainable(tuned) == 39_866_638
+    ours, theirs = tuned.state_dict(), base.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    cfg, task = load_task_config(CONFIGS / CITY_ALIGNED, SCRATCH)
+    with pytest.raises(InputError, match="model.checkpoint: checkpoint file not found: work_dirs/seg_ref_cityscapes"):
+        task.build_model(cfg)

@@ -147,3 +147,44 @@ def test_parameter_count_at_tiny_backbone_matches_paper_order(backbone):
     print(backbone, f"{total / 1e6:.2f}M", {k: f"{v / 1e6:.2f}M" for k, v in parts.items()})
     assert 38.5e6 < total < 41.5e6
     assert 8.0e6 < parts["decoder"] < 8.8e6  # Table 5d: 8.4M at L = 6
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_model_checkpoint_loads_the_whole_model_bit_for_bit(tmp_path):
+    from bev_ddp.depth.build import build_depth_model
+    from bev_ddp.depth.task import TASK as DEPTH
+
+    saved = _model()
+    path = tmp_path / "latest.pth"
+    torch.save({"format": 1, "step": 7, "model": saved.state_dict()}, path)  # a training checkpoint's layout
+    torch.manual_seed(1)
+    assert not _same_weights(build_seg_model(tiny_cfg(TASK, "synth_tiny.yaml")), saved)  # another seed differs
+    torch.manual_seed(1)
+    assert _same_weights(build_seg_model(tiny_cfg(TASK, "synth_tiny.yaml", f"model.checkpoint={path}")), saved)
+    # the whole-model file carries the backbone: a named backbone file is not required, nor read
+    no_backbone = f"model.backbone.checkpoint={tmp_path / 'convnext_in1k.pth'}"
+    with pytest.raises(InputError, match="allow_scratch"):
+        _model(no_backbone)
+    assert _same_weights(_model(no_backbone, f"model.checkpoint={path}"), saved)
+    # depth goes through the same loader
+    torch.manual_seed(0)
+    depth = build_depth_model(tiny_cfg(DEPTH, "synth_tiny.yaml"))
+    torch.save(depth.state_dict(), tmp_path / "depth.pth")
+    torch.manual_seed(1)
+    loaded = build_depth_model(tiny_cfg(DEPTH, "synth_tiny.yaml", f"model.checkpoint={tmp_path / 'depth.pth'}"))
+    assert _same_weights(loaded, depth)
+
+
+def test_model_checkpoint_missing_or_mismatched_is_one_clear_error(tmp_path):
+    missing = tmp_path / "work_dirs" / "latest.pth"
+    with pytest.raises(InputError, match=f"model.checkpoint: checkpoint file not found: {missing}"):
+        _model(f"model.checkpoint={missing}")
+    other = tmp_path / "other.pth"
+    torch.save({"model": _model("model.num_classes=7").state_dict()}, other)
+    with pytest.raises(InputError, match="model.checkpoint: checkpoint does not match") as info:
+        _model(f"model.checkpoint={other}")
+    assert "shape mismatch" in str(info.value) and "head.label_encoder.embedding.weight" in str(info.value)
