@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from bev_ddp.errors import OutputError
 
@@ -48,6 +48,22 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class _NothingWritten(Exception):
+    pass
+
+
+def write_via_tmp(path: str | os.PathLike, write: Callable[[Path], Path | None]) -> Path | None:
+    """Call ``write(tmp)`` and rename ``tmp`` onto ``path`` (see :func:`atomic_path`); ``None`` and
+    no file when ``write`` returns ``None`` (it had nothing to write, e.g. a figure without data)."""
+    try:
+        with atomic_path(path) as tmp:
+            if write(tmp) is None:
+                raise _NothingWritten
+    except _NothingWritten:
+        return None
+    return Path(path)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:

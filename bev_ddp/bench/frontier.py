@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from bev_ddp.diffusion.uncertainty import multilabel_estimators
+from bev_ddp.output_files import probe_output_dir, write_text_atomic, write_via_tmp
 
 DEFAULT_LATENCY_CONFIG = "configs/bev/nuscenes_fusion_ddp.yaml"
 NOISE_GRIDS = ("label", "encoder")
@@ -369,11 +370,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
     base = QualityPoint(**result["baseline_quality"]) if result["baseline_quality"] else None
     if points:
         lines += ["Per-class IoU (%) at threshold 0.50 / at the best threshold:", "", markdown_per_class(points, base), ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "\n".join(lines))
 
 
 def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
@@ -467,21 +464,20 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--no-latency needs a --checkpoint (there is nothing else to measure)")
     if args.baseline_checkpoint and not (args.baseline_config and args.checkpoint):
         raise InputError("--baseline-checkpoint needs --baseline-config and a DDP --checkpoint")
+    for path, what in ((args.out, "--out"), (args.markdown, "--markdown"), (args.plot, "--plot")):
+        if path is not None:  # before the measurements, which take minutes
+            probe_output_dir(Path(path).parent, what=f"{what} folder")
     result = run_frontier(args)
     result["command"] = "bev-ddp " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
     print(markdown_table(result["rows"]))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        tmp.replace(args.out)
-        print(f"wrote {args.out}")
+        print(f"wrote {write_text_atomic(args.out, json.dumps(result, indent=2))}")
     if args.markdown:
         print(f"wrote {write_markdown(result, args.markdown)}")
     if args.plot:
         from bev_ddp.report.uncertainty_plots import plot_frontier
 
-        path = plot_frontier(result["rows"], args.plot)
+        path = write_via_tmp(args.plot, lambda tmp: plot_frontier(result["rows"], tmp))
         if path is not None:
             print(f"wrote {path}")
     return 0

@@ -37,7 +37,7 @@ from rich.console import Console
 
 from bev_ddp.errors import InputError
 from bev_ddp.files import read_json
-from bev_ddp.output_files import atomic_path, write_text_atomic
+from bev_ddp.output_files import write_text_atomic, write_via_tmp
 from bev_ddp.report import plots, tables, uncertainty_plots
 
 VISUALS_FILE = "visuals.npz"
@@ -83,21 +83,21 @@ def write_report(
     json_path = write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     written.append(json_path)
     if tables.class_names(metrics):
-        written.append(_via_tmp(out_dir / f"per_class_{metric.lower()}.csv", lambda p: tables.write_csv(metrics, p)))
+        written.append(write_via_tmp(out_dir / f"per_class_{metric.lower()}.csv", lambda p: tables.write_csv(metrics, p)))
     if visuals is None:
         visuals = load_visuals(out_dir / VISUALS_FILE)
     maps = visuals
     figures = [
-        ("Per-class vs threshold", _via_tmp(out_dir / f"{metric.lower()}_vs_threshold.png",
+        ("Per-class vs threshold", write_via_tmp(out_dir / f"{metric.lower()}_vs_threshold.png",
                                             lambda p: plots.plot_metric_vs_threshold(metrics, p))),
-        ("Metrics vs sampling steps", _via_tmp(out_dir / "metrics_vs_steps.png",
+        ("Metrics vs sampling steps", write_via_tmp(out_dir / "metrics_vs_steps.png",
                                                lambda p: plots.plot_summary_vs_steps(metrics, p))),
-        ("Uncertainty vs error", _via_tmp(out_dir / "uncertainty_vs_error.png",
+        ("Uncertainty vs error", write_via_tmp(out_dir / "uncertainty_vs_error.png",
                                           lambda p: plots.plot_uncertainty_vs_error(metrics, p))),
-        ("Predictions next to ground truth", _via_tmp(out_dir / "maps.png", lambda p: plots.plot_maps(maps, p))),
-        ("Error rate by uncertainty, per estimator", _via_tmp(out_dir / "uncertainty_estimators.png",
+        ("Predictions next to ground truth", write_via_tmp(out_dir / "maps.png", lambda p: plots.plot_maps(maps, p))),
+        ("Error rate by uncertainty, per estimator", write_via_tmp(out_dir / "uncertainty_estimators.png",
                                                               lambda p: uncertainty_plots.plot_estimator_error_rates(metrics, p))),
-        ("Reliability of the probabilities", _via_tmp(out_dir / "reliability.png",
+        ("Reliability of the probabilities", write_via_tmp(out_dir / "reliability.png",
                                                       lambda p: uncertainty_plots.plot_reliability(metrics, p))),
     ]
     md = [f"# {title}", "", f"{metrics.get('num_samples', '?')} samples.", ""]
@@ -110,21 +110,6 @@ def write_report(
     md_path = write_text_atomic(out_dir / "report.md", "\n".join(md))
     written.append(md_path)
     return written
-
-
-class _NothingWritten(Exception):
-    pass
-
-
-def _via_tmp(path: Path, write: Callable[[Path], Path | None]) -> Path | None:
-    """Call ``write(tmp)`` and rename ``tmp`` onto ``path``; ``None`` (and no file) when it wrote nothing."""
-    try:
-        with atomic_path(path) as tmp:
-            if write(tmp) is None:
-                raise _NothingWritten
-    except _NothingWritten:
-        return None
-    return path
 
 
 def report_from_json(metrics_json: str | Path, out_dir: str | Path, *, console: bool = True) -> list[Path]:

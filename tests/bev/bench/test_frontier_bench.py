@@ -77,7 +77,6 @@ def test_latency_frontier_run_writes_json_and_plot(tmp_path):
     assert frontier.run(args) == 0
     result = json.loads(out.read_text())
     lat = result["latency"]
-    assert lat["encoder_grid_option"] in ("config", "emulated")
     sizes = {v["grid"]: v["grid_size"] for v in lat["variants"]}
     assert sizes == {"label": [128, 128], "encoder": [64, 64]}  # label grid 0.5 m, encoder grid 1 m
     assert len(lat["variants"]) == 2 * 2 * 2
@@ -90,6 +89,7 @@ def test_latency_frontier_run_writes_json_and_plot(tmp_path):
     assert plot.is_file() and plot.stat().st_size > 0
     text = md.read_text()
     assert "| baseline head | 1.00x |" in text and "torch thread(s)" in text and "Quality:" not in text
+    assert not list(tmp_path.glob("*.tmp*"))  # written through temporary names
     with pytest.raises(InputError, match="--grids"):
         frontier.run(parser.parse_args(["--grids", "label,coarse"]))
     with pytest.raises(InputError, match="--draws"):
@@ -106,3 +106,15 @@ def test_rows_without_latency_list_every_quality_point():
     assert all(r["total_ratio"] is None for r in rows) and rows[2]["miou50"] == 0.35
     table = frontier.markdown_table(rows)
     assert "| DDP label grid, 3 step(s), 2 draw(s) | n/a | 45.0 | 35.0 | 0.800 | 0.100 |" in table
+
+
+def test_an_unusable_output_path_fails_before_any_measurement(tmp_path, monkeypatch):
+    from bev_ddp.errors import OutputError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    parser = argparse.ArgumentParser()
+    frontier.add_arguments(parser)
+    monkeypatch.setattr(frontier, "run_frontier", lambda args: pytest.fail("measured before probing the outputs"))
+    with pytest.raises(OutputError, match="--plot folder"):
+        frontier.run(parser.parse_args(["--latency-config", TINY, "--plot", str(blocker / "sub" / "f.png")]))
