@@ -44,6 +44,7 @@ from bev_ddp.output_files import probe_output_dir, write_text_atomic, write_via_
 DEFAULT_LATENCY_CONFIG = "configs/bev/nuscenes_fusion_ddp.yaml"
 NOISE_GRIDS = ("label", "encoder")
 AUROC_DEFINITION = "pixels"  # the frontier's AUROC columns use the any-class pixel error (see metrics.uncertainty)
+PER_CLASS_DEFINITION = "class_cells"  # and one column the best estimator under the per-class error
 
 
 @dataclass
@@ -108,14 +109,22 @@ class QualityPoint:
     auroc: dict[str, float | None]
     ece: float | None
     metrics: dict[str, Any] = field(repr=False)  # the evaluator's full per-step dict
+    # AUROC per estimator under the per-(class, cell) error (``class_cells``, the per-class definition)
+    auroc_per_class: dict[str, float | None] = field(default_factory=dict)
+
+    def best_per_class(self) -> tuple[str | None, float | None]:
+        """(estimator, AUROC) of the estimator that ranks wrong (class, cell) predictions best."""
+        scored = {k: v for k, v in self.auroc_per_class.items() if v is not None}
+        return max(scored.items(), key=lambda kv: kv[1]) if scored else (None, None)
 
 
 def _point_from_metrics(steps: int, draws: int, metrics: dict[str, Any]) -> QualityPoint:
     m = metrics["steps"][str(steps)]
     est = m["uncertainty_estimators"]
     auroc = {name: d[AUROC_DEFINITION]["auroc"] for name, d in est["estimators"].items()}
+    per_class = {name: d[PER_CLASS_DEFINITION]["auroc"] for name, d in est["estimators"].items()}
     return QualityPoint(steps=steps, draws=draws, miou=m["summary"]["mIoU"], miou50=m["summary"]["mIoU@0.50"],
-                        auroc=auroc, ece=est["calibration"]["ece"], metrics=m)
+                        auroc=auroc, ece=est["calibration"]["ece"], metrics=m, auroc_per_class=per_class)
 
 
 @torch.no_grad()
@@ -291,14 +300,17 @@ def frontier_rows(latency: LatencyResult | None, quality: list[QualityPoint] | N
 
 def _quality_cells(q: QualityPoint | None) -> dict[str, Any]:
     if q is None:
-        return {"miou": None, "miou50": None, "auroc": {}, "ece": None}
-    return {"miou": q.miou, "miou50": q.miou50, "auroc": dict(q.auroc), "ece": q.ece}
+        return {"miou": None, "miou50": None, "auroc": {}, "ece": None, "best_auroc_per_class": None}
+    return {"miou": q.miou, "miou50": q.miou50, "auroc": dict(q.auroc), "ece": q.ece,
+            "best_auroc_per_class": q.best_per_class()}
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The frontier as a markdown table (IoU in %, AUROC of pixel errors)."""
+    """The frontier as a markdown table (IoU in %, AUROC of pixel errors; the last column: the best
+    estimator's AUROC of wrong (class, cell) predictions)."""
     names = sorted({n for r in rows for n in r["auroc"]})
-    head = ["point", "whole model / baseline", "mIoU", "mIoU@0.50", *[f"AUROC {n}" for n in names], "ECE"]
+    head = ["point", "whole model / baseline", "mIoU", "mIoU@0.50", *[f"AUROC {n}" for n in names], "ECE",
+            "best AUROC per class"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
 
     def pct(v: float | None) -> str:
@@ -309,8 +321,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
     for r in rows:
         ratio = "n/a" if r["total_ratio"] is None else f"{r['total_ratio']:.2f}x"
+        best = r.get("best_auroc_per_class") or (None, None)
         cells = [r["name"], ratio, pct(r["miou"]), pct(r["miou50"]),
-                 *[num(r["auroc"].get(n)) for n in names], num(r["ece"])]
+                 *[num(r["auroc"].get(n)) for n in names], num(r["ece"]),
+                 "n/a" if best[1] is None else f"{best[1]:.3f} ({best[0]})"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -364,7 +378,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
                   + (" (they coincide: the grid axis changes latency only)" if q["grids_coincide"] else "")
                   + (f"; baseline `{q['baseline_checkpoint']}`" if q.get("baseline_checkpoint") else "") + ".", "",
                   "AUROC: uncertainty as a score for wrong cells, a cell wrong when any class's mask at 0.50 is wrong, "
-                  "score = maximum over classes, for error_probability 1 - prod_k (1 - e_k) (`pixels`). IoU in %.", ""]
+                  "score = maximum over classes, for error_probability 1 - prod_k (1 - e_k) (`pixels`); \"best AUROC "
+                  "per class\": the best estimator when every (class, cell) is one prediction, wrong when that "
+                  "class's mask is wrong (`class_cells`). IoU in %.", ""]
     lines += [markdown_table(result["rows"]), ""]
     points = [QualityPoint(**p) for p in result["quality_points"]]
     base = QualityPoint(**result["baseline_quality"]) if result["baseline_quality"] else None

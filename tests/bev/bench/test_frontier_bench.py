@@ -58,6 +58,8 @@ def test_quality_points_score_every_estimator(tiny_model):
         assert 0 <= p.miou50 <= p.miou <= 1 and 0 <= p.ece <= 1
         assert set(p.auroc) == {"change_count", "entropy", "error_probability", "mutual_information", "variance", "disagreement"}
         assert p.metrics["uncertainty_estimators"]["estimators"]["entropy"]["pixels"]["auroc"] == p.auroc["entropy"]
+        per_class = p.metrics["uncertainty_estimators"]["estimators"]["entropy"]["class_cells"]["auroc"]
+        assert p.auroc_per_class["entropy"] == per_class != p.auroc["entropy"]
     one = {(p.steps, p.draws): p for p in points}
     # one draw carries no spread across draws: MI / variance / disagreement are constant (AUROC 0.5)
     assert one[(1, 1)].auroc["mutual_information"] == pytest.approx(0.5)
@@ -99,13 +101,14 @@ def test_latency_frontier_run_writes_json_and_plot(tmp_path):
 def test_rows_without_latency_list_every_quality_point():
     def point(s, k, m50):
         return frontier.QualityPoint(steps=s, draws=k, miou=m50 + 0.1, miou50=m50, auroc={"entropy": 0.8}, ece=0.1,
-                                     metrics={})
+                                     metrics={}, auroc_per_class={"entropy": 0.86, "change_count": 0.9 if s > 1 else 0.5})
     rows = frontier.frontier_rows(None, [point(1, 1, 0.3), point(3, 2, 0.35)], point(1, 1, 0.33), "label", True)
     assert [r["name"] for r in rows] == ["baseline head", "DDP label grid, 1 step(s), 1 draw(s)",
                                          "DDP label grid, 3 step(s), 2 draw(s)"]
     assert all(r["total_ratio"] is None for r in rows) and rows[2]["miou50"] == 0.35
     table = frontier.markdown_table(rows)
-    assert "| DDP label grid, 3 step(s), 2 draw(s) | n/a | 45.0 | 35.0 | 0.800 | 0.100 |" in table
+    assert "| DDP label grid, 3 step(s), 2 draw(s) | n/a | 45.0 | 35.0 | 0.800 | 0.100 | 0.900 (change_count) |" in table
+    assert "| DDP label grid, 1 step(s), 1 draw(s) | n/a | 40.0 | 30.0 | 0.800 | 0.100 | 0.860 (entropy) |" in table
 
 
 def test_an_unusable_output_path_fails_before_any_measurement(tmp_path, monkeypatch):
