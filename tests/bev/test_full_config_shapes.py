@@ -78,7 +78,7 @@ def test_fuser_decoder_and_heads_shapes(fusion_model):
 
 
 def _expected_ddp_head_params(*, cond: int, dims: int, map_channels: int, layers: int, heads: int, points: int,
-                              ffn: int, classes: int, time_dims: int, freqs: int) -> int:
+                              ffn: int, classes: int, time_dims: int, freqs: int, head_kernel: int = 1) -> int:
     """Parameter count of the DDP BEV head from its description (DESIGN.md, paper §3)."""
     fuse = (map_channels + cond) * dims + dims  # 1x1 conv on concat(noisy map, condition)
     time = freqs + (2 * freqs + 1) * time_dims + time_dims + time_dims * time_dims + time_dims
@@ -86,7 +86,7 @@ def _expected_ddp_head_params(*, cond: int, dims: int, map_channels: int, layers
     attention += 2 * (dims * dims + dims)  # value and output projections
     layer = attention + 2 * 2 * dims + (dims * ffn + ffn) + (ffn * dims + dims)  # + two LayerNorms + FFN
     film = time_dims * 2 * dims + 2 * dims  # SiLU -> Linear(time, 2·dims) -> (scale, shift)
-    out = dims * classes + classes
+    out = dims * classes * head_kernel**2 + classes  # k x k output conv
     embedding = (classes + 1) * map_channels
     return fuse + time + layers * (layer + film) + out + embedding
 
@@ -99,8 +99,8 @@ def test_ddp_head_parameter_count_and_full_size_sampling():
     assert isinstance(head, DDPBEVHead)
     count = sum(p.numel() for p in head.parameters())
     expected = _expected_ddp_head_params(cond=512, dims=256, map_channels=256, layers=5, heads=8, points=4, ffn=1024,
-                                         classes=6, time_dims=1024, freqs=8)
-    assert count == expected == 7_306_478
+                                         classes=6, time_dims=1024, freqs=8, head_kernel=3)
+    assert count == expected == 7_318_766  # the authors' 1x1 output conv: 7,306,478
     feats = torch.randn(1, 512, 128, 128, generator=torch.Generator().manual_seed(1))
     preds = head.predict(feats, steps=[2], seed=0)
     pred = preds[2]

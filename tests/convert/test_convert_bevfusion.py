@@ -88,10 +88,15 @@ def test_every_manifest_converts_and_loads_strictly(tmp_path, capsys, name):
 
 @pytest.mark.slow
 def test_ddp_weights_load_into_our_default_head_with_the_fuse_columns_swapped(tmp_path, capsys):
-    """The variant with per-layer time MLPs fits our recommended DDP config (label grid, FiLM in
-    every layer, ``cat([map, features])``): the fuse conv's input columns are reordered."""
+    """The variant with per-layer time MLPs fits our recommended DDP config (FiLM in every layer,
+    ``cat([map, features])``) once its output conv is the authors' 1x1: the fuse conv's input
+    columns are reordered.  With our default 3x3 output conv the strict load names that conv."""
     state = random_checkpoint(manifest("variant_ddp_bev_fusion_with_seg_time_mlp_layer")["keys"])
-    config = REFERENCE.parent / "nuscenes_fusion_ddp.yaml"
+    ours = REFERENCE.parent / "nuscenes_fusion_ddp.yaml"
+    code, _ = _convert(tmp_path, state, "ddp", "--config", str(ours))
+    assert code == 2 and "head.ddp.decoder.head.1.weight" in capsys.readouterr().err
+    config = tmp_path / "ours_1x1.yaml"
+    config.write_text(f"_base_: {ours}\nmodel:\n  head:\n    ddp:\n      head_kernel: 1\n")
     code, out = _convert(tmp_path, state, "ddp", "--config", str(config))
     assert code == 0, capsys.readouterr().err
     assert "transformed transform.conv.weight: input columns [features, map] -> [map, features]" in capsys.readouterr().out
