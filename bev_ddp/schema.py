@@ -27,6 +27,10 @@ class OptimSchema:
     warmup_iters: int = constrained(0, ge=0)
     min_lr_ratio: float = constrained(1e-3, ge=0, le=1)
     poly_power: float = constrained(1.0, gt=0)
+    # how warm-up and decay combine (bev_ddp/engine/lr_schedule.py): "ours" = linear from 1/warmup_iters,
+    # decay after it; "mmcv" = mmcv 1.x: decay over the whole run, times a warm-up from warmup_ratio
+    warmup_style: str = constrained("ours", choices=("ours", "mmcv"))
+    warmup_ratio: float = constrained(0.1, gt=0, le=1)  # LR fraction at iteration 0, mmcv style only (mmcv's default)
     no_decay_keys: list[str] = field(default_factory=list)  # parameter-name substrings exempt from weight decay
 
 

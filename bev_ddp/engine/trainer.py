@@ -129,7 +129,7 @@ class Trainer:
         )
         self.scheduler = build_lr_scheduler(
             self.optimizer,
-            LRFactor(oc.schedule, tc.iters, oc.warmup_iters, oc.min_lr_ratio, oc.poly_power),
+            LRFactor.from_config(oc, tc.iters),
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         if self.dist.is_main:  # room for two checkpoints (model + AdamW moments, 4 bytes each)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bev_ddp.engine.cli_support import load_task_config
+from bev_ddp.engine.lr_schedule import LRFactor
 from bev_ddp.engine.param_groups import decay_param_groups
 from bev_ddp.errors import ConfigError, InputError
 from bev_ddp.nn.map_decoder import MapDecoder
@@ -85,6 +86,27 @@ def test_reference_recipe_settings():
     assert load_task_config(CONFIGS / "depth/kitti_swin_t.yaml")[0].model.ddp.time_input == "log_snr"
 
 
+MMCV_WARMUP = {  # the authors' lr_config: warmup='linear', warmup_ratio, by_epoch=False (mmcv 1.x LrUpdaterHook)
+    **{f"seg/reference/{name}.yaml": ("poly", 1500, 1e-6, 0.0) for name in (
+        "ade20k_swin_t", "ade20k_swin_t_ms", "cityscapes_swin_t", "cityscapes_convnext_t",
+        "cityscapes_convnext_t_ms", "cityscapes_convnext_t_self_aligned")},
+    "depth/reference/kitti_swin_t.yaml": ("cosine", 12800, 1e-3, 1e-8),
+    "depth/reference/nyu_swin_t.yaml": ("cosine", 12800, 1e-3, 1e-8),
+}
+
+
+@pytest.mark.parametrize("rel", sorted(MMCV_WARMUP))
+def test_reference_configs_use_the_mmcv_warmup_style(rel):
+    cfg, _ = load_task_config(CONFIGS / rel)
+    oc = cfg.optim
+    assert (oc.warmup_style, oc.schedule, oc.warmup_iters, oc.warmup_ratio, oc.min_lr_ratio) == ("mmcv", *MMCV_WARMUP[rel])
+    factor = LRFactor.from_config(oc, cfg.train.iters)
+    assert factor(0) == pytest.approx(oc.warmup_ratio)  # the regular factor is 1 at iteration 0
+    assert factor(oc.warmup_iters) < 1.0  # the decay ran through the warm-up
+    with pytest.raises(ConfigError, match="optim.warmup_style"):
+        load_task_config(CONFIGS / rel, ["optim.warmup_style=linear"])
+
+
 def test_no_decay_keys_exempt_norms_and_position_tables(kitti):
     cfg, model = kitti
     groups = decay_param_groups(model, weight_decay=0.01, no_decay_keys=cfg.optim.no_decay_keys)
@@ -131,6 +153,12 @@ def test_self_aligned_fine_tune_config_is_the_authors_5k_recipe_on_the_160k_mode
     assert tuned.train.work_dir != base.train.work_dir  # its own run, not a resume of the 160k one
     assert tuned.train.batch_size == base.train.batch_size and tuned.data == base.data
     assert {**tuned.model, "checkpoint": None} == {**base.model}  # the same model
+
+
+def test_self_aligned_fine_tune_lr_after_warmup_is_the_authors():
+    cfg, _ = load_task_config(CONFIGS / CITY_ALIGNED)
+    factor = LRFactor.from_config(cfg.optim, cfg.train.iters)
+    assert cfg.optim.lr * factor(1500) == pytest.approx(4.2e-6)  # mmcv: 6e-6 * (1 - 1500 / 5000)
 
 
 def test_self_aligned_fine_tune_starts_from_the_whole_160k_model(tmp_path):
