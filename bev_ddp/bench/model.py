@@ -349,8 +349,9 @@ def bench_model(
 
 
 def print_result(result: ModelBenchResult) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from bev_ddp.report.console import Console
 
     console = Console(width=140)
     where = result.device + (" AMP" if result.amp else " fp32")
