@@ -90,14 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
     module_name, summary = COMMANDS[name]
     module = importlib.import_module(module_name)
-    from bev_ddp.engine.cli_support import HelpFormatter, add_verbosity_arguments, parse_command_line, set_verbosity
+    from bev_ddp.engine.cli_support import (HelpFormatter, add_verbosity_arguments, parse_command_line, set_verbosity,
+                                            warnings_follow_verbosity)
 
     sub = argparse.ArgumentParser(prog=f"bev-ddp {name}", description=summary, formatter_class=HelpFormatter)
     module.add_arguments(sub)
     add_verbosity_arguments(sub)
     args = parse_command_line(sub, argv[1:])  # key=value overrides in any position
     set_verbosity(args.verbose, args.quiet)
-    return run_guarded(f"bev-ddp {name}", lambda: module.run(args))
+    with warnings_follow_verbosity():  # -qq hides Python warnings too
+        return run_guarded(f"bev-ddp {name}", lambda: module.run(args))
 
 
 def run_guarded(prog: str, body: Callable[[], int | None]) -> int:

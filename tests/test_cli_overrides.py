@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,8 @@ from bev_ddp.cli import COMMANDS, main
 from bev_ddp.engine import cli_support
 from bev_ddp.engine.cli_support import HelpFormatter, load_task_config, parse_command_line, split_overrides
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "bev" / "synth_tiny_fusion_ddp.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "bev" / "synth_tiny_fusion_ddp.yaml")
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -87,6 +91,36 @@ def test_verbosity_counts_set_the_log_level():
         assert (args.verbose, args.quiet) == (2, 1)
     finally:
         cli_support.set_verbosity(0, 0)
+
+
+# `bev-ddp report` whose body warns (once before and once after the command configured logging)
+WARNING_COMMAND = """
+import sys, warnings
+from bev_ddp import cli
+from bev_ddp.commands import report
+from bev_ddp.engine.cli_support import setup_logging
+
+def run(args):
+    warnings.warn("first warning", UserWarning)
+    setup_logging()
+    warnings.warn("second warning", UserWarning)
+    return 0
+
+report.run = run
+sys.exit(cli.main(["report", "metrics.json", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.parametrize("flags, shown", [([], True), (["-q"], True), (["-qq"], False)])
+def test_python_warnings_obey_quiet(flags, shown):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.run([sys.executable, "-c", WARNING_COMMAND, *flags], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for message in ("first warning", "second warning"):
+        assert (f"UserWarning: {message}" in proc.stderr) is shown, proc.stderr
+    assert "UserWarning" not in proc.stdout
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "replay", "info", "demo", "report"])

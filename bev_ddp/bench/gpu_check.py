@@ -123,12 +123,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
                             "cuda_runtime": torch.version.cuda, "cpu_count": os.cpu_count(),
@@ -470,6 +464,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bev_ddp.errors import InputError
+    from bev_ddp.output_files import write_text_atomic
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -490,8 +485,8 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine_info(device), "seconds": round(time.perf_counter() - started, 1),
         "ok": all(r.status != "failed" for r in results), "steps": [asdict(r) for r in results],
     }
-    _write_atomic(settings.out_dir / "gpu_check.json", json.dumps(report, indent=2))
-    _write_atomic(settings.out_dir / "gpu_check.md", markdown_summary(report))
+    write_text_atomic(settings.out_dir / "gpu_check.json", json.dumps(report, indent=2))
+    write_text_atomic(settings.out_dir / "gpu_check.md", markdown_summary(report))
     print(f"[gpu-check] {'PASSED' if report['ok'] else 'FAILED'} in {report['seconds']} s; "
           f"summary in {settings.out_dir / 'gpu_check.md'}")
     return 0 if report["ok"] else 1

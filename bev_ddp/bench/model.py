@@ -349,8 +349,9 @@ def bench_model(
 
 
 def print_result(result: ModelBenchResult) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from bev_ddp.report.console import Console
 
     console = Console(width=140)
     where = result.device + (" AMP" if result.amp else " fp32")
@@ -390,6 +391,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bev_ddp.errors import InputError
+    from bev_ddp.output_files import write_text_atomic
 
     try:
         steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
@@ -410,9 +412,6 @@ def run(args: argparse.Namespace) -> int:
                          points=args.points, threads=args.threads, device=str(device), amp=args.amp, warmup=warmup)
     print_result(result)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
-        tmp.replace(args.out)
+        write_text_atomic(args.out, json.dumps(asdict(result), indent=2))
         print(f"wrote {args.out}")
     return 0

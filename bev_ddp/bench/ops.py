@@ -42,6 +42,7 @@ from bev_ddp.errors import InputError
 from bev_ddp.ops import _extension, bev_pool_reference, ms_deform_attn_reference
 from bev_ddp.ops.bev_pool import BEVPoolFunction
 from bev_ddp.ops.ms_deform_attn import MSDeformAttnFunction
+from bev_ddp.output_files import write_text_atomic
 
 
 @dataclass
@@ -406,9 +407,6 @@ def run(args: argparse.Namespace) -> int:
     result = bench_ops(sizes_for_scale(args.scale), repeats=args.repeats, threads=args.threads, cuda=not args.no_cuda)
     print(format_result(result))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-        tmp.replace(args.out)
+        write_text_atomic(args.out, json.dumps(result.to_dict(), indent=2))
         print(f"wrote {args.out}")
     return 0

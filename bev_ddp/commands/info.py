@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(config: str, model_name: str, rows: list[PartCount], total: int, trainable: int) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from bev_ddp.report.console import Console
 
     table = Table(title=f"{model_name} parameters ({config})")
     table.add_column("part")

@@ -1,4 +1,4 @@
-"""Training checkpoints: written atomically, loaded with ``weights_only=True``.
+"""Training checkpoints: written atomically, read with ``weights_only=True`` (``nn.checkpoint.read_checkpoint``).
 
 A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts), so it loads without
 unpickling arbitrary objects::
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import random
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from bev_ddp.errors import InputError
+from bev_ddp.nn.checkpoint import read_checkpoint
 from bev_ddp.output_files import remove_stale_tmp
 
 FORMAT_VERSION = 1
@@ -121,25 +121,6 @@ def model_fingerprint(state: dict[str, Any]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with one-line messages naming ``path``."""
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise InputError(f"checkpoint {path} is empty (0 bytes)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
-        raise InputError(
-            f"checkpoint {path} could not be read: not a plain tensor checkpoint (the safe loader refused it: "
-            f"{detail or 'unknown'})"
-        ) from exc
-    except Exception as exc:  # torch raises several types for corrupt / foreign / truncated files
-        detail = (str(exc).split(". ")[0] or type(exc).__name__).strip()
-        raise InputError(f"checkpoint {path} could not be read (corrupt or truncated?): {detail}") from exc
-
-
 def check_metadata(ckpt: dict[str, Any], path: str | Path) -> None:
     """Validate ``format`` and ``step`` of a training checkpoint; lists every bad key."""
     bad = []
@@ -191,7 +172,7 @@ def check_finite(state: dict[str, Any], path: str | Path) -> None:
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a training checkpoint written by :func:`save_atomic` and check its keys and metadata."""
     path = Path(path)
-    ckpt = _read(path)
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict):
         raise InputError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
@@ -214,7 +195,7 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool
     when they do not match and ``strict`` is set, and naming weights that hold NaN or inf.
     """
     path = Path(path)
-    obj = _read(path)
+    obj = read_checkpoint(path)
     is_training_checkpoint = isinstance(obj, dict) and "format" in obj and "model" in obj
     if is_training_checkpoint:
         check_metadata(obj, path)

@@ -8,11 +8,12 @@ pulls them out in order before argparse sees the rest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from bev_ddp.errors import ConfigError
 
@@ -55,6 +56,30 @@ def log_level(*, main_process: bool = True) -> int:
     other ranks log at WARNING or the main rank's level, whichever is higher."""
     level = min(max(logging.INFO - 10 * _verbosity, logging.DEBUG), logging.ERROR)
     return level if main_process else max(level, logging.WARNING)
+
+
+@contextlib.contextmanager
+def warnings_follow_verbosity() -> Iterator[None]:
+    """While a command runs, Python warnings are WARNING records of the ``py.warnings`` logger
+    (``logging.captureWarnings``): shown by default and with ``-q``, hidden with ``-qq``.
+
+    They keep Python's own text on stderr (``file:line: Category: message``) whether or not the
+    command configured logging (:func:`setup_logging`).
+    """
+    logger = logging.getLogger("py.warnings")
+    saved = logger.level, logger.propagate
+    handler = logging.StreamHandler(sys.stderr)  # formats "%(message)s": the text warnings would print
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(log_level())
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def setup_logging(*, main_process: bool = True) -> None:

@@ -1,6 +1,8 @@
 """Load local weights (a backbone or a whole model) and report what did not match.
 
-Files are read with ``torch.load(weights_only=True)`` (tensors and plain containers only).
+Files are read with ``torch.load(weights_only=True)`` (tensors and plain containers only) by
+:func:`read_checkpoint`, the one reader of every checkpoint (training checkpoints of
+:mod:`bev_ddp.engine.checkpoint` too); its messages name the file and say why it was refused.
 Accepted layouts: a bare state dict, or a dict holding one under ``state_dict`` / ``model``
 (our training checkpoints, mmcv/timm files).  An optional ``prefix`` selects and strips a
 sub-tree (e.g. ``backbone.`` of a detector checkpoint).  :func:`load_model_checkpoint` is the one
@@ -9,9 +11,11 @@ loader of every task's ``model.checkpoint`` key (whole-model weights loaded afte
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,15 +65,35 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def read_checkpoint(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU, with one-line messages naming ``path``.
+
+    Raises:
+        InputError: the file is missing, empty (0 bytes), not a plain tensor checkpoint (the safe
+            loader refused an object in it) or unreadable (corrupt or truncated).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
+        raise InputError(
+            f"checkpoint {path} could not be read: not a plain tensor checkpoint (the safe loader refused it: "
+            f"{detail or 'unknown'})"
+        ) from exc
+    except Exception as exc:  # torch raises several types for corrupt / foreign / truncated files
+        detail = (str(exc).split(". ")[0] or type(exc).__name__).strip()
+        raise InputError(f"checkpoint {path} could not be read (corrupt or truncated?): {detail}") from exc
+
+
 def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
     """Read a state dict from ``path`` (see module docstring); keys under ``prefix`` only, stripped."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint file not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt / unsafe files
-        raise InputError(f"cannot read checkpoint {path}: {exc}") from exc
+    data = read_checkpoint(path)
     if isinstance(data, dict):
         for key in ("state_dict", "model"):
             if isinstance(data.get(key), dict):

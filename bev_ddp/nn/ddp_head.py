@@ -197,7 +197,7 @@ class DDPHead(nn.Module):
     @torch.no_grad()
     def predict(self, cond: torch.Tensor, *, steps: int = 3, seed: int | Sequence[int] | None = None,
                 generator: torch.Generator | None = None, output_size: tuple[int, int] | None = None) -> DDPOutput:
-        """Sample a map (Alg. 2).
+        """Sample a map (Alg. 2): :meth:`predict_many` with one step count.
 
         Args:
             cond: [B, cond_channels, h, w] condition features.
@@ -211,11 +211,7 @@ class DDPHead(nn.Module):
         if not isinstance(steps, numbers.Integral):
             raise InputError(f"steps must be one integer >= 1 (predict_many takes several), got {steps!r}")
         (steps,) = check_step_counts(steps)
-        self._check_cond(cond)
-        noise = self.initial_noise(cond, seed=seed, generator=generator)
-        sampled = self.sampler.sample(noise, steps=steps, denoise=self._denoise(cond),
-                                      encode_prediction=self._encode_prediction(tuple(cond.shape[-2:])))
-        return self._output(sampled.step_predictions, cond, output_size)
+        return self.predict_many(cond, steps=[steps], seed=seed, generator=generator, output_size=output_size)[steps]
 
     @torch.no_grad()
     def predict_many(self, cond: torch.Tensor, *, steps: Sequence[int], seed: int | Sequence[int] | None = None,

@@ -8,8 +8,9 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
+
+from bev_ddp.report.console import Console
 
 
 def step_keys(metrics: dict[str, Any]) -> list[str]:

@@ -89,7 +89,7 @@ def test_bad_checkpoint_files(camera_model, tmp_path):
         load_weights(camera_model, tmp_path / "nope.pth")
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="cannot read checkpoint"):
+    with pytest.raises(InputError, match="could not be read"):
         load_weights(camera_model, corrupt)
     other = tmp_path / "other.pth"
     torch.save({"a": 1}, other)

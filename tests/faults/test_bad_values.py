@@ -246,3 +246,20 @@ def test_a_closed_stdout_ends_with_one_line_not_a_traceback(tmp_path, toy_checkp
     assert proc.wait() == 141
     assert "broken pipe" in one_line(err, "bev-ddp eval:")
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["steps"]  # the report was written first
+
+
+@pytest.mark.parametrize("command", ["report", "info"])
+def test_a_closed_stdout_under_a_rich_table_exits_141_too(command, tmp_path):
+    """rich exits 1 on a closed stdout by itself; the commands printing tables through it end as eval does."""
+    metrics = {"task": "toy", "metric": "IoU", "classes": ["road"],
+               "steps": {"1": {"per_class": {"road": 0.5}, "summary": {"mIoU": 0.5}}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    args = {"report": [str(tmp_path / "metrics.json"), "--out", str(tmp_path / "r")],
+            "info": [str(write_toy_config(tmp_path))]}[command]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(HERE / "fault_driver.py"), command, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # as `bev-ddp report ... | head -n 1` would, before the table is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141, err
+    assert "broken pipe" in one_line(err, f"bev-ddp {command}:")

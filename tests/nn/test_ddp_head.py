@@ -131,6 +131,24 @@ def test_same_seed_same_output_different_seed_different():
     assert torch.equal(from_g1, head.predict(cond, steps=2, generator=g2).logits)
 
 
+def test_predict_is_predict_many_with_one_count(monkeypatch):
+    head = tiny_seg_head().eval()
+    cond, _ = cond_and_target()
+    for source in ({"seed": [5, 6]}, {"generator": torch.Generator().manual_seed(7)}):
+        kwargs = {"seed": None, "generator": None, "output_size": (8, 12), **source}
+        many = head.predict_many(cond, steps=[3], **kwargs)[3]
+        if "generator" in source:
+            kwargs["generator"] = torch.Generator().manual_seed(7)
+        one = head.predict(cond, steps=3, **kwargs)
+        assert len(one.step_logits) == len(many.step_logits) == 3
+        assert all(torch.equal(a, b) for a, b in zip(one.step_logits, many.step_logits))  # bit for bit
+        assert torch.equal(one.logits, many.logits) and torch.equal(one.uncertainty, many.uncertainty)
+    calls = []
+    monkeypatch.setattr(DDPHead, "predict_many", lambda self, cond, **kw: calls.append(kw) or {3: "sampled"})
+    assert head.predict(cond, steps=3, seed=1) == "sampled"  # one sampling path, not a copy of it
+    assert calls == [{"steps": [3], "seed": 1, "generator": None, "output_size": None}]
+
+
 def test_batch_equals_per_sample_predictions():
     head = tiny_seg_head().eval()
     cond, _ = cond_and_target(b=3)
