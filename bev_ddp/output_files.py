@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +21,19 @@ from bev_ddp.errors import OutputError
 
 TMP_SUFFIX = ".tmp"
 MIN_FREE_BYTES = 1 << 20  # 1 MiB: below this, no command can finish its outputs
+
+
+def _new_tmp(path: Path) -> Path:
+    """A new empty file beside ``path`` with a unique temporary name and the mode a plain ``open``
+    would give (0o666 less the umask; ``tempfile.mkstemp`` would make every output 0o600)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}{TMP_SUFFIX}{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextlib.contextmanager
@@ -36,9 +50,7 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TMP_SUFFIX}{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_tmp(path)
     try:
         yield tmp
         if fsync:

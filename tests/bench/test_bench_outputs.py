@@ -67,3 +67,21 @@ def test_a_full_disk_mid_write_keeps_the_previous_result_and_no_temporary(bench,
     assert path.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         {path.name, "gpu_check.md"} if bench is _run_gpu_check else {path.name})
+
+
+def test_atomic_outputs_get_the_mode_of_a_plain_open(tmp_path):
+    """Written through a temporary name, yet readable like any file the user writes (0o666 less
+    the umask), not the 0o600 of a private temporary file."""
+    import os
+
+    from bev_ddp.output_files import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        out = write_text_atomic(tmp_path / "result.json", "{}")
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.json", "result.json"]  # no temporary left
