@@ -9,6 +9,13 @@ Full config: sparse shape (x, y, z) = (1024, 1024, 41), channels 16 → 32 → 6
 
 Every conv uses ``ConvAlgo.Native`` (gather-GEMM-scatter): the only spconv algorithm with CPU
 kernels.  BatchNorm is eps 1e-3, momentum 0.01 as in BEVFusion.
+
+Voxel coordinates reach spconv as a contiguous int32 ``[M, 4]`` tensor.  spconv 2.3.6 reads the
+index buffer as row-major whatever its strides, so a strided view (e.g. ``mask.nonzero().int()``,
+which PyTorch 2.14 returns with strides (1, M)) gives wrong sites and values in every conv,
+submanifold and regular, with no error; int64 indices fail an assertion inside spconv.  The order
+of the voxels does not matter: shuffled, row-major sorted and the voxelizer's own order (first
+point seen first, unsorted) all equal the dense reference (tests/bev/lidar/test_sparse_vs_dense.py).
 """
 from __future__ import annotations
 
@@ -164,7 +171,10 @@ class SparseEncoder(nn.Module):
         """:class:`Voxels` (coords (b, x, y, z)) → dense BEV [B, out_channels, X', Y']."""
         if voxels.coords.shape[0] == 0:  # no point in the whole batch: an empty map
             return voxels.features.new_zeros(voxels.batch_size, self.out_channels, *self.output_size)
-        x = spconv.SparseConvTensor(voxels.features, voxels.coords, self.sparse_shape, voxels.batch_size)
+        if voxels.coords.dtype != torch.int32:
+            raise InputError(f"voxel coords must be int32 (spconv's index type), got {voxels.coords.dtype}")
+        coords = voxels.coords.contiguous()  # spconv ignores strides: a strided view reads wrong sites
+        x = spconv.SparseConvTensor(voxels.features, coords, self.sparse_shape, voxels.batch_size)
         x = self.conv_input(x)
         for stage in self.stages:
             x = stage(x)

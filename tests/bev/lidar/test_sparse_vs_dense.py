@@ -2,17 +2,30 @@
 
 A submanifold conv equals the dense conv masked to the input's active sites; a regular sparse
 conv equals the dense conv (no bias: inactive outputs are zero on both sides).  Forward values
-and the gradients of inputs and weights must agree.
+and the gradients of inputs and weights must agree.  The whole tiny-config SparseEncoder, fed a
+synthetic LiDAR sweep, equals the same layers run densely for every voxel order and index layout
+it may see.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 pytest.importorskip("spconv")
+from bev_test_helpers import load_bev_config  # noqa: E402
+
+from bev_ddp.bev.build import build_lidar_encoder  # noqa: E402
 from bev_ddp.bev.lidar.spconv_cpu import import_spconv  # noqa: E402
 from bev_ddp.bev.lidar.sparse_encoder import SparseBasicBlock, sparse_conv_bn_relu, to_dense_bev  # noqa: E402
+from bev_ddp.bev.lidar.voxelize import Voxels  # noqa: E402
+from bev_ddp.data.sensors import LidarSpec  # noqa: E402
+from bev_ddp.data.synthetic.render import scan_lidar  # noqa: E402
+from bev_ddp.data.synthetic.tiny import TINY  # noqa: E402
+from bev_ddp.data.synthetic.trajectory import plan_route  # noqa: E402
+from bev_ddp.data.synthetic.world import build_scene  # noqa: E402
+from bev_ddp.errors import InputError  # noqa: E402
 
 spconv = import_spconv()
 
@@ -117,3 +130,95 @@ def test_sparse_stack_is_bitwise_deterministic_with_two_threads():
         assert all(torch.equal(grads[0], g) for g in grads[1:])
     finally:
         torch.set_num_threads(previous)
+
+
+def _synthetic_sweeps(count: int) -> list[torch.Tensor]:
+    """``count`` LiDAR sweeps [N, 5] (lidar frame, m) at points 15 m apart on a route through the tiny town."""
+    town, raster = build_scene(TINY)
+    route = plan_route(town, np.random.default_rng(0), 15.0 * count + 1.0)
+    lidar = LidarSpec()
+    sweeps = []
+    for k in range(count):
+        x, y, yaw = route.pose(15.0 * k)
+        ego2global = np.eye(4)
+        ego2global[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
+        ego2global[:2, 3] = (x, y)
+        points = scan_lidar(town, raster, ego2global @ lidar.lidar2ego(), lidar, TINY.lidar_azimuth_steps,
+                            np.random.default_rng(k))
+        sweeps.append(torch.from_numpy(points))
+    return sweeps
+
+
+def _dense_conv_bn_relu(layer, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode sparse conv → BN → ReLU on dense [B, C, X, Y, Z] maps; returns (output, active mask)."""
+    conv, bn = layer[0], layer[1]
+    if conv.subm:
+        out = F.conv3d(h, _dense_weight(conv), padding=conv.padding)
+    else:
+        out = F.conv3d(h, _dense_weight(conv), stride=conv.stride, padding=conv.padding)
+        ones = torch.ones(1, 1, *conv.kernel_size)
+        mask = (F.conv3d(mask, ones, stride=conv.stride, padding=conv.padding) > 0).float()
+    return mask * F.relu(_bn_eval(bn, out)), mask
+
+
+def _dense_basic_block(block: SparseBasicBlock, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    out = mask * F.relu(_bn_eval(block.bn1, F.conv3d(h, _dense_weight(block.conv1), padding=1)))
+    return mask * F.relu(_bn_eval(block.bn2, F.conv3d(out, _dense_weight(block.conv2), padding=1)) + h)
+
+
+@torch.no_grad()
+def _dense_encoder(encoder, voxels: Voxels) -> torch.Tensor:
+    """The encoder's layers run densely on the voxel grid → [B, C·Z', X', Y'] (channel index c·Z' + z)."""
+    h = torch.zeros(voxels.batch_size, voxels.features.shape[1], *encoder.sparse_shape)  # [B, F, X, Y, Z]
+    mask = torch.zeros(voxels.batch_size, 1, *encoder.sparse_shape)
+    b, i, j, k = voxels.coords.long().unbind(1)
+    h[b, :, i, j, k] = voxels.features
+    mask[b, :, i, j, k] = 1.0
+    h, mask = _dense_conv_bn_relu(encoder.conv_input, h, mask)
+    for stage in encoder.stages:
+        for layer in stage:
+            if isinstance(layer, SparseBasicBlock):
+                h = _dense_basic_block(layer, h, mask)
+            else:
+                h, mask = _dense_conv_bn_relu(layer, h, mask)
+    h, _ = _dense_conv_bn_relu(encoder.conv_out, h, mask)
+    return h.permute(0, 1, 4, 2, 3).flatten(1, 2)  # [B, C·Z', X', Y']
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_and_voxels():
+    """The tiny fusion config's LiDAR encoder on a ±8 m crop (32 × 32 × 17 cells) and two voxelized sweeps."""
+    cfg = load_bev_config("synth_tiny_fusion_ddp.yaml", "model.lidar.point_cloud_range=[-8.0,-8.0,-5.0,8.0,8.0,3.0]",
+                          "model.lidar.sparse_shape=[32,32,17]")
+    lidar = build_lidar_encoder(cfg.model.lidar).eval()
+    _randomise_bn(lidar, torch.Generator().manual_seed(2))
+    voxels = lidar.voxelizer(_synthetic_sweeps(2))
+    return lidar.sparse_encoder, voxels
+
+
+@pytest.mark.parametrize("order", ["voxelizer", "row_major", "row_major_strided"])
+def test_sparse_encoder_matches_dense_layers_for_any_voxel_order(tiny_encoder_and_voxels, order):
+    encoder, voxels = tiny_encoder_and_voxels
+    coords, feats = voxels.coords, voxels.features
+    assert coords.dtype == torch.int32 and coords.is_contiguous()  # what the voxelizer emits
+    c = coords.long()
+    row_major = torch.argsort(((c[:, 0] * 32 + c[:, 1]) * 32 + c[:, 2]) * 17 + c[:, 3])
+    assert not torch.equal(row_major, torch.arange(len(c)))  # the voxelizer's order is not row-major
+    if order != "voxelizer":
+        coords, feats = coords[row_major], feats[row_major]
+    if order == "row_major_strided":  # the layout of mask.nonzero().int(): strides (1, M)
+        coords = coords.t().contiguous().t()
+        assert not coords.is_contiguous()
+    sparse_in = Voxels(feats, coords, voxels.batch_size, voxels.num_points)
+    with torch.no_grad():
+        sparse_out = encoder(sparse_in)
+    dense_out = _dense_encoder(encoder, sparse_in)
+    assert sparse_out.shape == dense_out.shape == (2, encoder.out_channels, 16, 16)
+    assert (dense_out.abs().sum(dim=(0, 1)) > 0).float().mean() > 0.3  # the sweep lights a good part of the map
+    torch.testing.assert_close(sparse_out, dense_out, rtol=1e-4, atol=1e-4 * float(dense_out.abs().max()))
+
+
+def test_sparse_encoder_rejects_int64_coords(tiny_encoder_and_voxels):
+    encoder, voxels = tiny_encoder_and_voxels
+    with pytest.raises(InputError, match="int32"):
+        encoder(Voxels(voxels.features, voxels.coords.long(), voxels.batch_size, voxels.num_points))
