@@ -85,8 +85,12 @@ def test_fusion_model_reads_the_map_on_held_out_scenes(demo, prior):
     for name in ("drivable_area", "divider"):
         assert after[3][name] > prior[name] + MARGIN, name
     assert after[3]["drivable_area"] > 0.6
-    # dynamic inference: more sampling steps are not worse after self-aligned fine-tuning
-    assert miou_after[3] >= miou_after[1]
+    # dynamic inference: more sampling steps are not worse after self-aligned fine-tuning, at the
+    # sampler's own threshold (each step re-encodes the map thresholded at 0.5).  At the per-class
+    # best thresholds a class that one step predicts only below 0.5 can vanish from later steps
+    # (docs/uncertainty.md, "Known limits"), so mIoU over thresholds is not asserted here.
+    miou50_after = {int(s): v for s, v in summary["miou50_after"].items()}
+    assert miou50_after[3] >= miou50_after[1]
     report = Path(summary["report_dir"])
     assert (report / "report.md").is_file() and (report / "maps.png").is_file() and (demo.out / "summary.md").is_file()
 
