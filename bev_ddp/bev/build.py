@@ -19,9 +19,9 @@ from bev_ddp.nn.checkpoint import load_model_checkpoint
 from bev_ddp.bev.decoder import LSSFPN, SECOND, SECONDFPN, GeneralizedResNet
 from bev_ddp.bev.fuser import ConvFuser
 from bev_ddp.bev.grid import BEVGridTransform
-from bev_ddp.bev.heads import EVAL_PROTOCOLS, NOISE_GRIDS, BEVSegmentationHead, DDPBEVHead, MultiLabelFocalLoss
+from bev_ddp.bev.heads import BEVSegmentationHead, DDPBEVHead, MultiLabelFocalLoss
 from bev_ddp.bev.model import BEVFusionModel, CameraEncoder, LiDAREncoder
-from bev_ddp.errors import ConfigError
+from bev_ddp.errors import ConfigError, InputError
 
 MODALITIES = ("camera", "lidar")
 HEAD_TYPES = ("ddp", "baseline")
@@ -95,17 +95,11 @@ def build_head(cfg: Any, *, in_channels: int, classes: Sequence[str], xbound: Se
         from bev_ddp.nn.ddp_head_schema import build_ddp_head, build_map_decoder
 
         d, key = cfg.ddp, "model.head.ddp"
-        if d.noise_grid not in NOISE_GRIDS:
-            raise ConfigError(f"{key}.noise_grid must be one of {', '.join(NOISE_GRIDS)}, got {d.noise_grid!r}")
-        if d.eval_protocol not in EVAL_PROTOCOLS:
-            raise ConfigError(f"{key}.eval_protocol must be one of {', '.join(EVAL_PROTOCOLS)}, got {d.eval_protocol!r}")
-        if d.eval_draws < 1 or (d.eval_protocol == "last_step" and d.eval_draws != 1):
-            raise ConfigError(f"{key}.eval_draws must be >= 1 (1 with last_step), got {d.eval_draws}")
-        if d.decoder_grid not in NOISE_GRIDS:
-            raise ConfigError(f"{key}.decoder_grid must be one of {', '.join(NOISE_GRIDS)}, got {d.decoder_grid!r}")
-        if d.decoder_grid == "encoder" and d.noise_grid != "encoder":
-            raise ConfigError(f"{key}.decoder_grid encoder needs {key}.noise_grid encoder (the decoder runs where "
-                              f"its noisy map lives), got noise_grid {d.noise_grid!r}")
+        try:  # before the decoder is built; the head checks the same settings again, as values
+            DDPBEVHead.check_settings(noise_grid=d.noise_grid, decoder_grid=d.decoder_grid,
+                                      eval_protocol=d.eval_protocol, eval_draws=d.eval_draws)
+        except InputError as exc:  # messages start with the setting's name
+            raise ConfigError(f"{key}.{exc}") from exc
         fuse_transform = None
         if d.noise_grid == "encoder" and d.decoder_grid == "label":  # fuse on the encoder grid, layers on the label grid
             fuse_transform = BEVGridTransform(input_scope=[list(s) for s in cfg.input_scope],

@@ -156,15 +156,8 @@ class DDPBEVHead(nn.Module):
                  noise_grid: str = "label", decoder_grid: str = "label", eval_protocol: str = "last_step",
                  eval_draws: int = 1):
         super().__init__()
-        if noise_grid not in NOISE_GRIDS:
-            raise InputError(f"noise_grid must be one of {NOISE_GRIDS}, got {noise_grid!r}")
-        if decoder_grid not in NOISE_GRIDS or (decoder_grid == "encoder" and noise_grid != "encoder"):
-            raise InputError(f"decoder_grid must be one of {NOISE_GRIDS} (encoder only with noise_grid encoder), "
-                             f"got {decoder_grid!r} with noise_grid {noise_grid!r}")
-        if eval_protocol not in EVAL_PROTOCOLS:
-            raise InputError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}")
-        if eval_draws < 1 or (eval_protocol == "last_step" and eval_draws != 1):
-            raise InputError(f"eval_draws must be >= 1 (1 with last_step), got {eval_draws}")
+        self.check_settings(noise_grid=noise_grid, decoder_grid=decoder_grid, eval_protocol=eval_protocol,
+                            eval_draws=eval_draws)
         self.classes = tuple(classes)
         self.transform = grid_transform
         self.ddp = ddp
@@ -172,6 +165,21 @@ class DDPBEVHead(nn.Module):
         self.eval_protocol, self.eval_draws = eval_protocol, int(eval_draws)
         # (X, Y) the decoder's logits are resized to when it runs on the encoder grid; None: it outputs the label grid
         self.output_size = tuple(grid_transform.output_size) if decoder_grid == "encoder" else None
+
+    @staticmethod
+    def check_settings(*, noise_grid: str, decoder_grid: str, eval_protocol: str, eval_draws: int) -> None:
+        """Raise :class:`InputError` for a bad setting; each message starts with the setting's name."""
+        if noise_grid not in NOISE_GRIDS:
+            raise InputError(f"noise_grid must be one of {', '.join(NOISE_GRIDS)}, got {noise_grid!r}")
+        if decoder_grid not in NOISE_GRIDS:
+            raise InputError(f"decoder_grid must be one of {', '.join(NOISE_GRIDS)}, got {decoder_grid!r}")
+        if decoder_grid == "encoder" and noise_grid != "encoder":
+            raise InputError(f"decoder_grid encoder needs noise_grid encoder (the decoder runs where its noisy map "
+                             f"lives), got noise_grid {noise_grid!r}")
+        if eval_protocol not in EVAL_PROTOCOLS:
+            raise InputError(f"eval_protocol must be one of {', '.join(EVAL_PROTOCOLS)}, got {eval_protocol!r}")
+        if eval_draws < 1 or (eval_protocol == "last_step" and eval_draws != 1):
+            raise InputError(f"eval_draws must be >= 1 (1 with last_step), got {eval_draws}")
 
     @property
     def protocol_label(self) -> str:
