@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CI and developers: build the CUDA kernels too whenever nvcc is there (a broken kernel fails the build)
 export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 
-.PHONY: install demo test test-fast bench gpu-check clean
+.PHONY: install demo test test-fast flake-check bench gpu-check clean
 
 $(VENV)/.installed: requirements.txt setup.py $(wildcard ops/*.cpp ops/*/*.cpp ops/*/*.cu ops/*/*.h ops/*.py)
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,21 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest tests -ra -m "not slow"
+
+# Shake out flakes: the multi-process and signal tests FLAKE_RUNS times in a row (slow tests included).
+# Each failing run's output is kept in work_dirs/flake_check/run_<N>.log; exit 1 unless every run passed.
+FLAKE_RUNS ?= 20
+FLAKE_TESTS ?= tests/engine/test_engine_torchrun.py tests/engine/test_engine_distributed.py tests/test_comm.py \
+	tests/bench/test_gpu_check.py tests/faults/test_signals.py
+flake-check: install
+	@mkdir -p work_dirs/flake_check; passed=0; \
+	for i in $$(seq $(FLAKE_RUNS)); do \
+	  log=work_dirs/flake_check/run_$$i.log; \
+	  if $(PY) -m pytest $(FLAKE_TESTS) -q > $$log 2>&1; then passed=$$((passed + 1)); rm -f $$log; \
+	  else echo "flake-check: run $$i failed, see $$log" >&2; fi; \
+	  echo "flake-check: run $$i: $$passed passed so far"; \
+	done; \
+	echo "flake-check: $$passed of $(FLAKE_RUNS) runs passed"; [ $$passed -eq $(FLAKE_RUNS) ]
 
 bench: install
 	$(VENV)/bin/bev-ddp bench all

@@ -57,3 +57,21 @@ def gather(obj: Any) -> list[Any]:
 def barrier() -> None:
     if is_initialized() and get_world_size() > 1:
         dist.barrier()
+
+
+def shutdown(*, synchronize: bool = True) -> None:
+    """Leave the process group, if one is initialised; a no-op in a single process.
+
+    With ``synchronize`` every rank first waits at a barrier, so no rank tears down its gloo
+    connections (or exits, taking the TCP store of rank 0 with it) while a peer still uses
+    them: a peer whose connection vanishes mid-collective dies in ``std::terminate``.  Objects
+    that hold the group (a ``DistributedDataParallel`` wrapper) should be released before.
+    After an exception the barrier is skipped (the peers may never reach it) and the group is
+    only destroyed.
+    """
+    if not is_initialized():
+        return
+    if synchronize and get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
+

@@ -307,11 +307,14 @@ def step_amp_training(s: Settings) -> StepResult:
 def _two_process_worker(rank: int, world: int, port: int, backend: str, results: Any) -> None:
     import torch.distributed as dist
 
+    from bev_ddp.comm import shutdown
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend, rank=rank, world_size=world)
+    ok = False
     try:
         total = torch.full((4,), float(rank + 1), device=device)
         dist.all_reduce(total)
@@ -322,8 +325,10 @@ def _two_process_worker(rank: int, world: int, port: int, backend: str, results:
         model(x).square().sum().backward()
         grad = model.module.weight.grad.detach().cpu()
         results.put((rank, total.cpu().tolist(), grad.tolist()))
+        del model  # the DDP reducer holds the group: release it before the group goes
+        ok = True
     finally:
-        dist.destroy_process_group()
+        shutdown(synchronize=ok)  # barrier first: no rank drops a connection its peer still uses
 
 
 def step_two_process(s: Settings) -> StepResult:

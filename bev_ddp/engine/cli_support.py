@@ -163,11 +163,24 @@ def load_task_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[A
 
 def run_command(prog: str, body: Callable[[], int]) -> int:
     """Run ``body``; a diverged training prints one clear line instead of a traceback (bad input,
-    :class:`~bev_ddp.errors.InputError`, is reported by :func:`bev_ddp.cli.main`)."""
+    :class:`~bev_ddp.errors.InputError`, is reported by :func:`bev_ddp.cli.main`).
+
+    A process group that ``body`` joined (under torchrun) is left before returning: after a
+    barrier when ``body`` returned, at once when it raised (see
+    :func:`bev_ddp.engine.distributed.shutdown`).
+    """
+    from bev_ddp.engine.distributed import is_initialized, shutdown
     from bev_ddp.engine.trainer import NonFiniteLossError
 
+    joined_here = not is_initialized()  # a group the caller made is the caller's to leave
+    finished = False
     try:
-        return body()
+        code = body()
+        finished = True
+        return code
     except NonFiniteLossError as exc:
         print(f"{prog}: training stopped: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if joined_here:
+            shutdown(synchronize=finished)

@@ -87,17 +87,27 @@ class ResumableSampler(Sampler):
         return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in indices])
 
 
-class ShardSampler(Sampler):
-    """Evaluation sampler: rank ``r`` of ``w`` takes items ``r, r + w, ...`` — no padding, no repeats."""
+class ShardBatchSampler(Sampler):
+    """Evaluation batches split over ranks: the items ``0 .. length-1`` are cut into the batches
+    one process would make (``[0, b)``, ``[b, 2b)``, ...) and rank ``r`` of ``w`` takes batches
+    ``r, r + w, ...`` — no padding, no repeats.
 
-    def __init__(self, length: int, *, num_replicas: int = 1, rank: int = 0):
-        self.indices = list(range(rank, length, num_replicas))
+    Every batch holds the same samples in the same order whatever the number of ranks, so a
+    sample's prediction (its batch's arithmetic included) does not depend on how the split was
+    shared out; only the per-process thread count still changes floating-point reduction order.
+    """
+
+    def __init__(self, length: int, *, batch_size: int, num_replicas: int = 1, rank: int = 0):
+        if batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1, got {batch_size}")
+        starts = range(0, length, batch_size)
+        self.batches = [list(range(s, min(s + batch_size, length))) for s in starts][rank::num_replicas]
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.batches)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
 
 
 def build_train_loader(
@@ -143,12 +153,13 @@ def build_eval_loader(
     num_replicas: int = 1,
     rank: int = 0,
 ) -> DataLoader:
-    """Evaluation loader: the first ``max_samples`` items (all when None), split over ranks."""
+    """Evaluation loader: the first ``max_samples`` items (all when None), batched as one process
+    would batch them and split over ranks by whole batches (:class:`ShardBatchSampler`)."""
     length = len(dataset)  # type: ignore[arg-type]
     if max_samples is not None:
         length = min(length, max_samples)
-    sampler = ShardSampler(length, num_replicas=num_replicas, rank=rank)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate)
+    batches = ShardBatchSampler(length, batch_size=batch_size, num_replicas=num_replicas, rank=rank)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate)
 
 
 def move_to_device(obj: Any, device: torch.device) -> Any:

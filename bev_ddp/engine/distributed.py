@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from bev_ddp.comm import all_reduce_sum, barrier, get_rank, get_world_size, is_initialized
+from bev_ddp.comm import all_reduce_sum, barrier, get_rank, get_world_size, is_initialized, shutdown
 
 __all__ = ["DistInfo", "all_reduce_sum", "barrier", "get_rank", "get_world_size", "init_from_env", "is_initialized",
-           "pick_device"]
+           "pick_device", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,4 @@ def init_from_env() -> DistInfo:
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
     return DistInfo(rank=get_rank(), world_size=get_world_size(), local_rank=local_rank, device=device)
+

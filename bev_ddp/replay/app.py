@@ -1,6 +1,7 @@
 """Wire a replay run from its settings: model, log source, frame assembly, outputs."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,10 +109,12 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
     classes = list(cfg.data.classes)
     grid = GridSpec(xbound=tuple(cfg.data.xbound), ybound=tuple(cfg.data.ybound))
     controller = StepController(max_steps=request.steps, budget_ms=request.latency_budget_ms)
+    # closing(): the log's reader is closed when replay returns (early stop included), not by a
+    # generator finaliser at some later garbage collection while another handle holds the bag
     with ReplayOutputs(out_dir, class_names=classes, grid=grid, png=request.png, mp4=request.mp4,
-                       fps=request.fps) as outputs:
+                       fps=request.fps) as outputs, contextlib.closing(source.events()) as events:
         return replay(
-            source.events(),
+            events,
             assembler=assembler,
             build_sample=SampleBuilder.from_config(cfg),
             model=model,

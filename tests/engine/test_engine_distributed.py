@@ -13,9 +13,9 @@ import os
 import socket
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from bev_ddp.comm import shutdown
 from bev_ddp.engine.evaluation import evaluate_task
 from bev_ddp.engine.trainer import Trainer, train
 from engine_toy_task import TASK, toy_config
@@ -33,14 +33,17 @@ def _worker(rank: int, world_size: int, port: int, work_dir: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    finished = False
     try:
         trainer = Trainer(cfg=toy_config(**{**OVERRIDES, "train.batch_size": 2}), task=TASK, work_dir=work_dir,
                           progress=False)
         assert trainer.dist.world_size == world_size
         trainer.run()
         torch.save(trainer.model.state_dict(), os.path.join(work_dir, f"rank{rank}.pt"))
+        del trainer  # its DDP wrapper holds the group
+        finished = True
     finally:
-        dist.destroy_process_group()
+        shutdown(synchronize=finished)
 
 
 def test_two_process_gloo_training_matches_single_process_and_gathers_eval(tmp_path):
@@ -65,7 +68,12 @@ def test_two_process_gloo_training_matches_single_process_and_gathers_eval(tmp_p
     gathered = json.loads((ddp_dir / "eval" / "iter_0000006" / "metrics.json").read_text())
     model = TASK.build_model(cfg)
     model.load_state_dict(rank0)
-    alone = evaluate_task(cfg, TASK, model, steps=[1], device=torch.device("cpu"), out_dir=None, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # each rank ran one thread: the same reduction order, so the same counts
+    try:
+        alone = evaluate_task(cfg, TASK, model, steps=[1], device=torch.device("cpu"), out_dir=None, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     assert gathered["num_samples"] == alone.metrics["num_samples"] == 16
     assert gathered["steps"]["1"]["counts"] == alone.metrics["steps"]["1"]["counts"]
     assert gathered["steps"]["1"]["uncertainty"]["pixels"] == alone.metrics["steps"]["1"]["uncertainty"]["pixels"]
