@@ -6,6 +6,7 @@ world has one rank and every collective is a no-op that returns its input.
 """
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import torch
@@ -62,16 +63,24 @@ def barrier() -> None:
 def shutdown(*, synchronize: bool = True) -> None:
     """Leave the process group, if one is initialised; a no-op in a single process.
 
-    With ``synchronize`` every rank first waits at a barrier, so no rank tears down its gloo
-    connections (or exits, taking the TCP store of rank 0 with it) while a peer still uses
-    them: a peer whose connection vanishes mid-collective dies in ``std::terminate``.  Objects
-    that hold the group (a ``DistributedDataParallel`` wrapper) should be released before.
-    After an exception the barrier is skipped (the peers may never reach it) and the group is
-    only destroyed.
+    Three things, in this order, so that the group's C++ side is gone while Python still runs:
+
+    1. ``gc.collect()``: a ``DistributedDataParallel`` wrapper sits in reference cycles, so it
+       (and the reducer that holds the group and its pending gloo work) would otherwise be freed
+       only by the collection inside interpreter finalisation.  A gloo worker thread that then
+       drops the last reference to a finished work item must take the GIL to release the
+       Python state the item captured; during finalisation that thread is killed instead and
+       the process dies in ``std::terminate`` ("terminate called without an active exception",
+       SIGABRT), one run in a few dozen.
+    2. With ``synchronize``, a barrier: no rank tears down its connections (or exits, taking
+       rank 0's TCP store with it) while a peer still uses them.  Skipped after an error, when
+       the peers may never reach it.
+    3. ``destroy_process_group()``: with nothing else holding the group, its worker threads are
+       joined here.
     """
     if not is_initialized():
         return
+    gc.collect()
     if synchronize and get_world_size() > 1:
         dist.barrier()
     dist.destroy_process_group()
-
