@@ -62,3 +62,20 @@ def keyframe_lidar2global() -> np.ndarray:
     """[4, 4] LiDAR → global of the real keyframe, from mmdet3d's own info file."""
     info = trusted_pickle(real_path(KEYFRAME_PKL))["data_list"][0]
     return np.asarray(info["ego2global"]) @ np.asarray(info["lidar_points"]["lidar2ego"])
+
+
+def keyframe_dataroot(root: Path) -> tuple[Path, Path]:
+    """A dataroot at ``root`` that links the real keyframe's files (flat, as ../shared keeps them)
+    and holds the real drivable-area map; its info file imported from mmdet3d's pickle by
+    ``bev-ddp prepare --from-infos``.  Returns (dataroot, info file)."""
+    from bev_ddp.cli import main
+
+    folder = real_path("nuscenes_keyframe")
+    root.mkdir(parents=True, exist_ok=True)
+    for f in folder.iterdir():
+        if f.suffix != ".pkl":
+            (root / f.name).symlink_to(f)
+    write_drivable_map(root)
+    pkl = real_path(KEYFRAME_PKL)
+    assert main(["prepare", "--from-infos", str(pkl), "--dataroot", str(root), "--location", "singapore-onenorth"]) == 0
+    return root, root / "infos" / f"bev_ddp_infos_{pkl.stem}.json"
