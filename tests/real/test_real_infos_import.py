@@ -121,7 +121,7 @@ class _Payload:
         return (os.system, ("touch PWNED_BY_PICKLE",))
 
 
-def test_a_pickle_with_code_is_refused(tmp_path, capsys, monkeypatch):
+def test_a_pickle_with_code_is_refused(tmp_path, capsys, monkeypatch):  # needs no real frame
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "nuscenes_infos_train.pkl"
     bad.write_bytes(pickle.dumps({"infos": [{"token": _Payload()}], "metadata": {}}))
@@ -129,7 +129,10 @@ def test_a_pickle_with_code_is_refused(tmp_path, capsys, monkeypatch):
     assert code == 2 and "system" in out and str(bad) in out
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
     assert not (tmp_path / "infos" / "bev_ddp_infos_train.json").exists()
-    # a bad matrix is named as prepare names it
+
+
+def test_a_bad_matrix_is_named(tmp_path):
+    bad = tmp_path / "nuscenes_infos_train.pkl"
     real = trusted_pickle(real_path(KEYFRAME_PKL))
     real["data_list"][0]["images"]["CAM_FRONT"]["cam2img"] = [[0.0, 0, 1], [0, 0, 1], [0, 0, 1]]
     bad.write_bytes(pickle.dumps(real))
