@@ -76,7 +76,7 @@ def load_info_pickle(path: str | Path) -> Any:
     except FileNotFoundError as exc:
         raise InputError(f"info pickle not found: {path}") from exc
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError) as exc:
+            AttributeError, ImportError) as exc:  # ImportError: numpy 2 module names under numpy 1
         raise InputError(f"cannot read info pickle {path}: {exc}") from exc
 
 
