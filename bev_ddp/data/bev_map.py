@@ -82,7 +82,8 @@ def _parts(geom, kinds: tuple[str, ...]) -> list:
 
 
 class MapExplorer(NuScenesMapExplorer):
-    """Devkit explorer whose mask drawing works with shapely 2 multi-part geometries.
+    """Devkit explorer that draws masks at cell centres (:mod:`bev_ddp.data.cell_raster`): one
+    vectorised call per layer, shapely 2 multi-part geometries included.
 
     It also answers the per-layer patch queries from a spatial index (a shapely ``STRtree`` of
     each layer's geometry, built on first use) instead of intersecting every record of the map
