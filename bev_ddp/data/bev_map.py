@@ -11,9 +11,13 @@ augmented grid sees (centre, size and angle moved by the inverse augmentation), 
 and translation never resample a label image; a flip reverses grid columns or rows, which is exact
 because the grid is symmetric about the lidar origin.
 
-The devkit's mask drawing iterates shapely multi-part geometries directly, which shapely ≥ 2
-forbids; :class:`MapExplorer` overrides the two drawing methods to iterate ``.geoms`` (and to draw
-with sub-pixel precision at pixel centres) and answers patch queries from a spatial index.
+``mode="centres"`` labels are drawn at cell centres: a cell belongs to a polygon class iff its
+centre lies inside the class's polygons (holes and multi-part polygons exact), and to a line class
+(divider) iff its centre lies within :data:`LINE_HALF_WIDTH_CELLS` of a line
+(:mod:`bev_ddp.data.cell_raster`).  The devkit's mask drawing (``cv2.fillPoly``, which fills every
+cell an outline touches, and iterates shapely multi-part geometries directly, which shapely ≥ 2
+forbids) is replaced by :class:`MapExplorer`'s two drawing methods; it also answers patch queries
+from a spatial index.
 
 ``rasterize_map(..., mode="bevfusion")`` draws the ground truth the way BEVFusion's
 ``LoadBEVSegmentation`` does, for figures comparable with published ones: the devkit's own
@@ -27,13 +31,14 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 from nuscenes.map_expansion import map_api
 from nuscenes.map_expansion.map_api import NuScenesMap, NuScenesMapExplorer
+import shapely
 from shapely import STRtree, affinity
 from shapely.geometry import MultiPolygon
 
+from bev_ddp.data.cell_raster import fill_polygons_at_centres, mark_lines_near_centres
 from bev_ddp.data.geometry import Bound, heading_yaw
 from bev_ddp.errors import InputError
 
@@ -59,13 +64,12 @@ CLASS_LAYERS: dict[str, tuple[str, ...]] = {
 MAP_LOCATIONS: tuple[str, ...] = tuple(map_api.locations)
 
 MAP_RASTER_MODES = ("centres", "bevfusion")
-_SHIFT = 4  # cv2 fixed-point bits for sub-pixel vertices
-_LINE_THICKNESS_PX = 2  # as the devkit draws lines
+LINE_HALF_WIDTH_CELLS = 1.0  # centres mode: a line marks the cells whose centre lies this close (2 cells wide)
 
 
 def _parts(geom, kinds: tuple[str, ...]) -> list:
-    """Non-empty simple parts of ``kinds`` in a (possibly nested) shapely geometry."""
-    out, stack = [], [geom]
+    """Non-empty simple parts of ``kinds`` in a (possibly nested) shapely geometry or a list of them."""
+    out, stack = [], list(geom) if isinstance(geom, (list, tuple)) else [geom]
     while stack:
         g = stack.pop()
         if g is None or g.is_empty:
@@ -77,13 +81,9 @@ def _parts(geom, kinds: tuple[str, ...]) -> list:
     return out
 
 
-def _to_cv_points(coords: np.ndarray) -> np.ndarray:
-    """Canvas coordinates (pixel edges at integers) → cv2 fixed-point pixel-centre coordinates."""
-    return np.round((np.asarray(coords)[:, :2] - 0.5) * (1 << _SHIFT)).astype(np.int32)
-
-
 class MapExplorer(NuScenesMapExplorer):
-    """Devkit explorer whose mask drawing works with shapely 2 multi-part geometries.
+    """Devkit explorer that draws masks at cell centres (:mod:`bev_ddp.data.cell_raster`): one
+    vectorised call per layer, shapely 2 multi-part geometries included.
 
     It also answers the per-layer patch queries from a spatial index (a shapely ``STRtree`` of
     each layer's geometry, built on first use) instead of intersecting every record of the map
@@ -138,24 +138,39 @@ class MapExplorer(NuScenesMapExplorer):
         return self._query(patch_box, patch_angle, layer_name, polygons=False)
 
     @staticmethod
+    def _to_canvas(layer_geom: Sequence, local_box, canvas_size: tuple[int, int]) -> list:
+        """Patch-frame geometries (metres, patch centre at ``local_box``'s centre) → canvas cells.
+
+        One vectorised transform for the whole layer, as the devkit's per-record
+        ``affine_transform`` + ``scale`` (pixel edges at integers, x along columns).  No clipping
+        to the patch: the patch queries already clipped, and the cell tests are exact either way.
+        """
+        patch_x, patch_y, patch_h, patch_w = local_box
+        offset = np.array([-patch_x + patch_w / 2.0, -patch_y + patch_h / 2.0])
+        scale = np.array([canvas_size[1] / patch_w, canvas_size[0] / patch_h])
+        return list(shapely.transform(np.asarray(list(layer_geom), dtype=object), lambda xy: (xy + offset) * scale))
+
+    def _polygon_geom_to_mask(self, layer_geom, local_box, layer_name, canvas_size) -> np.ndarray:
+        if layer_name not in self.map_api.non_geometric_polygon_layers:
+            raise ValueError(f"{layer_name} is not a polygonal layer")
+        mask = np.zeros(canvas_size, np.uint8)
+        return self.mask_for_polygons(self._to_canvas(layer_geom, local_box, canvas_size), mask)
+
+    def _line_geom_to_mask(self, layer_geom, local_box, layer_name, canvas_size) -> np.ndarray | None:
+        if layer_name not in self.map_api.non_geometric_line_layers:
+            raise ValueError(f"{layer_name} is not a line layer")
+        if layer_name == "traffic_light":
+            return None  # as the devkit
+        mask = np.zeros(canvas_size, np.uint8)
+        return self.mask_for_lines(self._to_canvas(layer_geom, local_box, canvas_size), mask)
+
+    @staticmethod
     def mask_for_polygons(polygons, mask: np.ndarray) -> np.ndarray:  # noqa: D401 - devkit signature
-        parts = _parts(polygons, ("Polygon",))
-        if not parts:
-            return mask
-        exteriors = [_to_cv_points(np.asarray(p.exterior.coords)) for p in parts]
-        interiors = [_to_cv_points(np.asarray(r.coords)) for p in parts for r in p.interiors]
-        cv2.fillPoly(mask, exteriors, 1, lineType=cv2.LINE_8, shift=_SHIFT)
-        if interiors:
-            cv2.fillPoly(mask, interiors, 0, lineType=cv2.LINE_8, shift=_SHIFT)
-        return mask
+        return fill_polygons_at_centres(_parts(polygons, ("Polygon",)), mask)
 
     @staticmethod
     def mask_for_lines(lines, mask: np.ndarray) -> np.ndarray:  # noqa: D401 - devkit signature
-        parts = _parts(lines, ("LineString", "LinearRing"))
-        if parts:
-            curves = [_to_cv_points(np.asarray(p.coords)) for p in parts]
-            cv2.polylines(mask, curves, False, 1, _LINE_THICKNESS_PX, lineType=cv2.LINE_8, shift=_SHIFT)
-        return mask
+        return mark_lines_near_centres(_parts(lines, ("LineString", "LinearRing")), mask, LINE_HALF_WIDTH_CELLS)
 
 
 class DevkitDrawingExplorer(NuScenesMapExplorer):

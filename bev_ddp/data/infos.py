@@ -11,8 +11,8 @@ Document layout::
                  cams: {CAM_*: {path, timestamp, width, height, intrinsics [3×3],
                                 camera2ego, camera2lidar, ego2global [4×4]}}}, ... ]}
 
-Paths are relative to the dataroot.  Reading BEVFusion's pickled infos needs an explicit
-``allow_pickle=True`` (pickle runs code from the file).
+Paths are relative to the dataroot.  mmdet3d / BEVFusion ``.pkl`` infos are converted by
+:mod:`bev_ddp.data.info_import`.
 """
 from __future__ import annotations
 
@@ -50,7 +50,17 @@ def read_infos(path: str | Path, *, dataroot: str | Path | None = None,
     doc = read_json(path, what="info file")
     if not isinstance(doc, dict) or "infos" not in doc or not isinstance(doc["infos"], list):
         raise InputError(f"info file {path} must hold {{'metadata': ..., 'infos': [...]}}")
-    for i, info in enumerate(doc["infos"]):
+    check_infos(path, doc["infos"])
+    if dataroot is not None and not allow_outside_dataroot:
+        _check_inside(path, doc["infos"], Path(dataroot))
+    return doc.get("metadata", {}), doc["infos"]
+
+
+def check_infos(path: str | Path, infos: list[dict[str, Any]]) -> None:
+    """Check info records (types, finite 4×4 / 3×3 matrices, positive focal lengths and image
+    sizes); the first bad value raises :class:`InputError` naming ``path``, the record and the key."""
+    path = Path(path)
+    for i, info in enumerate(infos):
         missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
         if missing:
             raise InputError(f"info file {path}: record {i} lacks {missing}")
@@ -80,9 +90,6 @@ def read_infos(path: str | Path, *, dataroot: str | Path | None = None,
             if not (k[0, 0] > 0 and k[1, 1] > 0):
                 raise InputError(f"info file {path}: record {i} cams.{name}.intrinsics has focal lengths "
                                  f"fx={k[0, 0]}, fy={k[1, 1]} (need > 0)")
-    if dataroot is not None and not allow_outside_dataroot:
-        _check_inside(path, doc["infos"], Path(dataroot))
-    return doc.get("metadata", {}), doc["infos"]
 
 
 _NUMBER = (int, float)
@@ -136,74 +143,3 @@ def _check_matrix(path: Path, index: int, name: str, value: Any, shape: tuple[in
     if m.shape != shape or not np.isfinite(m).all():
         raise InputError(
             f"info file {path}: record {index} has a bad {name} (need a finite {shape[0]}x{shape[1]} matrix)")
-
-
-def _rt(rotation: Any, translation: Any) -> list[list[float]]:
-    from pyquaternion import Quaternion
-
-    out = np.eye(4)
-    rot = np.asarray(rotation, dtype=np.float64)
-    out[:3, :3] = Quaternion(rot).rotation_matrix if rot.shape == (4,) else rot
-    out[:3, 3] = np.asarray(translation, dtype=np.float64)
-    return out.tolist()
-
-
-def _relative(path: str, dataroot: Path) -> str:
-    p = Path(path)
-    for anchor in ("samples", "sweeps"):
-        if anchor in p.parts:
-            return str(Path(*p.parts[p.parts.index(anchor):]))
-    try:
-        return str(p.relative_to(dataroot))
-    except ValueError:
-        return str(p)
-
-
-def read_bevfusion_pkl(path: str | Path, dataroot: str | Path, *, allow_pickle: bool = False) -> list[dict[str, Any]]:
-    """Convert BEVFusion/mmdet3d ``nuscenes_infos_*.pkl`` records to our info records.
-
-    Only with ``allow_pickle=True``: unpickling executes code stored in the file, so only do it
-    for files you trust.  The location is not stored in those files and is set to ``""``
-    (fill it from the nuScenes log table before rasterising map labels).
-    """
-    if not allow_pickle:
-        raise InputError(f"refusing to unpickle {path}: pass allow_pickle=True (--allow-pickle) for trusted files")
-    import pickle
-
-    path, dataroot = Path(path), Path(dataroot)
-    try:
-        with path.open("rb") as fh:
-            data = pickle.load(fh)  # noqa: S301 - explicitly allowed by the caller
-    except (OSError, pickle.UnpicklingError, EOFError) as exc:
-        raise InputError(f"cannot read pickled infos {path}: {exc}") from exc
-    records = data["infos"] if isinstance(data, dict) and "infos" in data else data
-    out = []
-    for rec in records:
-        lidar2ego = np.asarray(_rt(rec["lidar2ego_rotation"], rec["lidar2ego_translation"]))
-        out.append({
-            "token": rec["token"],
-            "scene_token": rec.get("scene_token", ""),
-            "scene_name": rec.get("scene_name", rec.get("scene_token", "")),
-            "timestamp": int(rec["timestamp"]),
-            "location": rec.get("location", ""),
-            "lidar_path": _relative(rec["lidar_path"], dataroot),
-            "lidar2ego": lidar2ego.tolist(),
-            "ego2global": _rt(rec["ego2global_rotation"], rec["ego2global_translation"]),
-            "sweeps": [{
-                "path": _relative(s["data_path"], dataroot),
-                "timestamp": int(s["timestamp"]),
-                "time_lag": (int(rec["timestamp"]) - int(s["timestamp"])) / 1e6,
-                "sensor2lidar": _rt(s["sensor2lidar_rotation"], s["sensor2lidar_translation"]),
-            } for s in rec.get("sweeps", [])],
-            "cams": {name: {
-                "path": _relative(c["data_path"], dataroot),
-                "timestamp": int(c["timestamp"]),
-                "width": int(c.get("width", 1600)),
-                "height": int(c.get("height", 900)),
-                "intrinsics": np.asarray(c["camera_intrinsics"], dtype=np.float64).tolist(),
-                "camera2ego": _rt(c["sensor2ego_rotation"], c["sensor2ego_translation"]),
-                "camera2lidar": _rt(c["sensor2lidar_rotation"], c["sensor2lidar_translation"]),
-                "ego2global": _rt(c["ego2global_rotation"], c["ego2global_translation"]),
-            } for name, c in rec["cams"].items()},
-        })
-    return out

@@ -110,3 +110,31 @@ def test_spatial_index_gives_the_devkit_scan_result(world, infos):
         a = rasterize_map(indexed, pose, lidar_aug=aug)
         np.testing.assert_array_equal(a, rasterize_map(scanned, pose, lidar_aug=aug))
         assert a.any()
+
+
+def test_centres_labels_equal_shapely_at_every_cell_centre(nusc_map, info):
+    """Every class against shapely: polygon classes cover the cell centres inside (boundary
+    included, to 1e-6 cells), dividers the centres within one cell (0.5 m) of a divider line."""
+    import shapely
+
+    from bev_ddp.data.bev_map import CLASS_LAYERS, LINE_HALF_WIDTH_CELLS
+    from bev_ddp.data.geometry import heading_yaw
+
+    pose = _lidar2global(info)
+    masks = rasterize_map(nusc_map, pose)
+    c = (np.arange(200) + 0.5) * 0.5 - 50.0
+    x, y = np.meshgrid(c, c, indexing="ij")  # [X, Y] lidar metres
+    yaw = heading_yaw(pose)
+    world = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]) @ np.stack([x.ravel(), y.ravel()])
+    points = shapely.points(world[0] + pose[0, 3], world[1] + pose[1, 3])
+    explorer = nusc_map.explorer
+    for k, name in enumerate(MAP_CLASSES):
+        geoms = [g for layer in CLASS_LAYERS[name] for g in explorer._layer_geometry(layer)[0]]
+        if not geoms:
+            assert not masks[k].any(), name
+            continue
+        union = shapely.union_all(geoms)
+        shapely.prepare(union)
+        reach = LINE_HALF_WIDTH_CELLS * 0.5 if name == "divider" else 0.0
+        expected = (shapely.distance(union, points) <= reach + 1e-6 * 0.5).reshape(200, 200)
+        np.testing.assert_array_equal(masks[k], expected, err_msg=name)

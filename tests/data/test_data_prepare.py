@@ -8,7 +8,8 @@ import pytest
 from nuscenes.nuscenes import NuScenes
 
 from bev_ddp.cli import main
-from bev_ddp.data.infos import read_bevfusion_pkl, read_infos
+from bev_ddp.data.info_import import import_info_pickle
+from bev_ddp.data.infos import read_infos
 from bev_ddp.data.sensors import CAMERA_NAMES
 from bev_ddp.data.splits import split_scenes
 from bev_ddp.errors import InputError
@@ -74,7 +75,7 @@ def test_malformed_table_names_the_file(world, tmp_path):
         create_infos(root, "v1.0-mini")
 
 
-def test_pickled_infos_need_explicit_permission(tmp_path):
+def test_older_layout_pickle_converts_without_running_code(tmp_path):
     record = {
         "token": "t", "timestamp": 2_000_000, "lidar_path": "/data/nuscenes/samples/LIDAR_TOP/x.pcd.bin",
         "lidar2ego_rotation": [1, 0, 0, 0], "lidar2ego_translation": [1, 0, 2],
@@ -89,9 +90,10 @@ def test_pickled_infos_need_explicit_permission(tmp_path):
     }
     path = tmp_path / "nuscenes_infos_val.pkl"
     path.write_bytes(pickle.dumps({"infos": [record], "metadata": {"version": "v1.0-trainval"}}))
-    with pytest.raises(InputError, match="allow_pickle"):
-        read_bevfusion_pkl(path, "/data/nuscenes")
-    (converted,) = read_bevfusion_pkl(path, "/data/nuscenes", allow_pickle=True)
+    with pytest.raises(InputError, match="--location"):
+        import_info_pickle(path, tmp_path)
+    (converted,) = import_info_pickle(path, tmp_path, location="boston-seaport").infos
+    assert converted["location"] == "boston-seaport" and converted["scene_name"] == "x.pcd.bin"
     assert converted["lidar_path"] == "samples/LIDAR_TOP/x.pcd.bin"
     assert converted["sweeps"][0]["time_lag"] == pytest.approx(0.05)
     assert converted["cams"]["CAM_FRONT"]["camera2ego"][2][3] == 1.0
