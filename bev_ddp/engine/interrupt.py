@@ -9,6 +9,9 @@ Two modes share one handler installation:
   or absent because every file is written to a temporary name and renamed).
 * :func:`interruptible` (every command, around its whole run): a signal raises
   :class:`Interrupted` where the program is; the CLI prints one line and exits ``128 + signal``.
+* :func:`signals_deferred` (around a write a signal would corrupt, e.g. ``torch.save``, whose C++
+  writer turns an exception raised in its Python callback into ``RuntimeError: unexpected pos``):
+  a signal arriving inside the block is delivered to the outer handler when the block ends.
 
 Handlers are installed only in the main thread and restored on exit.
 """
@@ -64,6 +67,20 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         _restore(previous)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM received inside the block take effect (through the handler that was
+    installed before it) once the block has finished; the first one is re-raised, later ones dropped."""
+    pending: list[int] = []
+    previous = _install(lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        _restore(previous)
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 class StopRequest:
