@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
         for pkl in args.from_pkl:
             infos = read_bevfusion_pkl(pkl, args.dataroot, allow_pickle=args.allow_pickle)
             path = write_infos(out / (Path(pkl).stem + ".json"),
-                               {"format": INFO_FORMAT, "version": args.version, "converted_from": str(pkl)}, infos)
+                               {"format": INFO_FORMAT, "version": args.version, "converted_from": str(pkl)}, infos,
+                               source=pkl)
             print(f"{path}: {len(infos)} keyframes")
         return 0
     paths = create_infos(args.dataroot, args.version, out, max_sweeps=args.max_sweeps)

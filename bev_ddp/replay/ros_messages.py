@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy.spatial.transform import Rotation
 
+from bev_ddp.data.geometry import check_intrinsics
 from bev_ddp.errors import InputError
 
 # sensor_msgs/PointField datatype constants -> numpy scalar type
@@ -153,10 +154,9 @@ def camera_info_to_intrinsics(msg, *, name: str = "CameraInfo") -> tuple[np.ndar
 
 
 def checked_intrinsics(intrinsics: np.ndarray, *, name: str) -> np.ndarray:
-    """A copy of the [3, 3] camera matrix, or InputError naming ``name`` unless both focal lengths are positive and finite."""
-    if not (intrinsics[0, 0] > 0 and intrinsics[1, 1] > 0 and np.isfinite(intrinsics).all()):
-        raise InputError(f"{name}: camera matrix has no positive focal length: {intrinsics.tolist()}")
-    return intrinsics.copy()
+    """A copy of the [3, 3] camera matrix, or InputError naming ``name`` unless it passes
+    :func:`bev_ddp.data.geometry.check_intrinsics` (finite, positive focal lengths, invertible)."""
+    return check_intrinsics(intrinsics, f"{name}: camera matrix").copy()
 
 
 def transform_to_matrix(transform) -> np.ndarray:
