@@ -87,3 +87,14 @@ def test_a_signal_inside_the_checkpoint_write_leaves_it_whole(tmp_path, monkeypa
     loaded = torch.load(out, weights_only=True)["model"]
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
     no_temporaries(tmp_path)
+
+
+def test_a_raw_pickle_is_refused_in_one_line_without_a_torch_warning(tmp_path, capsys):
+    import pickle
+
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    assert main(["convert", str(raw), str(tmp_path / "out.pth"), "--from", "bevfusion"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [one_line(err, "bev-ddp convert: error:")]
+    assert "not a plain tensor checkpoint" in err and "UserWarning" not in err
