@@ -1,22 +1,9 @@
 """``eval`` on a disk that fills up mid-run, and SIGINT inside the DDP sampling loop."""
 from __future__ import annotations
 
-import errno
 import os
-from pathlib import Path
 
-from fault_helpers import Child, one_line
-
-
-def _fill(disk: Path) -> None:
-    """Fill ``disk`` completely."""
-    with open(disk / "filler", "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\1" * 65536)
-                fh.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
+from fault_helpers import Child, fill_disk, one_line
 
 
 def test_eval_on_a_disk_that_fills_up_is_one_line_and_no_zipfile_noise(tmp_path, toy_checkpoint, small_disk):
@@ -25,7 +12,7 @@ def test_eval_on_a_disk_that_fills_up_is_one_line_and_no_zipfile_noise(tmp_path,
     out = disk / "report"
     child = Child(["eval", config, ckpt, "--out", out, "--no-progress", "--steps", "1"], tmp_path, sleep=0.3)
     child.wait_for(child.marker.is_file)
-    _fill(disk)
+    fill_disk(disk)
     rc, _, err = child.finish()
     assert rc == 1, err
     line = one_line(err, "bev-ddp eval: error:")
