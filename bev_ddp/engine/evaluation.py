@@ -23,6 +23,7 @@ from bev_ddp.engine.data import build_eval_loader, move_to_device
 from bev_ddp.engine.interrupt import StopRequest
 from bev_ddp.engine.task import Evaluator, Task
 from bev_ddp.errors import InputError
+from bev_ddp.stop import StopRequested
 from bev_ddp.output_files import write_bytes_atomic, write_text_atomic
 from bev_ddp.report.writer import VISUALS_FILE
 
@@ -66,7 +67,8 @@ def evaluate_model(
     """Run ``model.predict`` over ``loader`` and return the evaluator's metrics (all ranks).
 
     With ``stop`` (an active :class:`StopRequest`), a SIGINT/SIGTERM ends the pass before the next
-    batch (the decision is all-reduced over ranks) and the result is marked ``interrupted``.
+    batch (the decision is all-reduced over ranks), or between two sampling steps of the current
+    one (:mod:`bev_ddp.stop`), and the result is marked ``interrupted``.
     """
     module = getattr(model, "module", model)  # unwrap DistributedDataParallel
     was_training = module.training
@@ -81,7 +83,11 @@ def evaluate_model(
                 bar.close()
                 return EvalResult(metrics={}, seconds=time.perf_counter() - start, interrupted=True, batches=batches)
             batch = move_to_device(batch, device)
-            preds = module.predict(batch, steps=list(steps), seed=seed)
+            try:
+                preds = module.predict(batch, steps=list(steps), seed=seed)
+            except StopRequested:  # the stop asked for, raised between two sampling steps of this batch
+                bar.close()
+                return EvalResult(metrics={}, seconds=time.perf_counter() - start, interrupted=True, batches=batches)
             evaluator.process(batch, preds)
             batches += 1
         if stop is not None and _stop_on_any_rank(stop):
