@@ -130,3 +130,57 @@ def test_a_folder_bag_whose_metadata_qos_differs_from_its_file_is_read(recording
     meta.write_text(text.replace("offered_qos_profiles: []", qos))  # as a re-indexing tool writes it
     assert _lidar_frames(RosbagSource(bag, topics=default_topic_map())) == FRAMES
     shutil.rmtree(bag)
+
+
+# ------------------------------------------------------------------------------ degraded frames
+def _odd_recording():
+    """Four rig frames: frame 1's cloud has zero points, frame 3 is stamped 0.1 s before frame 2 (as frame 0)."""
+    from dataclasses import replace
+
+    import numpy as np
+    from replay_helpers import cloud, rig_recording
+
+    from bev_ddp.replay import export
+    from bev_ddp.replay.topics import default_topic_map
+
+    topics = default_topic_map()
+    messages = rig_recording(topics, frames=4)
+    lidar = [m for m in messages if m.topic == topics.lidar_topic]
+    empty = export.pointcloud2(np.zeros((0, 4), np.float32), lidar[1].log_ns, "LIDAR_TOP")
+    back = export.pointcloud2(cloud(3), lidar[2].log_ns - 100_000_000, "LIDAR_TOP")
+    swap = {id(lidar[1]): replace(lidar[1], message=empty), id(lidar[3]): replace(lidar[3], message=back)}
+    return [swap.get(id(m), m) for m in messages]
+
+
+def test_zero_point_clouds_and_stamps_going_back_are_flagged_per_frame(tmp_path):
+    from bev_ddp.replay import export
+    from bev_ddp.replay.bag_source import RosbagSource
+    from bev_ddp.replay.sync import FrameAssembler, SyncSettings
+    from bev_ddp.replay.topics import default_topic_map
+
+    bag = export.write_mcap(_odd_recording(), tmp_path / "odd.mcap")
+    frames = list(FrameAssembler(settings=SyncSettings(num_sweeps=1)).frames(
+        RosbagSource(bag, topics=default_topic_map()).events()))
+    flags = {f.index: f.flags for f in frames}
+    assert len(frames) == 4
+    assert "lidar_empty" in flags[1] and "lidar_empty" not in flags[0] + flags[2] + flags[3]
+    assert "lidar_stamp_not_increasing" in flags[3]
+    assert not any("lidar_stamp_not_increasing" in flags[i] for i in (0, 1, 2))
+
+
+@pytest.mark.slow
+def test_replay_counts_the_flags_in_its_summary(tmp_path):
+    import json
+
+    from bev_ddp.cli import main
+    from bev_ddp.replay import export
+
+    bag = export.write_mcap(_odd_recording(), tmp_path / "odd.mcap")
+    out = tmp_path / "out"
+    assert main(["replay", str(REPLAY_CONFIG), "--bag", str(bag), "--out", str(out), "--no-progress",
+                 "--threads", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 4
+    assert summary["flag_counts"]["lidar_empty"] == 1 and summary["flag_counts"]["lidar_stamp_not_increasing"] == 1
+    records = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+    assert "lidar_empty" in records[1]["flags"]
