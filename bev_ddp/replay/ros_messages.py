@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from scipy.spatial.transform import Rotation
 
 from bev_ddp.data.geometry import check_intrinsics
+from bev_ddp.data.lidar_io import check_point_values
 from bev_ddp.errors import InputError
 
 # sensor_msgs/PointField datatype constants -> numpy scalar type
@@ -80,7 +81,8 @@ def packed_points(data: np.ndarray, fields: dict[str, tuple[int, int]], point_st
     Non-finite points are dropped, a missing or non-finite intensity is 0.
 
     Raises:
-        InputError: missing x/y/z, an unknown type code, or records smaller than their fields.
+        InputError: missing x/y/z, an unknown type code, records smaller than their fields, or a
+            value beyond ±1e6 (:func:`bev_ddp.data.lidar_io.check_point_values`).
     """
     missing = [k for k in ("x", "y", "z") if k not in fields]
     if missing:
@@ -107,7 +109,8 @@ def packed_points(data: np.ndarray, fields: dict[str, tuple[int, int]], point_st
         if key in names:
             points[:, col] = cloud[key]
     points[:, 3] = np.nan_to_num(points[:, 3], nan=0.0, posinf=0.0, neginf=0.0)  # intensity
-    return points[np.isfinite(points[:, :3]).all(axis=1)]
+    points = points[np.isfinite(points[:, :3]).all(axis=1)]
+    return check_point_values(points, name, ("x", "y", "z", "intensity"))  # e.g. an intensity of 3e38
 
 
 def image_to_rgb(msg, *, name: str = "Image") -> np.ndarray:

@@ -95,3 +95,13 @@ def test_an_eval_with_some_camera_images_empty_notes_it_in_the_report(blank_worl
     assert degraded["samples_missing_cameras"] == metrics["num_samples"]
     assert degraded["missing_camera_images"] == 6 * metrics["num_samples"] - 1
     assert "**Degraded input:**" in (out / "report.md").read_text()
+
+
+def test_a_pointcloud2_intensity_of_3e38_names_the_message_and_the_field():
+    from bev_ddp.replay import export, ros_messages
+
+    points = np.zeros((5, 4), np.float32)
+    points[2, 3] = 3e38
+    msg = export.pointcloud2(points, 1_000_000_000, "LIDAR_TOP")
+    with pytest.raises(InputError, match=r"^/LIDAR_TOP @ 1 ns holds 1 point\(s\) whose intensity is NaN, inf or beyond"):
+        ros_messages.pointcloud2_to_points(msg, name="/LIDAR_TOP @ 1 ns")
