@@ -105,6 +105,24 @@ def check_rigid(matrix: object, name: str, *, tolerance: float = RIGID_TOLERANCE
     return m
 
 
+def check_rigid_all(named: dict[str, object], *, tolerance: float = RIGID_TOLERANCE) -> None:
+    """:func:`check_rigid` of every ``{name: matrix}`` at once (vectorised: an info file holds about
+    30 per record); the error, if any, is the one :func:`check_rigid` gives for the first bad matrix."""
+    try:
+        stack = np.asarray(list(named.values()), dtype=np.float64)  # [N, 4, 4]
+    except (TypeError, ValueError):
+        stack = np.zeros(0)
+    if stack.shape == (len(named), 4, 4) and np.isfinite(stack).all():
+        rotation = stack[:, :3, :3]
+        orthogonal = np.abs(rotation.transpose(0, 2, 1) @ rotation - np.eye(3)).max(axis=(1, 2))  # [N]
+        det = np.linalg.det(rotation)
+        bottom = np.abs(stack[:, 3] - np.array([0.0, 0.0, 0.0, 1.0])).max(axis=1)
+        if (orthogonal <= tolerance).all() and (np.abs(det - 1.0) <= tolerance).all() and (bottom <= tolerance).all():
+            return
+    for name, matrix in named.items():  # something is wrong: name the first bad matrix
+        check_rigid(matrix, name, tolerance=tolerance)
+
+
 def check_intrinsics(matrix: object, name: str) -> np.ndarray:
     """A [3, 3] pinhole camera matrix (pixels) with positive focal lengths that can be inverted, as
     float64; anything else raises :class:`InputError` starting with ``name``."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bev_ddp.data.geometry import check_intrinsics, check_rigid
+from bev_ddp.data.geometry import check_intrinsics, check_rigid_all
 from bev_ddp.errors import InputError
 from bev_ddp.files import read_json
 from bev_ddp.output_files import write_text_atomic
@@ -87,8 +87,7 @@ def check_record(info: Any, where: str) -> None:
     for name, cam in info["cams"].items():
         matrices.update({f"cams.{name}.{k}": cam.get(k) for k in ("camera2ego", "camera2lidar", "ego2global")})
         check_intrinsics(cam.get("intrinsics"), f"{where} cams.{name}.intrinsics")
-    for name, value in matrices.items():
-        check_rigid(value, f"{where} {name}")
+    check_rigid_all({f"{where} {name}": value for name, value in matrices.items()})
 
 
 _NUMBER = (int, float)
