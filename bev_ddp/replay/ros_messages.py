@@ -41,8 +41,12 @@ _IMAGE_ENCODINGS = {
 
 
 def stamp_ns(header) -> int:
-    """``std_msgs/Header`` stamp as integer nanoseconds."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    """``std_msgs/Header`` stamp as integer nanoseconds; one before 1970 raises :class:`InputError`
+    (the message is then corrupt: the MCAP output stores stamps unsigned)."""
+    stamp = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    if stamp < 0:
+        raise InputError(f"header stamp {header.stamp.sec} s {header.stamp.nanosec} ns is before 1970")
+    return stamp
 
 
 def pointcloud2_to_points(msg, *, name: str = "PointCloud2") -> np.ndarray:

@@ -184,3 +184,25 @@ def test_replay_counts_the_flags_in_its_summary(tmp_path):
     assert summary["flag_counts"]["lidar_empty"] == 1 and summary["flag_counts"]["lidar_stamp_not_increasing"] == 1
     records = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
     assert "lidar_empty" in records[1]["flags"]
+
+
+def test_a_lidar_stamp_before_1970_marks_the_frame_corrupt_not_the_output_writer(tmp_path):
+    from dataclasses import replace
+
+    from replay_helpers import cloud, rig_recording
+
+    from bev_ddp.replay import export
+    from bev_ddp.replay.bag_source import RosbagSource
+    from bev_ddp.replay.sync import FrameAssembler, SyncSettings
+    from bev_ddp.replay.topics import default_topic_map
+
+    topics = default_topic_map()
+    messages = rig_recording(topics, frames=3)
+    lidar = [m for m in messages if m.topic == topics.lidar_topic]
+    early = replace(lidar[1], message=export.pointcloud2(cloud(1), -2_000_000_000, "LIDAR_TOP"))
+    bag = export.write_mcap([early if m is lidar[1] else m for m in messages], tmp_path / "early.mcap")
+    frames = list(FrameAssembler(settings=SyncSettings(num_sweeps=1)).frames(
+        RosbagSource(bag, topics=topics).events()))
+    assert [f.index for f in frames] == [0, 1, 2] and all(f.stamp_ns >= 0 for f in frames)
+    assert "lidar_corrupt" in frames[1].flags and frames[1].points is None
+    assert "before 1970" in " ".join(frames[1].meta["errors"])
