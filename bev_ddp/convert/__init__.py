@@ -72,9 +72,11 @@ def check_output(src_path: str | Path, out_path: str | Path) -> Path:
     """Refuse an OUT that is SRC (the same file, a link to it, or a link SRC is) or a folder, and probe
     OUT's folder (created if missing) before any work; returns OUT."""
     src, out = Path(src_path), Path(out_path)
+    if not src.is_file():  # before the probe creates OUT's folder
+        raise InputError(f"checkpoint not found: {src}")
     if out.is_dir():
         raise OutputError(f"OUT {out} is a folder; name the checkpoint file to write")
-    if src.exists() and out.exists() and (os.path.samefile(src, out) or out.resolve() == src.resolve()):
+    if out.exists() and (os.path.samefile(src, out) or out.resolve() == src.resolve()):
         raise OutputError(f"OUT {out} is the source checkpoint {src}: it would be overwritten; name a new file")
     probe_output_dir(out.parent, what=f"OUT {out}: folder")
     return out

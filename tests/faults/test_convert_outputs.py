@@ -98,3 +98,10 @@ def test_a_raw_pickle_is_refused_in_one_line_without_a_torch_warning(tmp_path, c
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [one_line(err, "bev-ddp convert: error:")]
     assert "not a plain tensor checkpoint" in err and "UserWarning" not in err
+
+
+def test_a_missing_source_leaves_no_out_folder_behind(tmp_path, capsys):
+    out = tmp_path / "new" / "out.pth"
+    assert main(["convert", str(tmp_path / "none.pth"), str(out), "--from", "bevfusion"]) == 2
+    assert "checkpoint not found" in one_line(capsys.readouterr().err, "bev-ddp convert: error:")
+    assert not out.parent.exists()
