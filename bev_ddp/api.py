@@ -22,7 +22,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from bev_ddp.data.infos import read_infos
+from bev_ddp.data.geometry import check_intrinsics, check_rigid
+from bev_ddp.data.infos import check_record, read_infos
+from bev_ddp.data.lidar_io import check_point_values
 from bev_ddp.data.sensors import CAMERA_NAMES
 from bev_ddp.errors import InputError
 
@@ -67,12 +69,23 @@ def _from_info(cfg: Any, info: Mapping[str, Any], dataroot: str | Path | None) -
     from bev_ddp.data.infos import INFO_FORMAT, write_infos
     from bev_ddp.data.nuscenes import NuScenesBEVDataset
 
+    check_record(info, "info record")
     with tempfile.TemporaryDirectory() as folder:  # the dataset reads records from an info file
         path = write_infos(Path(folder) / "one.json", {"format": INFO_FORMAT}, [dict(info)])
         dataset = NuScenesBEVDataset(path, dataroot or cfg.data.dataroot, image_size=tuple(cfg.data.image_size),
                                      load_sweeps=int(cfg.data.load_sweeps), classes=tuple(cfg.data.classes),
                                      xbound=tuple(cfg.data.xbound), ybound=tuple(cfg.data.ybound), with_labels=False)
     return dataset[0]
+
+
+def check_image(image: Any, name: str) -> np.ndarray:
+    """An RGB image as the model reads it: uint8 [H, W, 3]; anything else (float in [0, 1],
+    uint16, grey) raises :class:`InputError` naming ``name`` instead of being cast silently."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
+        hint = " (scale to 0..255 and cast to uint8 yourself)" if array.dtype != np.uint8 else ""
+        raise InputError(f"{name} must be uint8 [H, W, 3] RGB, got {array.dtype} {list(array.shape)}{hint}")
+    return array
 
 
 def _from_raw(cfg: Any, images: Sequence[np.ndarray | None] | Mapping[str, np.ndarray | None], points: np.ndarray,
@@ -92,21 +105,29 @@ def _from_raw(cfg: Any, images: Sequence[np.ndarray | None] | Mapping[str, np.nd
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] not in (4, 5):
         raise InputError(f"points must be [N, 4] (x, y, z, intensity) or [N, 5] (+ time lag), got {points.shape}")
+    check_point_values(points, "points", ("x", "y", "z", "intensity", "time lag"))
     if points.shape[1] == 4:
         points = np.concatenate([points, np.zeros((len(points), 1), np.float32)], axis=1)  # lag 0: one sweep
-    lidar2ego = np.eye(4) if lidar2ego is None else np.asarray(lidar2ego, dtype=np.float64)
+    lidar2ego = np.eye(4) if lidar2ego is None else check_rigid(lidar2ego, "lidar2ego")
+    for i, name in enumerate(CAMERA_NAMES):
+        check_intrinsics(intrinsics[i], f"intrinsics[{i}] ({name})")
+        check_rigid(camera2lidar[i], f"camera2lidar[{i}] ({name})")
     if camera2ego is None:
         camera2ego = lidar2ego @ camera2lidar  # [N_cam, 4, 4]
-    for name, image in zip(CAMERA_NAMES, images):
-        if image is not None and (np.ndim(image) != 3 or np.shape(image)[2] != 3):
-            raise InputError(f"image of {name} must be uint8 [H, W, 3] RGB, got shape {np.shape(image)}")
+    camera2ego = np.asarray(camera2ego, dtype=np.float64)
+    if camera2ego.shape != (n, 4, 4):
+        raise InputError(f"camera2ego must be [{n}, 4, 4], got {camera2ego.shape}")
+    for i, name in enumerate(CAMERA_NAMES):
+        check_rigid(camera2ego[i], f"camera2ego[{i}] ({name})")
+    images = [None if image is None else check_image(image, f"image of {name}")
+              for name, image in zip(CAMERA_NAMES, images)]
     frame = SensorFrame(
         index=0, stamp_ns=0, lidar_frame="lidar", points=points, sweeps_used=1,
-        images={k: None if im is None else np.asarray(im, dtype=np.uint8) for k, im in zip(CAMERA_NAMES, images)},
+        images=dict(zip(CAMERA_NAMES, images)),
         image_stamps_ns={k: 0 for k in CAMERA_NAMES},
         image_sizes={k: None if im is None else tuple(np.shape(im)[:2]) for k, im in zip(CAMERA_NAMES, images)},
         intrinsics=dict(zip(CAMERA_NAMES, intrinsics)), camera2lidar=dict(zip(CAMERA_NAMES, camera2lidar)),
-        camera2ego=dict(zip(CAMERA_NAMES, np.asarray(camera2ego, dtype=np.float64))), lidar2ego=lidar2ego,
+        camera2ego=dict(zip(CAMERA_NAMES, camera2ego)), lidar2ego=lidar2ego,
     )
     return SampleBuilder.from_config(cfg)(frame)
 

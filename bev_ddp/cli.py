@@ -109,7 +109,8 @@ def run_guarded(prog: str, body: Callable[[], int | None]) -> int:
     (also a second Ctrl-C); 141: stdout closed early (``| head``); 1: an output write failed
     (e.g. a full disk).  Anything else is a bug and keeps its traceback.
     """
-    from bev_ddp.engine.interrupt import Interrupted, interruptible
+    from bev_ddp.engine.interrupt import interruptible
+    from bev_ddp.stop import StopRequested
 
     try:
         with interruptible():
@@ -117,7 +118,7 @@ def run_guarded(prog: str, body: Callable[[], int | None]) -> int:
     except InputError as exc:  # the user's input is at fault: say which, without a traceback
         _say(f"{prog}: error: {exc}")
         return 2
-    except Interrupted as exc:
+    except StopRequested as exc:  # Interrupted (a signal where the program was) or a loop stopped early
         _say(f"{prog}: interrupted by {exc}; outputs are complete or absent")
         return exc.exit_code
     except KeyboardInterrupt:

@@ -35,7 +35,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
-    path = path.resolve()
+    try:
+        path = path.resolve()
+    except (RuntimeError, OSError) as exc:  # Python < 3.13 raises RuntimeError("Symlink loop ...")
+        via = f" (a {BASE_KEY} of {seen[-1]})" if seen else ""
+        raise ConfigError(f"config file {path}{via} cannot be resolved: a symlink loop ({exc})") from None
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise ConfigError(f"config inheritance cycle: {chain}")
@@ -77,12 +81,23 @@ def _unknown_keys(cfg: DictConfig, reference: DictConfig, prefix: str = "") -> l
 
 
 def _raise_unknown(unknown: list[str], valid: list[str], source: str) -> None:
-    lines = []
+    """One line: every unknown key with its closest valid names."""
+    items = []
     for key in unknown:
         close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        lines.append(f"  {key}{hint}")
-    raise ConfigError(f"unknown config key(s) in {source}:\n" + "\n".join(lines))
+        items.append(f"{key}{hint}")
+    raise ConfigError(f"unknown config key(s) in {source}: " + "; ".join(items))
+
+
+def _value_error(exc: Exception, where: str) -> ConfigError:
+    """One line for an OmegaConf (or number conversion) error: where, the key, then OmegaConf's
+    message without its ``full_key`` / ``object_type`` lines."""
+    key = getattr(exc, "full_key", None)
+    message = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
+    if isinstance(exc, OverflowError):
+        message = f"a number too large for a float ({message})"
+    return ConfigError(f"{where}: " + (f"config key {key}: " if key else "") + message)
 
 
 def _in_free_form_dict(cfg: DictConfig, key: str) -> bool:
@@ -119,8 +134,18 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str], *, strict: bool =
             _raise_unknown(unknown, _all_keys(cfg), "command-line overrides")
     try:
         return OmegaConf.merge(cfg, patch)  # type: ignore[return-value]
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad override value: {exc}") from exc
+    except (OmegaConfBaseException, OverflowError, ValueError) as exc:
+        raise _value_error(exc, _failing_override(cfg, overrides)) from exc
+
+
+def _failing_override(cfg: DictConfig, overrides: list[str]) -> str:
+    """``bad override value KEY=VALUE`` (shortened) of the first override that fails on its own."""
+    for item in overrides:
+        try:
+            OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except (OmegaConfBaseException, OverflowError, ValueError):
+            return f"bad override value {item if len(item) <= 60 else item[:57] + '...'}"
+    return "bad override value"
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type | None = None) -> DictConfig:
@@ -143,8 +168,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type
             _raise_unknown(unknown, _all_keys(reference), str(path))
         try:
             cfg = OmegaConf.merge(reference, cfg)  # type: ignore[assignment]
-        except (ConfigKeyError, OmegaConfBaseException) as exc:
-            raise ConfigError(f"config {path}: {exc}") from exc
+        except (ConfigKeyError, OmegaConfBaseException, OverflowError, ValueError) as exc:
+            raise _value_error(exc, f"bad value in config {path}") from exc
     cfg = apply_overrides(cfg, overrides)
     if schema is not None:
         validate(cfg)

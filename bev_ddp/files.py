@@ -25,6 +25,8 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], type[Exception]]] = {
 
 def _read(path: str | Path, what: str, error: type[InputError], kind: str) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder, not a file")
     if not path.is_file():
         raise error(f"{what} not found: {path}")
     parse, parse_error = _PARSERS[kind]
@@ -33,7 +35,15 @@ def _read(path: str | Path, what: str, error: type[InputError], kind: str) -> An
     except UnicodeDecodeError as exc:
         raise error(f"{what} {path} is not UTF-8 text: {exc}") from exc
     except parse_error as exc:
-        raise error(f"{what} {path} is not valid {kind}: {exc}") from exc
+        raise error(f"{what} {path} is not valid {kind}: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: Exception) -> str:
+    """A parser error on one line: PyYAML's problem and its position (its text spans 5+ lines)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def read_json(path: str | Path, *, what: str, error: type[InputError] = InputError) -> Any:

@@ -57,8 +57,10 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a full disk names the output, not nothing
         raise
 
 

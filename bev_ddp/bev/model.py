@@ -145,6 +145,7 @@ class BEVFusionModel(nn.Module):
                 f"batch['geometry'] is for {tuple(geometry.intrinsics.shape[:2])} (B, N_cam) cameras but "
                 f"batch['img'] has {tuple(img.shape[:2])}"
             )
+        geometry.check("batch['geometry']")  # rigid, invertible, positive focal lengths: one line, not a LinAlgError
         valid = batch.get("camera_valid")
         if valid is not None:
             valid = valid.to(torch.bool)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from bev_ddp.config import constrained
 from bev_ddp.data.nuscenes import AugConfig
 from bev_ddp.nn.ddp_head_schema import DDPHeadSchema
 from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
@@ -24,7 +25,7 @@ class BEVDataSchema:
 
     dataroot: str = "data/nuscenes"
     info_dir: str = ""  # default: <dataroot>/infos
-    image_size: list[int] = field(default_factory=lambda: [256, 704])  # network input (H, W), pixels
+    image_size: list[int] = constrained(factory=lambda: [256, 704], each_gt=0)  # network input (H, W), pixels
     load_sweeps: int = 10
     sweep_protocol: str = "newest"  # newest | bevfusion: random choice also at test, square near-point removal
     classes: list[str] = field(default_factory=lambda: list(MAP_CLASSES_DEFAULT))

@@ -38,7 +38,7 @@ class BEVTask:
         from bev_ddp.data.nuscenes import NuScenesBEVDataset
 
         d = cfg.data
-        return NuScenesBEVDataset(
+        dataset = NuScenesBEVDataset(
             info_path(cfg, split),
             d.dataroot,
             image_size=tuple(d.image_size),
@@ -52,6 +52,9 @@ class BEVTask:
             map_raster=d.map_raster,
             sweep_protocol=d.sweep_protocol,
         )
+        if "camera" in cfg.model.modalities:
+            dataset.check_camera_images()  # every image 0 bytes: an error, not a run on black images
+        return dataset
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_samples(samples)

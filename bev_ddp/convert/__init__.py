@@ -8,14 +8,16 @@ backbone file (:mod:`bev_ddp.convert.swin`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from bev_ddp.errors import InputError
+from bev_ddp.errors import InputError, OutputError
 from bev_ddp.nn import checkpoint as nn_checkpoint
+from bev_ddp.output_files import probe_output_dir
 
 SOURCES = ("bevfusion", "ddp", "swin")
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +68,20 @@ def _build_target(config: Path, overrides: list[str]) -> tuple[torch.nn.Module, 
     return task.build_model(cfg), cfg
 
 
+def check_output(src_path: str | Path, out_path: str | Path) -> Path:
+    """Refuse an OUT that is SRC (the same file, a link to it, or a link SRC is) or a folder, and probe
+    OUT's folder (created if missing) before any work; returns OUT."""
+    src, out = Path(src_path), Path(out_path)
+    if not src.is_file():  # before the probe creates OUT's folder
+        raise InputError(f"checkpoint not found: {src}")
+    if out.is_dir():
+        raise OutputError(f"OUT {out} is a folder; name the checkpoint file to write")
+    if out.exists() and (os.path.samefile(src, out) or out.resolve() == src.resolve()):
+        raise OutputError(f"OUT {out} is the source checkpoint {src}: it would be overwritten; name a new file")
+    probe_output_dir(out.parent, what=f"OUT {out}: folder")
+    return out
+
+
 def convert_checkpoint(src_path: str | Path, out_path: str | Path, *, source: str,
                        config: str | Path | None = None) -> ConvertResult:
     """Convert ``src_path`` to ``out_path`` (see the module docstring)."""
@@ -73,6 +89,7 @@ def convert_checkpoint(src_path: str | Path, out_path: str | Path, *, source: st
 
     if source not in SOURCES:
         raise InputError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
+    check_output(src_path, out_path)
     src = read_state_dict(src_path)
     if source == "swin":
         from bev_ddp.convert.swin import convert_swin_state_dict

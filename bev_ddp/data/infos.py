@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bev_ddp.data.geometry import check_intrinsics, check_rigid_all
 from bev_ddp.errors import InputError
 from bev_ddp.files import read_json
 from bev_ddp.output_files import write_text_atomic
@@ -33,8 +34,12 @@ _CAMERA_KEYS = ("path", "width", "height", "intrinsics", "camera2ego", "camera2l
 _REQUIRED = ("token", "scene_name", "timestamp", "location", "lidar_path", "lidar2ego", "ego2global", "sweeps", "cams")
 
 
-def write_infos(path: str | Path, metadata: dict[str, Any], infos: list[dict[str, Any]]) -> Path:
+def write_infos(path: str | Path, metadata: dict[str, Any], infos: list[dict[str, Any]], *,
+                source: str | Path | None = None) -> Path:
+    """Write an info file (atomically) after checking every record as :func:`read_infos` does;
+    errors name ``source`` (the file the records came from, e.g. a BEVFusion .pkl) or ``path``."""
     path = Path(path)
+    check_infos(source or path, infos)
     return write_text_atomic(path, json.dumps({"metadata": metadata, "infos": infos}))
 
 
@@ -42,9 +47,8 @@ def read_infos(path: str | Path, *, dataroot: str | Path | None = None,
                allow_outside_dataroot: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metadata, infos) of an info JSON file; malformed files raise :class:`InputError` naming it.
 
-    Every value is checked here (types, finite 4×4 / 3×3 matrices, positive focal lengths and
-    image sizes).  With ``dataroot``, every data path must resolve inside it (no absolute paths,
-    no ``..`` escaping it) unless ``allow_outside_dataroot``.
+    Every record is checked (:func:`check_record`).  With ``dataroot``, every data path must resolve
+    inside it (no absolute paths, no ``..`` escaping it) unless ``allow_outside_dataroot``.
     """
     path = Path(path)
     doc = read_json(path, what="info file")
@@ -57,39 +61,38 @@ def read_infos(path: str | Path, *, dataroot: str | Path | None = None,
 
 
 def check_infos(path: str | Path, infos: list[dict[str, Any]]) -> None:
-    """Check info records (types, finite 4×4 / 3×3 matrices, positive focal lengths and image
-    sizes); the first bad value raises :class:`InputError` naming ``path``, the record and the key."""
-    path = Path(path)
+    """Check every record of ``infos`` (:func:`check_record`); the first bad value raises
+    :class:`InputError` naming ``path``, the record and the key."""
     for i, info in enumerate(infos):
-        missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
-        if missing:
-            raise InputError(f"info file {path}: record {i} lacks {missing}")
-        _check_types(path, i, "", info, _RECORD_TYPES)
-        if not isinstance(info["sweeps"], list):
-            raise InputError(f"info file {path}: record {i} 'sweeps' must be a list")
-        for j, sweep in enumerate(info["sweeps"]):
-            _check_keys(path, i, f"sweeps[{j}]", sweep, _SWEEP_KEYS)
-            _check_types(path, i, f"sweeps[{j}].", sweep, _SWEEP_TYPES)
-        if not isinstance(info["cams"], dict):
-            raise InputError(f"info file {path}: record {i} 'cams' must map camera names to records")
-        for name, cam in info["cams"].items():
-            _check_keys(path, i, f"cams.{name}", cam, _CAMERA_KEYS)
-            _check_types(path, i, f"cams.{name}.", cam, _CAMERA_TYPES)
-            if cam["width"] < 1 or cam["height"] < 1:
-                raise InputError(f"info file {path}: record {i} cams.{name} has a bad image size "
-                                 f"{cam['width']}x{cam['height']}")
-        matrices = {"lidar2ego": info["lidar2ego"], "ego2global": info["ego2global"]}
-        matrices.update({f"sweeps[{j}].sensor2lidar": s.get("sensor2lidar") for j, s in enumerate(info["sweeps"])})
-        for name, cam in info["cams"].items():
-            matrices.update({f"cams.{name}.{k}": cam.get(k) for k in ("camera2ego", "camera2lidar", "ego2global")})
-            _check_matrix(path, i, f"cams.{name}.intrinsics", cam.get("intrinsics"), (3, 3))
-        for name, value in matrices.items():
-            _check_matrix(path, i, name, value, (4, 4))
-        for name, cam in info["cams"].items():
-            k = np.asarray(cam["intrinsics"], dtype=np.float64)
-            if not (k[0, 0] > 0 and k[1, 1] > 0):
-                raise InputError(f"info file {path}: record {i} cams.{name}.intrinsics has focal lengths "
-                                 f"fx={k[0, 0]}, fy={k[1, 1]} (need > 0)")
+        check_record(info, f"info file {path}: record {i}")
+
+
+def check_record(info: Any, where: str) -> None:
+    """Check one info record: keys, types, image sizes, rigid 4×4 transforms and invertible camera
+    matrices with positive focal lengths (:mod:`bev_ddp.data.geometry`); :class:`InputError`
+    starting with ``where`` (e.g. ``info file F: record 3``) otherwise."""
+    missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise InputError(f"{where} lacks {missing}")
+    _check_types(where, "", info, _RECORD_TYPES)
+    if not isinstance(info["sweeps"], list):
+        raise InputError(f"{where} 'sweeps' must be a list")
+    for j, sweep in enumerate(info["sweeps"]):
+        _check_keys(where, f"sweeps[{j}]", sweep, _SWEEP_KEYS)
+        _check_types(where, f"sweeps[{j}].", sweep, _SWEEP_TYPES)
+    if not isinstance(info["cams"], dict):
+        raise InputError(f"{where} 'cams' must map camera names to records")
+    for name, cam in info["cams"].items():
+        _check_keys(where, f"cams.{name}", cam, _CAMERA_KEYS)
+        _check_types(where, f"cams.{name}.", cam, _CAMERA_TYPES)
+        if cam["width"] < 1 or cam["height"] < 1:
+            raise InputError(f"{where} cams.{name} has a bad image size {cam['width']}x{cam['height']}")
+    matrices = {"lidar2ego": info["lidar2ego"], "ego2global": info["ego2global"]}
+    matrices.update({f"sweeps[{j}].sensor2lidar": s.get("sensor2lidar") for j, s in enumerate(info["sweeps"])})
+    for name, cam in info["cams"].items():
+        matrices.update({f"cams.{name}.{k}": cam.get(k) for k in ("camera2ego", "camera2lidar", "ego2global")})
+        check_intrinsics(cam.get("intrinsics"), f"{where} cams.{name}.intrinsics")
+    check_rigid_all({f"{where} {name}": value for name, value in matrices.items()})
 
 
 _NUMBER = (int, float)
@@ -99,14 +102,14 @@ _CAMERA_TYPES = {"path": str, "width": int, "height": int}
 _TYPE_NAMES = {str: "a string", int: "an integer", _NUMBER: "a number"}
 
 
-def _check_types(path: Path, index: int, prefix: str, record: dict[str, Any], types: dict[str, Any]) -> None:
+def _check_types(where: str, prefix: str, record: dict[str, Any], types: dict[str, Any]) -> None:
     for key, kind in types.items():
         value = record.get(key)
         ok = isinstance(value, kind) and not isinstance(value, bool)
         if ok and kind is _NUMBER:
             ok = bool(np.isfinite(value))
         if key in record and not ok:
-            raise InputError(f"info file {path}: record {index} {prefix}{key} must be {_TYPE_NAMES[kind]}, got {value!r}")
+            raise InputError(f"{where} {prefix}{key} must be {_TYPE_NAMES[kind]}, got {value!r}")
 
 
 def data_paths(info: dict[str, Any]) -> list[tuple[str, str]]:
@@ -128,18 +131,7 @@ def _check_inside(path: Path, infos: list[dict[str, Any]], dataroot: Path) -> No
                     "(allow_outside_dataroot=True to accept it)")
 
 
-def _check_keys(path: Path, index: int, name: str, value: Any, keys: tuple[str, ...]) -> None:
+def _check_keys(where: str, name: str, value: Any, keys: tuple[str, ...]) -> None:
     missing = [k for k in keys if not isinstance(value, dict) or k not in value]
     if missing:
-        raise InputError(f"info file {path}: record {index} {name} lacks {missing}")
-
-
-def _check_matrix(path: Path, index: int, name: str, value: Any, shape: tuple[int, int]) -> None:
-    try:
-        m = np.asarray(value)
-        m = m.astype(np.float64) if m.dtype.kind in "iuf" else np.zeros(0)  # strings are not numbers
-    except (TypeError, ValueError):
-        m = np.zeros(0)
-    if m.shape != shape or not np.isfinite(m).all():
-        raise InputError(
-            f"info file {path}: record {index} has a bad {name} (need a finite {shape[0]}x{shape[1]} matrix)")
+        raise InputError(f"{where} {name} lacks {missing}")

@@ -14,6 +14,21 @@ from bev_ddp.errors import InputError
 from bev_ddp.output_files import write_bytes_atomic
 
 NUSCENES_POINT_DIMS = 5
+POINT_COLUMNS = ("x", "y", "z", "intensity", "ring")  # of a nuScenes file; samples hold a time lag (s) fifth
+MAX_POINT_VALUE = 1e6  # |m|, intensity, s: anything larger is corrupt, and sums of it overflow float32
+
+
+def check_point_values(points: np.ndarray, name: str, columns: tuple[str, ...] = POINT_COLUMNS) -> np.ndarray:
+    """Refuse points holding NaN, inf or values beyond ±:data:`MAX_POINT_VALUE`: :class:`InputError`
+    naming ``name`` and the first bad column (x, y, z, intensity, ...)."""
+    bad = ~np.isfinite(points) | (np.abs(points) > MAX_POINT_VALUE)  # [N, dims]
+    if bad.any():
+        column = int(np.nonzero(bad.any(axis=0))[0][0])
+        label = columns[column] if column < len(columns) else f"column {column}"
+        values = points[:, column][bad[:, column]]
+        raise InputError(f"{name} holds {int(bad[:, column].sum())} point(s) whose {label} is NaN, inf or beyond "
+                         f"±{MAX_POINT_VALUE:g} (e.g. {float(values[0]):g})")
+    return points
 
 
 def load_points(path: str | os.PathLike, dims: int = NUSCENES_POINT_DIMS) -> np.ndarray:
@@ -21,7 +36,7 @@ def load_points(path: str | os.PathLike, dims: int = NUSCENES_POINT_DIMS) -> np.
 
     Raises:
         InputError: naming ``path`` when it is missing, empty, truncated (size not a multiple of
-            ``dims * 4`` bytes) or holds non-finite values.
+            ``dims * 4`` bytes) or holds NaN, inf or absurd values (:func:`check_point_values`).
     """
     path = Path(path)
     if not path.is_file():
@@ -36,9 +51,7 @@ def load_points(path: str | os.PathLike, dims: int = NUSCENES_POINT_DIMS) -> np.
             f"{size} bytes is not a multiple of {record}"
         )
     points = np.fromfile(path, dtype="<f4").reshape(-1, dims)  # [N, dims]
-    if not np.isfinite(points).all():
-        raise InputError(f"LiDAR file {path} holds NaN or infinite values")
-    return points
+    return check_point_values(points, f"LiDAR file {path}")
 
 
 def write_points(path: str | os.PathLike, points: np.ndarray) -> None:

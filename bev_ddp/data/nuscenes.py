@@ -155,6 +155,28 @@ class NuScenesBEVDataset(Dataset):
         return self._maps[location]
 
     # --- images -----------------------------------------------------------------------------
+    def check_camera_images(self) -> None:
+        """Refuse an info file none of whose camera images is a non-empty file (a camera model would
+        train and evaluate on black images): :class:`InputError` naming the file and an example.
+
+        Stops at the first usable image, so a normal dataset costs one ``stat``; a sample whose
+        images are missing or unreadable still gets zero images and a warning (``__getitem__``).
+        """
+        example = None
+        for info in self.infos:
+            for cam in info["cams"].values():
+                path = self.dataroot / cam["path"]
+                try:
+                    if path.is_file() and path.stat().st_size > 0:
+                        return
+                    problem = f"{path} is empty (0 bytes)" if path.is_file() else f"{path} is not a file"
+                except OSError as exc:
+                    problem = f"{path}: {exc.strerror or exc}"
+                example = example or problem
+        if example is not None:
+            raise InputError(f"info file {self.info_path}: none of its camera images can be read "
+                             f"(e.g. {example}); a camera model would see black images only")
+
     def _load_image(self, cam: dict[str, Any]) -> torch.Tensor | None:
         path = self.dataroot / cam["path"]
         try:

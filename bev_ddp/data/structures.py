@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 
 from bev_ddp.errors import InputError
@@ -79,6 +80,23 @@ class CameraGeometry:
         depth = cam[..., 2:3]
         uvd = torch.cat([cam[..., :2] / depth.clamp(min=1e-6), depth, cam[..., 3:]], dim=-1)  # (u, v, d, 1)
         return (self.img_aug.unsqueeze(-3) @ uvd.unsqueeze(-1)).squeeze(-1)[..., :3]
+
+    def check(self, name: str = "geometry") -> "CameraGeometry":
+        """Check every matrix (one sample or a batch) with :mod:`bev_ddp.data.geometry`: rigid
+        ``camera2lidar`` / ``camera2ego`` / ``lidar2ego``, invertible intrinsics with positive focal
+        lengths, finite invertible ``img_aug`` / ``lidar_aug``; :class:`InputError` naming the
+        matrix (``name.camera2lidar[b, n]``) otherwise.  Returns ``self``."""
+        from bev_ddp.data.geometry import check_intrinsics, check_invertible, check_rigid
+
+        checks = {"intrinsics": lambda m, where: check_intrinsics(m[:3, :3], where),
+                  "camera2lidar": check_rigid, "camera2ego": check_rigid, "lidar2ego": check_rigid,
+                  "img_aug": check_invertible, "lidar_aug": check_invertible}
+        for key, check in checks.items():
+            matrices = getattr(self, key).detach().double().cpu().numpy()
+            lead = matrices.shape[:-2]
+            for index in np.ndindex(*lead):
+                check(matrices[index], f"{name}.{key}{list(index) if index else ''}")
+        return self
 
     def to(self, *args: Any, **kwargs: Any) -> "CameraGeometry":
         return CameraGeometry(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})

@@ -35,6 +35,7 @@ import torch
 
 from bev_ddp.diffusion.schedule import NoiseSchedule, expand_batch_coef
 from bev_ddp.errors import InputError
+from bev_ddp.stop import raise_if_stop_requested
 
 
 @dataclass
@@ -164,6 +165,7 @@ class DDIMSampler:
             if s == 0 and first_prediction is not None:
                 prediction = first_prediction
             else:
+                raise_if_stop_requested()  # a SIGINT/SIGTERM during eval/replay: stop between steps
                 prediction = denoise(x_t, t_now_b)
             out.step_predictions.append(prediction)
             out.times.append((t_now, t_next))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bev_ddp.engine.interrupt import signals_deferred
 from bev_ddp.errors import InputError
 from bev_ddp.nn.checkpoint import read_checkpoint
 from bev_ddp.output_files import remove_stale_tmp
@@ -87,21 +88,23 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace`` onto ``path``.
 
     A crash mid-write leaves the previous file intact; readers never see a half-written one.
+    A SIGINT / SIGTERM during the write takes effect after the rename (:func:`signals_deferred`).
     A temporary left by a killed process (SIGKILL) is removed by :func:`remove_stale_checkpoint_tmp`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with signals_deferred():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(obj, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
     return path
 
 

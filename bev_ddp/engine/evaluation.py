@@ -7,6 +7,7 @@ that define ``visuals()`` (first samples' maps, as numpy arrays) get them saved 
 """
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from bev_ddp.engine.data import build_eval_loader, move_to_device
 from bev_ddp.engine.interrupt import StopRequest
 from bev_ddp.engine.task import Evaluator, Task
 from bev_ddp.errors import InputError
-from bev_ddp.output_files import atomic_path, write_text_atomic
+from bev_ddp.stop import StopRequested
+from bev_ddp.output_files import write_bytes_atomic, write_text_atomic
 from bev_ddp.report.writer import VISUALS_FILE
 
 
@@ -65,7 +67,8 @@ def evaluate_model(
     """Run ``model.predict`` over ``loader`` and return the evaluator's metrics (all ranks).
 
     With ``stop`` (an active :class:`StopRequest`), a SIGINT/SIGTERM ends the pass before the next
-    batch (the decision is all-reduced over ranks) and the result is marked ``interrupted``.
+    batch (the decision is all-reduced over ranks), or between two sampling steps of the current
+    one (:mod:`bev_ddp.stop`), and the result is marked ``interrupted``.
     """
     module = getattr(model, "module", model)  # unwrap DistributedDataParallel
     was_training = module.training
@@ -80,7 +83,11 @@ def evaluate_model(
                 bar.close()
                 return EvalResult(metrics={}, seconds=time.perf_counter() - start, interrupted=True, batches=batches)
             batch = move_to_device(batch, device)
-            preds = module.predict(batch, steps=list(steps), seed=seed)
+            try:
+                preds = module.predict(batch, steps=list(steps), seed=seed)
+            except StopRequested:  # the stop asked for, raised between two sampling steps of this batch
+                bar.close()
+                return EvalResult(metrics={}, seconds=time.perf_counter() - start, interrupted=True, batches=batches)
             evaluator.process(batch, preds)
             batches += 1
         if stop is not None and _stop_on_any_rank(stop):
@@ -105,8 +112,10 @@ def save_and_report(task: Task, result: EvalResult, out_dir: str | Path) -> list
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if result.visuals:
-        with atomic_path(out_dir / VISUALS_FILE) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **result.visuals)
+        # zipped in memory: a ZipFile left open on a full disk would print a traceback when collected
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **result.visuals)
+        write_bytes_atomic(out_dir / VISUALS_FILE, buffer.getvalue())
     files = list(task.write_report(result.metrics, out_dir))
     if not (out_dir / "metrics.json").exists():  # a task whose report skips the JSON still leaves it
         write_text_atomic(out_dir / "metrics.json", json.dumps(result.metrics, indent=2))

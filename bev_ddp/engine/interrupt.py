@@ -3,12 +3,16 @@
 Two modes share one handler installation:
 
 * :class:`StopRequest` (train, eval, replay): the first signal only sets ``requested``; the loop
-  checks it at its next safe point (a step, a batch, a frame), finishes and closes its outputs
+  checks it at its next safe point (a step, a batch, a frame; the DDIM sampler also between its
+  steps, through :mod:`bev_ddp.stop`), finishes and closes its outputs
   and the command exits ``128 + signal`` (130 for SIGINT, 143 for SIGTERM).  A second signal
   raises :class:`Interrupted` at once (Ctrl-C twice aborts; the outputs are still only complete
   or absent because every file is written to a temporary name and renamed).
 * :func:`interruptible` (every command, around its whole run): a signal raises
   :class:`Interrupted` where the program is; the CLI prints one line and exits ``128 + signal``.
+* :func:`signals_deferred` (around a write a signal would corrupt, e.g. ``torch.save``, whose C++
+  writer turns an exception raised in its Python callback into ``RuntimeError: unexpected pos``):
+  a signal arriving inside the block is delivered to the outer handler when the block ends.
 
 Handlers are installed only in the main thread and restored on exit.
 """
@@ -20,21 +24,15 @@ import signal
 import threading
 from typing import Any, Iterator
 
+from bev_ddp.stop import StopRequested, request_stop
+
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(KeyboardInterrupt):
-    """Raised for SIGINT or SIGTERM; ``exit_code`` is ``128 + signum``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = int(signum)
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
+class Interrupted(StopRequested):
+    """Raised for SIGINT or SIGTERM where the program is; ``exit_code`` is ``128 + signum``."""
 
 
 def signal_name(signum: int) -> str:
@@ -66,6 +64,20 @@ def interruptible() -> Iterator[None]:
         _restore(previous)
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM received inside the block take effect (through the handler that was
+    installed before it) once the block has finished; the first one is re-raised, later ones dropped."""
+    pending: list[int] = []
+    previous = _install(lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        _restore(previous)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
 class StopRequest:
     """Context manager turning the first SIGINT/SIGTERM into ``requested = True`` (see the module doc).
 
@@ -94,9 +106,11 @@ class StopRequest:
         if self.signum is not None:  # the second signal: stop now
             raise Interrupted(signum)
         self.signum = signum
+        request_stop(signum)  # long loops below the engine (DDIM steps) stop between iterations
         log.warning("%s received: stopping at the next safe point (send it again to stop at once)",
                     signal_name(signum))
 
     def __exit__(self, *exc: Any) -> None:
         _restore(self._previous)
         self._previous = {}
+        request_stop(None)

@@ -113,6 +113,7 @@ class BEVIoUEvaluator:
         # [steps, (tp, fp, fn), thresholds, classes]
         self.counts = torch.zeros(len(self.steps), 3, len(self.thresholds), len(self.classes), dtype=torch.int64)
         self.num_samples = 0
+        self.degraded = torch.zeros(2, dtype=torch.int64)  # (samples missing a camera, missing images)
         for hist in self._uncertainty.values():
             hist.reset()
         for scores in self._estimators.values():
@@ -134,6 +135,10 @@ class BEVIoUEvaluator:
         if gt.dim() != 4 or gt.shape[1] != len(self.classes):
             raise InputError(f"{self.gt_key} has shape {tuple(gt.shape)}, expected [B, {len(self.classes)}, X, Y]")
         gt = gt.detach().cpu() > 0.5  # [B, K, X, Y] bool
+        valid = batch.get("camera_valid")
+        if isinstance(valid, torch.Tensor):  # [B, N_cam]: a run on zero images is reported as degraded
+            missing = ~valid.detach().cpu().bool()
+            self.degraded += torch.tensor([int(missing.any(dim=1).sum()), int(missing.sum())])
         shape = tuple(gt.shape)
         thr = torch.tensor(self.thresholds).view(-1, 1, 1, 1, 1)  # [T, 1, 1, 1, 1]
         for si, step in enumerate(self.steps):
@@ -216,11 +221,13 @@ class BEVIoUEvaluator:
                 "uncertainty": hist.stats().to_dict(),
                 "uncertainty_estimators": self._estimators[step].to_dict(all_reduce_sum),
             }
+        degraded = all_reduce_sum(self.degraded.clone()).tolist()
         return {
             "task": "bev",
             "metric": self.metric_name,
             "classes": self.classes,
             "num_samples": num_samples,
+            "degraded": {"samples_missing_cameras": degraded[0], "missing_camera_images": degraded[1]},
             "protocol": self.protocol,
             "steps": per_step,
         }

@@ -78,7 +78,9 @@ def read_checkpoint(path: str | Path) -> Any:
     if path.stat().st_size == 0:
         raise InputError(f"checkpoint {path} is empty (0 bytes)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a raw pickle draws a protocol UserWarning before the refusal below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
         raise InputError(

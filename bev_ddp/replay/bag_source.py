@@ -35,6 +35,9 @@ from bev_ddp.replay.events import (
 from bev_ddp.replay.topics import TopicMap
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 
 # what a damaged storage file raises while being read (sqlite3, MCAP chunk/record parsing)
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (ReaderError, sqlite3.DatabaseError, OSError, EOFError,
@@ -58,9 +61,7 @@ class RosbagSource:
     """
 
     def __init__(self, path: str | Path, *, topics: TopicMap, typestore_name: Stores = Stores.ROS2_HUMBLE) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise InputError(f"bag not found: {self.path}")
+        self.path = check_log_path(path)
         self.topics = topics
         self.typestore = get_typestore(typestore_name)
         self._cameras = topics.camera_by_image_topic()
@@ -98,6 +99,8 @@ class RosbagSource:
                 return None
             raise
         try:
+            self._check_topic_types({c.topic: _ros2_name(c.msgtype) for c in _stored_connections(reader)
+                                     if c.topic in self._wanted()})
             return sum(c.msgcount for c in reader.connections if c.topic == self.topics.lidar_topic) or None
         finally:
             reader.close()
@@ -119,9 +122,11 @@ class RosbagSource:
             yield from self._stream_mcap(reason=str(exc))
             return
         try:
-            connections = [c for c in reader.connections if c.topic in self._wanted()]
-            self._check_lidar_topic({c.topic for c in reader.connections})
+            stored = _stored_connections(reader)
+            connections = [c for c in stored if c.topic in self._wanted()]
+            self._check_lidar_topic({c.topic for c in stored})
             self._register_types((c.msgtype, getattr(c.msgdef, "data", "")) for c in connections)
+            self._check_topic_types({c.topic: _ros2_name(c.msgtype) for c in connections})
             messages = ((c.topic, c.msgtype, t, raw) for c, t, raw in reader.messages(connections=connections))
             yield from self._convert_all(messages)
         finally:
@@ -139,6 +144,25 @@ class RosbagSource:
                 f"bag {self.path} has no LiDAR topic {self.topics.lidar_topic!r} (topics: {sorted(available)}); "
                 "set lidar.topic in the topic map"
             )
+
+    def _check_topic_types(self, types: dict[str, str]) -> None:
+        """Every mapped topic must carry the message type its sensor needs (before the first frame)."""
+        for topic, msgtype in types.items():
+            expected = self._expected_types(topic)
+            if expected and msgtype not in expected:
+                raise InputError(f"bag {self.path}: topic {topic} ({self.topics.sensor_of(topic)}) carries {msgtype}, "
+                                 f"expected {' or '.join(expected)}; fix the topic map")
+
+    def _expected_types(self, topic: str) -> tuple[str, ...]:
+        if topic == self.topics.lidar_topic:
+            return (POINTCLOUD2,)
+        if topic in self._cameras:
+            return IMAGE_TYPES
+        if topic in self._infos:
+            return (CAMERA_INFO,)
+        if topic in (self.topics.tf, self.topics.tf_static):
+            return (TF_MESSAGE,)
+        return ()
 
     def _convert_all(self, messages: Iterator[tuple[str, str, int, bytes]]) -> Iterator[Event]:
         last_receive = 0
@@ -184,6 +208,7 @@ class RosbagSource:
             if schema.name not in registered:
                 self._register_types([(schema.name, schema.data.decode("utf-8", errors="replace"))])
                 registered.add(schema.name)
+            self._check_topic_types({channel.topic: _ros2_name(schema.name)})
             yield channel.topic, _ros2_name(schema.name), message.log_time, message.data
 
     def _register_types(self, types) -> None:
@@ -242,6 +267,28 @@ class RosbagSource:
             decode = lambda: ros_messages.image_to_rgb(msg, name=name)  # noqa: E731
         return CameraMessage(camera=camera, stamp_ns=ros_messages.stamp_ns(msg.header), receive_ns=receive_ns,
                              frame_id=msg.header.frame_id.lstrip("/"), decode=decode)
+
+
+def check_log_path(path: str | Path) -> Path:
+    """``path`` if it is a regular file or a folder (a rosbag2 directory); a FIFO, socket or device
+    would block or never end, so anything else raises :class:`InputError`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"bag not found: {path}")
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(f"bag {path} is not a regular file or a bag folder")
+    return path
+
+
+def _stored_connections(reader: Reader) -> list:
+    """The connections the storage files hold.  A rosbag2 directory's reader matches the
+    ``metadata.yaml`` topics to them by topic, type *and* QoS profiles, so a bag re-indexed or
+    written by another tool (QoS in the yaml differing from the file's) would yield no message;
+    the files' own connections always match themselves."""
+    storages = getattr(reader.storage, "storages", None)  # rosbags' directory reader: one per file
+    if not storages:
+        return list(reader.connections)
+    return [c for storage in storages for c in storage.connections]
 
 
 def _ros2_name(msgtype: str) -> str:

@@ -14,6 +14,7 @@ Without a topic map file the built-in map whose LiDAR topic the file has is used
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def inspect_mcap(path: str | Path) -> McapLayout:
     from mcap.stream_reader import StreamReader
 
     path = Path(path)
+    damage: BaseException | None = None
     try:
         with open(path, "rb") as stream:
             reader = SeekingReader(stream)
@@ -90,10 +92,13 @@ def inspect_mcap(path: str | Path) -> McapLayout:
                             seen += 1
                             if seen >= _SCAN_MESSAGES:
                                 break
-                except (McapError, EOFError, ValueError, OSError, KeyError, IndexError):
-                    pass  # damaged past here: the channels seen so far decide
-    except (McapError, EOFError, ValueError, OSError, StopIteration) as exc:
-        raise InputError(f"bag {path} cannot be opened as MCAP (corrupt or truncated?): {exc}") from exc
+                except (McapError, EOFError, ValueError, OSError, KeyError, IndexError, struct.error) as exc:
+                    damage = exc  # damaged past here: the channels seen so far decide
+    except (McapError, EOFError, ValueError, OSError, StopIteration, struct.error) as exc:
+        raise InputError(f"bag {path} cannot be opened as MCAP (corrupt or truncated?): {exc!r}") from exc
+    if not channels and damage is not None:
+        raise InputError(f"bag {path} is truncated or corrupt before its first channel record "
+                         f"({path.stat().st_size} bytes, no summary): {damage!r}")
     infos = []
     for channel in channels.values():
         schema = schemas.get(channel.schema_id)
@@ -108,11 +113,9 @@ def open_log(path: str | Path, *, topics_file: str | Path | None = None):
     Raises:
         InputError: missing file, unreadable MCAP, or an MCAP whose encoding replay cannot read.
     """
-    from bev_ddp.replay.bag_source import RosbagSource
+    from bev_ddp.replay.bag_source import RosbagSource, check_log_path
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"bag not found: {path}")
+    path = check_log_path(path)
     if path.is_dir() or path.suffix != ".mcap":
         return RosbagSource(path, topics=load_topic_map(topics_file))
     layout = inspect_mcap(path)

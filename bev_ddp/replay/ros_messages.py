@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy.spatial.transform import Rotation
 
+from bev_ddp.data.geometry import check_intrinsics
+from bev_ddp.data.lidar_io import check_point_values
 from bev_ddp.errors import InputError
 
 # sensor_msgs/PointField datatype constants -> numpy scalar type
@@ -39,8 +41,12 @@ _IMAGE_ENCODINGS = {
 
 
 def stamp_ns(header) -> int:
-    """``std_msgs/Header`` stamp as integer nanoseconds."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    """``std_msgs/Header`` stamp as integer nanoseconds; one before 1970 raises :class:`InputError`
+    (the message is then corrupt: the MCAP output stores stamps unsigned)."""
+    stamp = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    if stamp < 0:
+        raise InputError(f"header stamp {header.stamp.sec} s {header.stamp.nanosec} ns is before 1970")
+    return stamp
 
 
 def pointcloud2_to_points(msg, *, name: str = "PointCloud2") -> np.ndarray:
@@ -79,7 +85,8 @@ def packed_points(data: np.ndarray, fields: dict[str, tuple[int, int]], point_st
     Non-finite points are dropped, a missing or non-finite intensity is 0.
 
     Raises:
-        InputError: missing x/y/z, an unknown type code, or records smaller than their fields.
+        InputError: missing x/y/z, an unknown type code, records smaller than their fields, or a
+            value beyond ±1e6 (:func:`bev_ddp.data.lidar_io.check_point_values`).
     """
     missing = [k for k in ("x", "y", "z") if k not in fields]
     if missing:
@@ -106,7 +113,8 @@ def packed_points(data: np.ndarray, fields: dict[str, tuple[int, int]], point_st
         if key in names:
             points[:, col] = cloud[key]
     points[:, 3] = np.nan_to_num(points[:, 3], nan=0.0, posinf=0.0, neginf=0.0)  # intensity
-    return points[np.isfinite(points[:, :3]).all(axis=1)]
+    points = points[np.isfinite(points[:, :3]).all(axis=1)]
+    return check_point_values(points, name, ("x", "y", "z", "intensity"))  # e.g. an intensity of 3e38
 
 
 def image_to_rgb(msg, *, name: str = "Image") -> np.ndarray:
@@ -153,10 +161,9 @@ def camera_info_to_intrinsics(msg, *, name: str = "CameraInfo") -> tuple[np.ndar
 
 
 def checked_intrinsics(intrinsics: np.ndarray, *, name: str) -> np.ndarray:
-    """A copy of the [3, 3] camera matrix, or InputError naming ``name`` unless both focal lengths are positive and finite."""
-    if not (intrinsics[0, 0] > 0 and intrinsics[1, 1] > 0 and np.isfinite(intrinsics).all()):
-        raise InputError(f"{name}: camera matrix has no positive focal length: {intrinsics.tolist()}")
-    return intrinsics.copy()
+    """A copy of the [3, 3] camera matrix, or InputError naming ``name`` unless it passes
+    :func:`bev_ddp.data.geometry.check_intrinsics` (finite, positive focal lengths, invertible)."""
+    return check_intrinsics(intrinsics, f"{name}: camera matrix").copy()
 
 
 def transform_to_matrix(transform) -> np.ndarray:

@@ -13,7 +13,7 @@ import dataclasses
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
@@ -61,6 +61,7 @@ class ReplayResult:
     out_dir: str
     signum: int | None = None  # the signal that stopped the run (SIGINT / SIGTERM)
     output_error: str | None = None  # a write that failed (e.g. a full disk); the outputs end before it
+    flag_counts: dict[str, int] = field(default_factory=dict)  # frames per flag (``camera_missing:CAM_X`` → ``camera_missing``)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +102,7 @@ def replay(
     latencies: list[float] = []
     interrupted = False
     output_error: str | None = None
+    flag_counts: dict[str, int] = {}
     start = time.perf_counter()
     stream = assembler.frames(events)
     bar = tqdm(total=total if max_frames is None else min(total or max_frames, max_frames),
@@ -122,6 +124,8 @@ def replay(
                     output_error = f"{exc.strerror or exc}: {exc.filename or outputs.out_dir}"
                     break
                 frames += 1
+                for flag in {f.split(":")[0] for f in record.flags}:
+                    flag_counts[flag] = flag_counts.get(flag, 0) + 1
                 if prediction is None:
                     skipped += 1
                 else:
@@ -154,6 +158,7 @@ def replay(
             out_dir=str(outputs.out_dir),
             signum=stop.signum if interrupted else None,
             output_error=output_error,
+            flag_counts=dict(sorted(flag_counts.items())),
         )
         outputs.write_summary(result.to_json())
     return result

@@ -121,6 +121,7 @@ class _Pending:
     index: int
     lidar: LidarMessage
     history: list[LidarMessage]  # earlier sweeps, most recent first
+    stamp_not_increasing: bool = False  # stamped at or before an earlier sweep (a clock jump, a re-sorted log)
 
 
 class FrameAssembler:
@@ -145,6 +146,7 @@ class FrameAssembler:
         self._pending: deque[_Pending] = deque()
         self._lidar_count = 0
         self._latest_lidar_stamp: int | None = None
+        self._newest_lidar_stamp: int | None = None  # the largest decoded LiDAR stamp so far
 
     # -- event intake -------------------------------------------------------------------------
     def frames(self, events: Iterable[Event]) -> Iterator[SensorFrame]:
@@ -191,11 +193,15 @@ class FrameAssembler:
             self._add_lidar(event)
 
     def _add_lidar(self, lidar: LidarMessage) -> None:
-        self._pending.append(_Pending(index=self._lidar_count, lidar=lidar, history=list(self._history)[::-1]))
+        backwards = lidar.points is not None and self._newest_lidar_stamp is not None \
+            and lidar.stamp_ns <= self._newest_lidar_stamp
+        self._pending.append(_Pending(index=self._lidar_count, lidar=lidar, history=list(self._history)[::-1],
+                                      stamp_not_increasing=backwards))
         self._lidar_count += 1
         if lidar.points is not None:
             self._history.append(lidar)
             self._latest_lidar_stamp = lidar.stamp_ns
+            self._newest_lidar_stamp = max(lidar.stamp_ns, self._newest_lidar_stamp or lidar.stamp_ns)
 
     def _prune_images(self) -> None:
         """Forget images no current or future LiDAR sweep can use (keep the newest of each camera).
@@ -298,6 +304,10 @@ class FrameAssembler:
             points, sweeps_used, static = self._accumulate(lidar, lidar_frame, pending.history)
             if static:
                 flags.append("ego_motion_unknown")
+            if len(lidar.points) == 0:
+                flags.append("lidar_empty")
+        if pending.stamp_not_increasing:
+            flags.append("lidar_stamp_not_increasing")
         return SensorFrame(
             index=pending.index,
             stamp_ns=t,

@@ -7,6 +7,7 @@ The metrics dict (what every task's evaluator returns, JSON-serialisable)::
       "metric": "IoU",                     # name of the per-class metric
       "classes": ["drivable_area", ...],   # optional for tasks without classes
       "num_samples": 81,
+      "degraded": {"samples_missing_cameras": 3, "missing_camera_images": 5},  # optional: a note in report.md
       "display_scale": {"RMSE": 1.0},      # optional; values are shown ×100 (%) unless listed
       "steps": {                           # one entry per sampling step count (string keys)
         "1": {
@@ -52,6 +53,16 @@ def load_visuals(path: Path) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise InputError(f"visuals file {path} could not be read: {exc}") from exc
+
+
+def degraded_note(metrics: dict[str, Any]) -> str | None:
+    """One sentence on the samples evaluated with missing inputs (``metrics["degraded"]``), or None."""
+    degraded = metrics.get("degraded") or {}
+    samples = int(degraded.get("samples_missing_cameras", 0))
+    if not samples:
+        return None
+    return (f"{samples} of {metrics.get('num_samples', '?')} samples had missing or unreadable camera images "
+            f"({int(degraded.get('missing_camera_images', 0))} images replaced by zeros); see the warnings of the run")
 
 
 def write_report(
@@ -101,6 +112,11 @@ def write_report(
                                                       lambda p: uncertainty_plots.plot_reliability(metrics, p))),
     ]
     md = [f"# {title}", "", f"{metrics.get('num_samples', '?')} samples.", ""]
+    note = degraded_note(metrics)
+    if note:
+        md += [f"**Degraded input:** {note}", ""]
+        if console:
+            (console if isinstance(console, Console) else Console(stderr=True)).print(f"degraded input: {note}")
     md.append(tables.markdown_tables(metrics))
     md.append(uncertainty_plots.markdown_estimators(metrics))
     for caption, path in figures:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bev_ddp.data.infos import read_infos, write_infos
+from bev_ddp.data.infos import read_infos
 from bev_ddp.data.nuscenes import IMAGENET_MEAN, IMAGENET_STD, AugConfig, NuScenesBEVDataset
 from bev_ddp.data.sensors import CAMERA_NAMES
 from bev_ddp.data.structures import CameraGeometry, collate_samples
@@ -126,9 +126,12 @@ def test_image_augmentation_matrix_maps_map_points_into_the_augmented_image(info
 
 
 def _patched_infos(infos, tmp_path, edit):
+    """The edited records as plain JSON (write_infos would refuse a bad one before the dataset sees it)."""
     meta, records = read_infos(infos["train"])
     edit(records[1])
-    return write_infos(tmp_path / "edited.json", meta, records)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps({"metadata": meta, "infos": records}))
+    return path
 
 
 def test_missing_or_corrupt_camera_gives_zero_image_and_warning(infos, scratch_root, tmp_path, caplog):

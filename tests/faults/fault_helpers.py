@@ -1,6 +1,7 @@
 """Helpers of the fault-injection suite (child processes, message checks, small mounts)."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -70,6 +71,18 @@ def one_line(err: str, prefix: str) -> str:
 def no_temporaries(folder: Path) -> None:
     left = [p for p in folder.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
     assert not left, left
+
+
+def fill_disk(disk: Path, leave: int = 0) -> None:
+    """Fill ``disk`` up to ``leave`` bytes of free space (a file named ``filler``)."""
+    with open(disk / "filler", "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    os.truncate(disk / "filler", max(0, os.path.getsize(disk / "filler") - leave))
 
 
 def mount_tmpfs(target: Path, options: str) -> bool:

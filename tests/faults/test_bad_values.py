@@ -56,12 +56,13 @@ def info_record(tmp_path_factory):
 
 
 def _edited(info_record, tmp_path, edit):
-    from bev_ddp.data.infos import write_infos
-
+    """An info file holding the edited record, written as plain JSON (write_infos refuses bad records)."""
     root, meta, record = info_record
     record = json.loads(json.dumps(record))
     edit(record)
-    return write_infos(tmp_path / "edited.json", meta, [record])
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps({"metadata": meta, "infos": [record]}))
+    return path
 
 
 def _set(path: str, value):

@@ -11,21 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_helpers import fill_disk as _fill
 from fault_helpers import no_temporaries, one_line
 
 from bev_ddp.cli import main
-
-
-def _fill(disk: Path, leave: int) -> None:
-    """Fill ``disk`` up to ``leave`` bytes of free space."""
-    with open(disk / "filler", "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    os.truncate(disk / "filler", max(0, os.path.getsize(disk / "filler") - leave))
 
 
 def _enospc() -> OSError:
