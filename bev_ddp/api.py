@@ -3,8 +3,8 @@
 In the style of mmdet's ``init_detector`` / ``inference_detector``::
 
     from bev_ddp import init_model, inference_bev
-    model = init_model("configs/bev/synth_tiny_fusion_ddp.yaml", "latest.pth", device="cpu")
-    pred = inference_bev(model, info, steps=3, seed=0)   # info: one record of an info file
+    model = init_model("work_dirs/synth_tiny_fusion_ddp", device="cpu")  # a run folder or checkpoint
+    pred = inference_bev(model, info, seed=0)   # info: one record of an info file; steps: the model's
     pred.probs        # [1, K, X, Y] per-class probabilities on the label grid (LiDAR frame)
     pred.uncertainty  # [1, X, Y] share of sampling steps whose map changed, in [0, 1]
 
@@ -31,32 +31,31 @@ __all__ = ["CAMERA_NAMES", "build_batch", "inference_bev", "init_model", "read_i
 
 def init_model(config: str | Path, checkpoint: str | Path | None = None, *, device: str | torch.device = "cpu",
                overrides: Sequence[str] = ()) -> torch.nn.Module:
-    """Build the model of a YAML config, load a checkpoint and put it in eval mode on ``device``.
+    """Build a model, load its weights and put it in eval mode on ``device``.
+
+    ``init_model(CKPT)``: a training checkpoint or run folder carries its config (like diffusers'
+    ``from_pretrained``); ``init_model(CONFIG, CKPT)`` builds the YAML config instead (needed for bare
+    state dicts and converted weights); ``init_model(CONFIG)`` keeps the config's initial weights (or
+    its ``model.checkpoint``).
 
     Args:
-        config: YAML config with a ``task:`` key (bev, seg or depth).
-        checkpoint: training checkpoint (``.pth``, its ``model`` entry) or bare state dict;
-            ``None`` keeps the initial weights.
+        config: YAML config with a ``task:`` key (bev, seg or depth), or the checkpoint / run folder.
+        checkpoint: training checkpoint (``.pth``, its ``model`` entry) or bare state dict, after a config.
         overrides: ``key=value`` config overrides, as on the command line.
 
     Returns:
-        The model, with the loaded config as ``model.cfg``.
+        The model, with its config as ``model.cfg``.
     """
-    from bev_ddp.engine.checkpoint import load_model_weights
-    from bev_ddp.engine.cli_support import load_task_config
+    from bev_ddp.engine.pretrained import build_pretrained, resolve_model_source, split_config_and_checkpoint
 
-    cfg, task = load_task_config(config, list(overrides))
-    model = task.build_model(cfg)
-    if checkpoint is not None:
-        load_model_weights(model, checkpoint)
-    model.cfg = cfg
-    return model.to(device).eval()
+    config, checkpoint = split_config_and_checkpoint([config] if checkpoint is None else [config, checkpoint])
+    return build_pretrained(resolve_model_source(config, checkpoint, overrides), device=device)
 
 
 def _config_of(model: torch.nn.Module) -> Any:
     cfg = getattr(model, "cfg", None)
     if cfg is None:
-        raise InputError("the model has no .cfg: build it with bev_ddp.init_model(config, checkpoint)")
+        raise InputError("the model has no .cfg: build it with bev_ddp.init_model(checkpoint)")
     if cfg.task != "bev":
         raise InputError(f"inference_bev needs a BEV model (task: bev), this one is for task {cfg.task!r}")
     return cfg
@@ -136,9 +135,11 @@ def build_batch(model: torch.nn.Module, info: Mapping[str, Any] | None = None, *
     return move_to_device(collate_samples([sample]), device)
 
 
-def inference_bev(model: torch.nn.Module, inputs: Mapping[str, Any], *, steps: int = 3, seed: int = 0,
+def inference_bev(model: torch.nn.Module, inputs: Mapping[str, Any], *, steps: int | None = None, seed: int = 0,
                   dataroot: str | Path | None = None):
     """Predict a BEV map with ``steps`` DDP sampling steps (same ``seed``, same map).
+
+    ``steps``: default the model's own (``model.head.ddp.steps``, :attr:`BEVFusionModel.steps`).
 
     Args:
         inputs: a batch (from :func:`build_batch` or a data loader), an info record (has
@@ -159,4 +160,5 @@ def inference_bev(model: torch.nn.Module, inputs: Mapping[str, Any], *, steps: i
     else:
         batch = build_batch(model, dataroot=dataroot, **inputs)
     with torch.inference_mode():
-        return model.predict(batch, steps=[int(steps)], seed=seed)[int(steps)]
+        preds = model.predict(batch, steps=None if steps is None else [steps], seed=seed)
+    return next(iter(preds.values()))
