@@ -10,12 +10,12 @@ In the style of mmdet's ``init_detector`` / ``inference_detector``::
 
 A batch comes from (a) a nuScenes info record (``bev-ddp prepare`` / :func:`read_infos`), built
 exactly as the evaluation dataset builds it, or (b) raw inputs: six camera images, a LiDAR cloud
-and the calibrations (:func:`build_batch`), built as the replay builds its frames.  Cameras are
+and the calibrations (:func:`build_batch`); both by the data layer's
+:class:`~bev_ddp.data.sample_builder.SampleBuilder`, which the replay uses too.  Cameras are
 in the order of :data:`CAMERA_NAMES`.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -63,22 +63,20 @@ def _config_of(model: torch.nn.Module) -> Any:
 
 def _from_info(cfg: Any, info: Mapping[str, Any], dataroot: str | Path | None) -> dict[str, Any]:
     """One evaluation sample of an info record, through :class:`~bev_ddp.data.nuscenes.NuScenesBEVDataset`."""
-    from bev_ddp.data.infos import INFO_FORMAT, write_infos
     from bev_ddp.data.nuscenes import NuScenesBEVDataset
+    from bev_ddp.nn.backbone import image_normalisation
 
-    with tempfile.TemporaryDirectory() as folder:  # the dataset reads records from an info file
-        path = write_infos(Path(folder) / "one.json", {"format": INFO_FORMAT}, [dict(info)])
-        dataset = NuScenesBEVDataset(path, dataroot or cfg.data.dataroot, image_size=tuple(cfg.data.image_size),
-                                     load_sweeps=int(cfg.data.load_sweeps), classes=tuple(cfg.data.classes),
-                                     xbound=tuple(cfg.data.xbound), ybound=tuple(cfg.data.ybound), with_labels=False)
+    dataset = NuScenesBEVDataset([dict(info)], dataroot or cfg.data.dataroot, image_size=tuple(cfg.data.image_size),
+                                 load_sweeps=int(cfg.data.load_sweeps), classes=tuple(cfg.data.classes),
+                                 xbound=tuple(cfg.data.xbound), ybound=tuple(cfg.data.ybound), with_labels=False,
+                                 normalisation=image_normalisation(cfg.model.camera.backbone))
     return dataset[0]
 
 
 def _from_raw(cfg: Any, images: Sequence[np.ndarray | None] | Mapping[str, np.ndarray | None], points: np.ndarray,
               intrinsics: np.ndarray, camera2lidar: np.ndarray, lidar2ego: np.ndarray | None = None,
               camera2ego: np.ndarray | None = None) -> dict[str, Any]:
-    from bev_ddp.replay.sample import SampleBuilder
-    from bev_ddp.replay.sync import SensorFrame
+    from bev_ddp.data.sample_builder import SampleBuilder, SensorInputs
 
     if isinstance(images, Mapping):
         images = [images.get(name) for name in CAMERA_NAMES]
@@ -99,10 +97,9 @@ def _from_raw(cfg: Any, images: Sequence[np.ndarray | None] | Mapping[str, np.nd
     for name, image in zip(CAMERA_NAMES, images):
         if image is not None and (np.ndim(image) != 3 or np.shape(image)[2] != 3):
             raise InputError(f"image of {name} must be uint8 [H, W, 3] RGB, got shape {np.shape(image)}")
-    frame = SensorFrame(
-        index=0, stamp_ns=0, lidar_frame="lidar", points=points, sweeps_used=1,
+    frame = SensorInputs(
+        points=points,
         images={k: None if im is None else np.asarray(im, dtype=np.uint8) for k, im in zip(CAMERA_NAMES, images)},
-        image_stamps_ns={k: 0 for k in CAMERA_NAMES},
         image_sizes={k: None if im is None else tuple(np.shape(im)[:2]) for k, im in zip(CAMERA_NAMES, images)},
         intrinsics=dict(zip(CAMERA_NAMES, intrinsics)), camera2lidar=dict(zip(CAMERA_NAMES, camera2lidar)),
         camera2ego=dict(zip(CAMERA_NAMES, np.asarray(camera2ego, dtype=np.float64))), lidar2ego=lidar2ego,

@@ -36,6 +36,7 @@ class BEVTask:
 
     def build_dataset(self, cfg: Any, split: str) -> Dataset:
         from bev_ddp.data.nuscenes import NuScenesBEVDataset
+        from bev_ddp.nn.backbone import image_normalisation
 
         d = cfg.data
         return NuScenesBEVDataset(
@@ -51,6 +52,7 @@ class BEVTask:
             seed=cfg.train.seed,
             map_raster=d.map_raster,
             sweep_protocol=d.sweep_protocol,
+            normalisation=image_normalisation(cfg.model.camera.backbone),  # the camera encoder's mean / std
         )
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -50,7 +50,16 @@ def read_infos(path: str | Path, *, dataroot: str | Path | None = None,
     doc = read_json(path, what="info file")
     if not isinstance(doc, dict) or "infos" not in doc or not isinstance(doc["infos"], list):
         raise InputError(f"info file {path} must hold {{'metadata': ..., 'infos': [...]}}")
-    for i, info in enumerate(doc["infos"]):
+    check_records(doc["infos"], source=path, dataroot=dataroot, allow_outside_dataroot=allow_outside_dataroot)
+    return doc.get("metadata", {}), doc["infos"]
+
+
+def check_records(infos: list[dict[str, Any]], *, source: str | Path = "<records>", dataroot: str | Path | None = None,
+                  allow_outside_dataroot: bool = False) -> list[dict[str, Any]]:
+    """Check info records as :func:`read_infos` checks a file's (``source`` names them in messages);
+    returns them unchanged."""
+    path = source
+    for i, info in enumerate(infos):
         missing = [k for k in _REQUIRED if not isinstance(info, dict) or k not in info]
         if missing:
             raise InputError(f"info file {path}: record {i} lacks {missing}")
@@ -81,8 +90,8 @@ def read_infos(path: str | Path, *, dataroot: str | Path | None = None,
                 raise InputError(f"info file {path}: record {i} cams.{name}.intrinsics has focal lengths "
                                  f"fx={k[0, 0]}, fy={k[1, 1]} (need > 0)")
     if dataroot is not None and not allow_outside_dataroot:
-        _check_inside(path, doc["infos"], Path(dataroot))
-    return doc.get("metadata", {}), doc["infos"]
+        _check_inside(path, infos, Path(dataroot))
+    return infos
 
 
 _NUMBER = (int, float)

@@ -53,7 +53,8 @@ def evaluation_steps(cfg: Any, model: torch.nn.Module) -> list[int]:
     lists several to compare, else the model's own default (its head's ``steps``)."""
     if cfg.eval.get("steps"):
         return sorted(check_step_counts(list(cfg.eval.steps)))
-    return [int(getattr(model, "module", model).steps)]  # DistributedDataParallel wraps the model
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    return [int(getattr(inner, "steps", 1))]  # a model that does not sample has one deterministic pass
 
 
 @torch.no_grad()

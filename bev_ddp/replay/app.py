@@ -4,10 +4,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from bev_ddp.data.sample_builder import SampleBuilder
 from bev_ddp.engine.pretrained import ModelSource, build_pretrained, resolve_model_source
 from bev_ddp.errors import InputError
 from bev_ddp.output_files import probe_output_dir
@@ -16,7 +16,6 @@ from bev_ddp.replay.mcap_layout import open_log
 from bev_ddp.replay.nuscenes_source import NuScenesSceneSource
 from bev_ddp.replay.outputs import GridSpec, ReplayOutputs
 from bev_ddp.replay.runner import FrameHook, ReplayResult, replay
-from bev_ddp.replay.sample import SampleBuilder
 from bev_ddp.replay.sync import FrameAssembler, SyncSettings
 from bev_ddp.replay.topics import load_topic_map
 
