@@ -12,7 +12,7 @@ from bev_ddp.engine.pretrained import ModelSource, build_pretrained, resolve_mod
 from bev_ddp.errors import InputError
 from bev_ddp.output_files import probe_output_dir
 from bev_ddp.replay.controller import StepController
-from bev_ddp.replay.mcap_layout import open_log
+from bev_ddp.replay.log_sources import open_log
 from bev_ddp.replay.nuscenes_source import NuScenesSceneSource
 from bev_ddp.replay.outputs import GridSpec, ReplayOutputs
 from bev_ddp.replay.runner import FrameHook, ReplayResult, replay
