@@ -21,7 +21,7 @@ from bev_ddp.comm import get_rank, get_world_size
 from bev_ddp.diffusion.sampler import check_step_counts
 from bev_ddp.engine.data import build_eval_loader, move_to_device
 from bev_ddp.engine.interrupt import StopRequest
-from bev_ddp.engine.task import Evaluator, Task
+from bev_ddp.engine.task import Evaluator, Task, default_steps
 from bev_ddp.errors import InputError
 from bev_ddp.output_files import atomic_path, write_text_atomic
 from bev_ddp.report.writer import VISUALS_FILE
@@ -53,8 +53,7 @@ def evaluation_steps(cfg: Any, model: torch.nn.Module) -> list[int]:
     lists several to compare, else the model's own default (its head's ``steps``)."""
     if cfg.eval.get("steps"):
         return sorted(check_step_counts(list(cfg.eval.steps)))
-    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
-    return [int(getattr(inner, "steps", 1))]  # a model that does not sample has one deterministic pass
+    return [default_steps(model)]
 
 
 @torch.no_grad()

@@ -65,3 +65,10 @@ def get_task(name: str) -> Task:
     if name not in TASK_MODULES:
         raise ConfigError(f"unknown task {name!r}; choose from {', '.join(TASK_MODULES)}")
     return importlib.import_module(TASK_MODULES[name]).TASK
+
+
+def default_steps(model: torch.nn.Module) -> int:
+    """The step count ``model.predict`` samples when none is asked for: ``model.steps`` (through a
+    DistributedDataParallel wrapper); a model without it (no sampling) makes one deterministic pass."""
+    inner = getattr(model, "module", model)
+    return int(getattr(inner, "steps", 1))

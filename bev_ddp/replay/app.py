@@ -9,6 +9,7 @@ import torch
 
 from bev_ddp.data.sample_builder import SampleBuilder
 from bev_ddp.engine.pretrained import ModelSource, build_pretrained, resolve_model_source
+from bev_ddp.engine.task import default_steps
 from bev_ddp.errors import InputError
 from bev_ddp.output_files import probe_output_dir
 from bev_ddp.replay.controller import StepController
@@ -99,7 +100,7 @@ def run_replay(request: ReplayRequest, *, model: torch.nn.Module | None = None,
     assembler = FrameAssembler(settings=settings, camera_frames={c.name: c.frame_id for c in topics.cameras})
     classes = list(cfg.data.classes)
     grid = GridSpec(xbound=tuple(cfg.data.xbound), ybound=tuple(cfg.data.ybound))
-    max_steps = request.steps if request.steps is not None else int(model.steps)  # the model's default
+    max_steps = request.steps if request.steps is not None else default_steps(model)  # the model's default
     controller = StepController(max_steps=max_steps, budget_ms=request.latency_budget_ms)
     with ReplayOutputs(out_dir, class_names=classes, grid=grid, png=request.png, mp4=request.mp4,
                        fps=request.fps) as outputs:
