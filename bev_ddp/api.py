@@ -3,19 +3,19 @@
 In the style of mmdet's ``init_detector`` / ``inference_detector``::
 
     from bev_ddp import init_model, inference_bev
-    model = init_model("configs/bev/synth_tiny_fusion_ddp.yaml", "latest.pth", device="cpu")
-    pred = inference_bev(model, info, steps=3, seed=0)   # info: one record of an info file
+    model = init_model("work_dirs/synth_tiny_fusion_ddp", device="cpu")  # a run folder or checkpoint
+    pred = inference_bev(model, info, seed=0)   # info: one record of an info file; steps: the model's
     pred.probs        # [1, K, X, Y] per-class probabilities on the label grid (LiDAR frame)
     pred.uncertainty  # [1, X, Y] share of sampling steps whose map changed, in [0, 1]
 
 A batch comes from (a) a nuScenes info record (``bev-ddp prepare`` / :func:`read_infos`), built
 exactly as the evaluation dataset builds it, or (b) raw inputs: six camera images, a LiDAR cloud
-and the calibrations (:func:`build_batch`), built as the replay builds its frames.  Cameras are
+and the calibrations (:func:`build_batch`); both by the data layer's
+:class:`~bev_ddp.data.sample_builder.SampleBuilder`, which the replay uses too.  Cameras are
 in the order of :data:`CAMERA_NAMES`.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,32 +33,31 @@ __all__ = ["CAMERA_NAMES", "build_batch", "inference_bev", "init_model", "read_i
 
 def init_model(config: str | Path, checkpoint: str | Path | None = None, *, device: str | torch.device = "cpu",
                overrides: Sequence[str] = ()) -> torch.nn.Module:
-    """Build the model of a YAML config, load a checkpoint and put it in eval mode on ``device``.
+    """Build a model, load its weights and put it in eval mode on ``device``.
+
+    ``init_model(CKPT)``: a training checkpoint or run folder carries its config (like diffusers'
+    ``from_pretrained``); ``init_model(CONFIG, CKPT)`` builds the YAML config instead (needed for bare
+    state dicts and converted weights); ``init_model(CONFIG)`` keeps the config's initial weights (or
+    its ``model.checkpoint``).
 
     Args:
-        config: YAML config with a ``task:`` key (bev, seg or depth).
-        checkpoint: training checkpoint (``.pth``, its ``model`` entry) or bare state dict;
-            ``None`` keeps the initial weights.
+        config: YAML config with a ``task:`` key (bev, seg or depth), or the checkpoint / run folder.
+        checkpoint: training checkpoint (``.pth``, its ``model`` entry) or bare state dict, after a config.
         overrides: ``key=value`` config overrides, as on the command line.
 
     Returns:
-        The model, with the loaded config as ``model.cfg``.
+        The model, with its config as ``model.cfg``.
     """
-    from bev_ddp.engine.checkpoint import load_model_weights
-    from bev_ddp.engine.cli_support import load_task_config
+    from bev_ddp.engine.pretrained import build_pretrained, resolve_model_source, split_config_and_checkpoint
 
-    cfg, task = load_task_config(config, list(overrides))
-    model = task.build_model(cfg)
-    if checkpoint is not None:
-        load_model_weights(model, checkpoint)
-    model.cfg = cfg
-    return model.to(device).eval()
+    config, checkpoint = split_config_and_checkpoint([config] if checkpoint is None else [config, checkpoint])
+    return build_pretrained(resolve_model_source(config, checkpoint, overrides), device=device)
 
 
 def _config_of(model: torch.nn.Module) -> Any:
     cfg = getattr(model, "cfg", None)
     if cfg is None:
-        raise InputError("the model has no .cfg: build it with bev_ddp.init_model(config, checkpoint)")
+        raise InputError("the model has no .cfg: build it with bev_ddp.init_model(checkpoint)")
     if cfg.task != "bev":
         raise InputError(f"inference_bev needs a BEV model (task: bev), this one is for task {cfg.task!r}")
     return cfg
@@ -66,15 +65,14 @@ def _config_of(model: torch.nn.Module) -> Any:
 
 def _from_info(cfg: Any, info: Mapping[str, Any], dataroot: str | Path | None) -> dict[str, Any]:
     """One evaluation sample of an info record, through :class:`~bev_ddp.data.nuscenes.NuScenesBEVDataset`."""
-    from bev_ddp.data.infos import INFO_FORMAT, write_infos
     from bev_ddp.data.nuscenes import NuScenesBEVDataset
+    from bev_ddp.nn.backbone import image_normalisation
 
     check_record(info, "info record")
-    with tempfile.TemporaryDirectory() as folder:  # the dataset reads records from an info file
-        path = write_infos(Path(folder) / "one.json", {"format": INFO_FORMAT}, [dict(info)])
-        dataset = NuScenesBEVDataset(path, dataroot or cfg.data.dataroot, image_size=tuple(cfg.data.image_size),
-                                     load_sweeps=int(cfg.data.load_sweeps), classes=tuple(cfg.data.classes),
-                                     xbound=tuple(cfg.data.xbound), ybound=tuple(cfg.data.ybound), with_labels=False)
+    dataset = NuScenesBEVDataset([dict(info)], dataroot or cfg.data.dataroot, image_size=tuple(cfg.data.image_size),
+                                 load_sweeps=int(cfg.data.load_sweeps), classes=tuple(cfg.data.classes),
+                                 xbound=tuple(cfg.data.xbound), ybound=tuple(cfg.data.ybound), with_labels=False,
+                                 normalisation=image_normalisation(cfg.model.camera.backbone))
     return dataset[0]
 
 
@@ -91,8 +89,7 @@ def check_image(image: Any, name: str) -> np.ndarray:
 def _from_raw(cfg: Any, images: Sequence[np.ndarray | None] | Mapping[str, np.ndarray | None], points: np.ndarray,
               intrinsics: np.ndarray, camera2lidar: np.ndarray, lidar2ego: np.ndarray | None = None,
               camera2ego: np.ndarray | None = None) -> dict[str, Any]:
-    from bev_ddp.replay.sample import SampleBuilder
-    from bev_ddp.replay.sync import SensorFrame
+    from bev_ddp.data.sample_builder import SampleBuilder, SensorInputs
 
     if isinstance(images, Mapping):
         images = [images.get(name) for name in CAMERA_NAMES]
@@ -121,10 +118,9 @@ def _from_raw(cfg: Any, images: Sequence[np.ndarray | None] | Mapping[str, np.nd
         check_rigid(camera2ego[i], f"camera2ego[{i}] ({name})")
     images = [None if image is None else check_image(image, f"image of {name}")
               for name, image in zip(CAMERA_NAMES, images)]
-    frame = SensorFrame(
-        index=0, stamp_ns=0, lidar_frame="lidar", points=points, sweeps_used=1,
+    frame = SensorInputs(
+        points=points,
         images=dict(zip(CAMERA_NAMES, images)),
-        image_stamps_ns={k: 0 for k in CAMERA_NAMES},
         image_sizes={k: None if im is None else tuple(np.shape(im)[:2]) for k, im in zip(CAMERA_NAMES, images)},
         intrinsics=dict(zip(CAMERA_NAMES, intrinsics)), camera2lidar=dict(zip(CAMERA_NAMES, camera2lidar)),
         camera2ego=dict(zip(CAMERA_NAMES, camera2ego)), lidar2ego=lidar2ego,
@@ -157,9 +153,11 @@ def build_batch(model: torch.nn.Module, info: Mapping[str, Any] | None = None, *
     return move_to_device(collate_samples([sample]), device)
 
 
-def inference_bev(model: torch.nn.Module, inputs: Mapping[str, Any], *, steps: int = 3, seed: int = 0,
+def inference_bev(model: torch.nn.Module, inputs: Mapping[str, Any], *, steps: int | None = None, seed: int = 0,
                   dataroot: str | Path | None = None):
     """Predict a BEV map with ``steps`` DDP sampling steps (same ``seed``, same map).
+
+    ``steps``: default the model's own (``model.head.ddp.steps``, :attr:`BEVFusionModel.steps`).
 
     Args:
         inputs: a batch (from :func:`build_batch` or a data loader), an info record (has
@@ -180,4 +178,5 @@ def inference_bev(model: torch.nn.Module, inputs: Mapping[str, Any], *, steps: i
     else:
         batch = build_batch(model, dataroot=dataroot, **inputs)
     with torch.inference_mode():
-        return model.predict(batch, steps=[int(steps)], seed=seed)[int(steps)]
+        preds = model.predict(batch, steps=None if steps is None else [steps], seed=seed)
+    return next(iter(preds.values()))

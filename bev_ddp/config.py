@@ -158,18 +158,32 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type
             values of the wrong type raise too.  Missing keys take the schema's defaults.
     """
     path = Path(path)
-    cfg = _load_with_bases(path)
+    return _checked(_load_with_bases(path), overrides, schema=schema, source=str(path))
+
+
+def config_from_dict(data: dict[str, Any], overrides: Iterable[str] = (), *, schema: type | None = None,
+                     source: str = "saved config") -> DictConfig:
+    """:func:`load_config` of a plain dict, e.g. the resolved config a training checkpoint carries
+    (:func:`to_dict`): ``config_from_dict(to_dict(cfg), schema=S)`` equals ``cfg``.  ``source`` names it
+    in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a mapping, got {type(data).__name__}")
+    return _checked(OmegaConf.create(data), overrides, schema=schema, source=source)
+
+
+def _checked(cfg: DictConfig, overrides: Iterable[str], *, schema: type | None, source: str) -> DictConfig:
+    """Merge ``cfg`` into ``schema`` (unknown keys and wrong types raise), apply overrides, check values."""
     if schema is not None:
         if not dataclasses.is_dataclass(schema):
             raise TypeError("schema must be a dataclass type")
         reference = OmegaConf.structured(schema)
         unknown = _unknown_keys(cfg, reference)
         if unknown:
-            _raise_unknown(unknown, _all_keys(reference), str(path))
+            _raise_unknown(unknown, _all_keys(reference), source)
         try:
             cfg = OmegaConf.merge(reference, cfg)  # type: ignore[assignment]
         except (ConfigKeyError, OmegaConfBaseException, OverflowError, ValueError) as exc:
-            raise _value_error(exc, f"bad value in config {path}") from exc
+            raise _value_error(exc, f"bad value in config {source}") from exc
     cfg = apply_overrides(cfg, overrides)
     if schema is not None:
         validate(cfg)

@@ -56,7 +56,9 @@ class TrainSchema:
 class EvalSchema:
     """Evaluation settings."""
 
-    steps: list[int] = constrained(factory=lambda: [1, 3], non_empty=True, each_ge=1)
+    # step counts every evaluation reports (several: the dynamic-inference comparison); unset: the
+    # model's own default, its head's ``steps`` (model.head.ddp.steps / model.ddp.steps)
+    steps: Optional[list[int]] = constrained(None, non_empty=True, each_ge=1)
     seed: int = constrained(0, ge=0)
     batch_size: int = constrained(1, ge=1)
     split: str = "val"

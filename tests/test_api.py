@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import bev_ddp
+from bev_ddp.config import to_dict
 from bev_ddp.data.synthetic import tiny_world
 from bev_ddp.data.create_infos import create_infos
 
@@ -43,7 +44,7 @@ def workspace(tmp_path_factory) -> Path:
     model = bev_ddp.init_model(ROOT / CONFIG)
     ckpt = root / "work_dirs" / "synth_tiny_fusion_ddp" / "latest.pth"
     ckpt.parent.mkdir(parents=True)
-    torch.save({"model": model.state_dict()}, ckpt)
+    torch.save({"model": model.state_dict(), "config": to_dict(model.cfg)}, ckpt)  # a checkpoint with its config
     return root
 
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,15 @@ def test_train_without_task_key_is_an_input_error(tmp_path, capsys):
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "bev_ddp", "--help"], capture_output=True, text=True, check=True)
     assert "demo" in out.stdout
+
+
+REFERENCE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*/reference/*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", REFERENCE_CONFIGS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_info_counts_every_reference_config_without_its_weight_files(config, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the relative checkpoint paths the configs name do not exist here
+    assert main(["info", str(config), "--json"]) == 0
+    counted = json.loads(capsys.readouterr().out)
+    assert counted["total"] > 1_000_000 and counted["parts"]

@@ -35,9 +35,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
 ])
 def test_eval_overrides_in_any_position_reach_the_config(argv):
     args = parse_command_line(_parser("eval"), argv)
-    assert (args.config, args.checkpoint, args.steps) == (CONFIG, "ckpt.pth", "1,3")
+    assert (args.config_or_checkpoint, args.checkpoint, args.steps) == (CONFIG, "ckpt.pth", "1,3")
     assert args.overrides == ["optim.lr=0.5", "eval.batch_size=3"]
-    cfg, _ = load_task_config(args.config, args.overrides)
+    cfg, _ = load_task_config(args.config_or_checkpoint, args.overrides)
     assert cfg.optim.lr == 0.5 and cfg.eval.batch_size == 3
 
 
@@ -132,6 +132,6 @@ def test_help_shows_defaults_and_logging_options(command, capsys):
     if command != "report":
         assert "--cfg-options" in out and "key=value in any position" in out
     if command == "replay":
-        assert "(default: 1)" in out and "-o KEY=VALUE" in out  # --steps default, the alias listed
+        assert "model.head.ddp.steps" in out and "-o KEY=VALUE" in out  # --steps default, the alias listed
     if command == "info":
         assert "(default: 2)" in out

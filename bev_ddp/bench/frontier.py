@@ -2,8 +2,9 @@
 
 Every point is (noise grid, sampling steps S, noise draws K).  The K draws run as one batch: the
 condition is repeated K times along the batch and draw d of every sample starts from seed
-``seed + d`` (``DDPHead.predict(seed=[...])``), so draw 0 is the K = 1 prediction.  The map is the
-mean over draws of the last step's sigmoid, thresholded at 0.5 for ``mIoU@0.50``.
+``seed + d``, so draw 0 is the K = 1 prediction: the head's own sampling,
+:meth:`bev_ddp.bev.heads.DDPBEVHead.sample`.  The map is the mean over draws of the last step's
+sigmoid (its ``mean_draws`` protocol), thresholded at 0.5 for ``mIoU@0.50``.
 
 Two parts, measured in one run:
 
@@ -38,7 +39,9 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from bev_ddp.bev.heads import BEVPrediction
 from bev_ddp.diffusion.uncertainty import multilabel_estimators
+from bev_ddp.metrics.bev_iou import draw_step_probs
 from bev_ddp.output_files import probe_output_dir, write_text_atomic, write_via_tmp
 
 DEFAULT_LATENCY_CONFIG = "configs/bev/nuscenes_fusion_ddp.yaml"
@@ -47,54 +50,10 @@ AUROC_DEFINITION = "pixels"  # the frontier's AUROC columns use the any-class pi
 PER_CLASS_DEFINITION = "class_cells"  # and one column the best estimator under the per-class error
 
 
-@dataclass
-class DrawPrediction:
-    """A BEV prediction from K noise draws (what :class:`BEVIoUEvaluator` reads).
-
-    Attributes:
-        probs: [B, K_cls, X, Y] mean over draws of the last step's probabilities.
-        uncertainty: [B, X, Y] the paper's change count (any class flips), mean over draws.
-        step_probs: per step, the mean over draws [B, K_cls, X, Y].
-        draw_step_probs: ``[draw][step]`` probabilities [B, K_cls, X, Y].
-    """
-
-    probs: torch.Tensor
-    uncertainty: torch.Tensor
-    step_probs: list[torch.Tensor]
-    draw_step_probs: list[list[torch.Tensor]]
-
-
-def draw_seeds(seed: int, draws: int, batch: int) -> list[int]:
-    """Seeds of a [draws·batch] batch laid out draw-major: draw d of every sample uses ``seed + d``."""
-    return [seed + d for d in range(draws) for _ in range(batch)]
-
-
-def condition(head: nn.Module, feats: torch.Tensor) -> torch.Tensor:
-    """The DDP head's decoder condition: its ``condition`` (noise-grid aware) or the grid transform."""
-    fn = getattr(head, "condition", None)
-    return fn(feats) if callable(fn) else head.transform(feats)
-
-
-def sample_draws(ddp: nn.Module, cond: torch.Tensor, *, steps: int, draws: int, seed: int,
-                 output_size: tuple[int, int] | None = None) -> DrawPrediction:
-    """K draws of an S-step DDIM sample as one batch of K·B (see the module docstring).
-
-    Args:
-        ddp: a :class:`bev_ddp.nn.DDPHead`.
-        cond: [B, C, h, w] condition.
-        output_size: (X, Y) of the label grid when the decoder runs on another grid.
-    """
-    b = cond.shape[0]
-    cond_k = cond.repeat(draws, 1, 1, 1)  # [K·B, C, h, w], draw-major
-    out = ddp.predict(cond_k, steps=steps, seed=draw_seeds(seed, draws, b), output_size=output_size)
-    per_step = [logits.sigmoid().view(draws, b, *logits.shape[1:]) for logits in out.step_logits]  # [K, B, ...]
-    draw_step_probs = [[p[d] for p in per_step] for d in range(draws)]
-    return DrawPrediction(
-        probs=per_step[-1].mean(dim=0),
-        uncertainty=out.uncertainty.view(draws, b, *out.uncertainty.shape[1:]).mean(dim=0),
-        step_probs=[p.mean(dim=0) for p in per_step],
-        draw_step_probs=draw_step_probs,
-    )
+def sample_draws(head: nn.Module, cond: torch.Tensor, *, steps: int, draws: int, seed: int) -> BEVPrediction:
+    """One frontier point: the DDP BEV head's own K-draw sampling (:meth:`DDPBEVHead.sample`) with the
+    ``mean_draws`` protocol (mean over draws of the last step's sigmoid)."""
+    return head.sample(cond, steps=[steps], seed=seed, draws=draws, eval_protocol="mean_draws")[steps]
 
 
 # -- quality ----------------------------------------------------------------------------------------
@@ -139,10 +98,9 @@ def measure_quality(model: nn.Module, batches: Iterable[dict[str, Any]], *, clas
     model.eval()
     evaluators = {(s, k): BEVIoUEvaluator(classes=classes, steps=[s]) for s in steps for k in draws}
     for batch in batches:
-        cond = condition(model.head, model.encode(batch))
-        size = tuple(batch["gt_masks_bev"].shape[-2:])
+        cond = model.head.condition(model.encode(batch))
         for (s, k), ev in evaluators.items():
-            ev.process(batch, {s: sample_draws(model.head.ddp, cond, steps=s, draws=k, seed=seed, output_size=size)})
+            ev.process(batch, {s: sample_draws(model.head, cond, steps=s, draws=k, seed=seed)})
     return [_point_from_metrics(s, k, ev.evaluate()) for (s, k), ev in evaluators.items()]
 
 
@@ -159,19 +117,15 @@ def measure_baseline_quality(model: nn.Module, batches: Iterable[dict[str, Any]]
     return _point_from_metrics(1, 1, ev.evaluate())
 
 
-def _load_trained(config: Path, checkpoint: Path) -> tuple[Any, nn.Module]:
-    from bev_ddp.bev.build import build_bev_model
-    from bev_ddp.bev.schema import BEVConfig
-    from bev_ddp.config import load_config
-    from bev_ddp.engine.checkpoint import load_model_weights
+def _load_trained(config: str | None, checkpoint: str) -> tuple[Any, nn.Module]:
+    """A trained BEV model: its checkpoint (or run folder) with the config it carries, or ``config``."""
+    from bev_ddp.engine.pretrained import build_pretrained, resolve_model_source
     from bev_ddp.errors import InputError
 
-    if not checkpoint.is_file():
-        raise InputError(f"checkpoint not found: {checkpoint}")
-    cfg = load_config(config, [], schema=BEVConfig)
-    model = build_bev_model(cfg)
-    load_model_weights(model, checkpoint)
-    return cfg, model.eval()
+    source = resolve_model_source(config, checkpoint)
+    if source.cfg.task != "bev":
+        raise InputError(f"the frontier scores BEV models, {checkpoint} is for task {source.cfg.task!r}")
+    return source.cfg, build_pretrained(source)
 
 
 def _held_out_batches(cfg: Any, max_samples: int | None) -> list[dict[str, Any]]:
@@ -225,11 +179,12 @@ def _grid_heads(cfg: Any, in_channels: int, grids: Sequence[str]) -> dict[str, n
 
 
 @torch.no_grad()
-def measure_latency(*, config: str, overrides: Sequence[str], steps: Sequence[int], draws: Sequence[int],
+def measure_latency(*, config: str, overrides: Sequence[str], steps: Sequence[int] | None, draws: Sequence[int],
                     grids: Sequence[str], repeats: int, points: int, threads: int, seed: int = 0) -> LatencyResult:
-    """Time the baseline head and every (grid, steps, draws) point on one synthetic batch."""
+    """Time the baseline head and every (grid, steps, draws) point on one synthetic batch
+    (``steps=None``: the DDP head's own default)."""
     from bev_ddp.bench.model import synthetic_batch
-    from bev_ddp.bev.build import build_bev_model, label_grid
+    from bev_ddp.bev.build import build_bev_model
     from bev_ddp.bev.schema import BEVConfig
     from bev_ddp.config import load_config
 
@@ -240,7 +195,7 @@ def measure_latency(*, config: str, overrides: Sequence[str], steps: Sequence[in
     model = build_bev_model(cfg).eval()  # encoders + the baseline head
     in_channels = model.decoder_neck.out_channels
     heads = _grid_heads(cfg, in_channels, grids)
-    label_size = label_grid(cfg.data.xbound, cfg.data.ybound)
+    steps = list(steps) if steps else [next(iter(heads.values())).steps]
     extent = float(max(abs(v) for v in cfg.model.lidar.point_cloud_range[:2]))
     batch = synthetic_batch(image_size=tuple(cfg.data.image_size), num_cams=6, num_points=points, extent=extent,
                             seed=seed)
@@ -259,9 +214,9 @@ def measure_latency(*, config: str, overrides: Sequence[str], steps: Sequence[in
             for s in steps:
                 for k in draws:
                     start = time.perf_counter()
-                    cond = condition(head, feats)
-                    pred = sample_draws(head.ddp, cond, steps=s, draws=k, seed=seed, output_size=label_size)
-                    multilabel_estimators(pred.draw_step_probs)
+                    cond = head.condition(feats)
+                    pred = sample_draws(head, cond, steps=s, draws=k, seed=seed)
+                    multilabel_estimators(draw_step_probs(pred))
                     head_t.setdefault((grid, s, k), []).append(time.perf_counter() - start)
                     sizes[grid] = list(cond.shape[-2:])
         del feats
@@ -393,7 +348,8 @@ def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
     from bev_ddp.bev.build import label_grid
     from bev_ddp.data.geometry import Bound
 
-    steps, draws = _ints(args.steps, "--steps"), _ints(args.draws, "--draws")
+    steps = _ints(args.steps, "--steps") if args.steps else None  # None: the model's own default
+    draws = _ints(args.draws, "--draws")
     grids = [g.strip() for g in str(args.grids).split(",") if g.strip()]
     if not grids or any(g not in NOISE_GRIDS for g in grids):
         from bev_ddp.errors import InputError
@@ -403,7 +359,8 @@ def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
     quality = baseline = None
     quality_grid, coincide, quality_info = None, False, {}
     if args.checkpoint:
-        cfg, model = _load_trained(Path(args.config), Path(args.checkpoint))
+        cfg, model = _load_trained(args.config, args.checkpoint)
+        steps = steps or [model.steps]
         batches = _held_out_batches(cfg, args.max_samples)
         quality = measure_quality(model, batches, classes=list(cfg.data.classes), steps=steps, draws=draws,
                                   seed=args.seed)
@@ -412,14 +369,15 @@ def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
         enc = (Bound.of(scope[0]).cells, Bound.of(scope[1]).cells)
         lab = label_grid(cfg.data.xbound, cfg.data.ybound)
         coincide = enc == lab and list(scope[0]) == list(cfg.data.xbound) and list(scope[1]) == list(cfg.data.ybound)
-        quality_info = {"config": args.config, "checkpoint": args.checkpoint, "samples": sum(
+        quality_info = {"config": args.config or "carried by the checkpoint", "checkpoint": args.checkpoint, "samples": sum(
             b["gt_masks_bev"].shape[0] for b in batches), "noise_grid": quality_grid, "encoder_grid": list(enc),
             "label_grid": list(lab), "grids_coincide": coincide}
         if args.baseline_checkpoint:
-            bcfg, bmodel = _load_trained(Path(args.baseline_config), Path(args.baseline_checkpoint))
+            bcfg, bmodel = _load_trained(args.baseline_config, args.baseline_checkpoint)
             baseline = measure_baseline_quality(bmodel, _held_out_batches(bcfg, args.max_samples),
                                                 classes=list(bcfg.data.classes))
-            quality_info.update(baseline_config=args.baseline_config, baseline_checkpoint=args.baseline_checkpoint)
+            quality_info.update(baseline_config=args.baseline_config or "carried by the checkpoint",
+                                baseline_checkpoint=args.baseline_checkpoint)
     latency = None if args.no_latency else measure_latency(
         config=args.latency_config, overrides=list(args.overrides), steps=steps, draws=draws, grids=grids,
         repeats=args.repeats, points=args.points, threads=args.threads, seed=args.seed)
@@ -448,16 +406,19 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", default="1,2,3,5", help="sampling step counts (default 1,2,3,5)")
+    parser.add_argument("--steps", default=None, help="sampling step counts, e.g. 1,2,3,5 (default: the model's "
+                        "model.head.ddp.steps: the checkpoint's, else the latency config's)")
     parser.add_argument("--draws", default="1,2,4", help="noise draws K, run as one batch (default 1,2,4)")
     parser.add_argument("--grids", default="label,encoder", help="noise grids (default label,encoder)")
     parser.add_argument("--latency-config", default=DEFAULT_LATENCY_CONFIG,
                         help=f"config whose latency is measured, random weights (default {DEFAULT_LATENCY_CONFIG})")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the latency config")
-    parser.add_argument("--config", help="config the DDP checkpoint was trained with (its held-out split is scored)")
-    parser.add_argument("--checkpoint", help="trained DDP checkpoint; without it only latency is measured")
-    parser.add_argument("--baseline-config", help="config the baseline checkpoint was trained with")
-    parser.add_argument("--baseline-checkpoint", help="trained baseline-head checkpoint (same budget)")
+    parser.add_argument("--config", help="config the DDP checkpoint was trained with (default: the one it carries); "
+                        "its held-out split is scored")
+    parser.add_argument("--checkpoint", help="trained DDP checkpoint or run folder; without it only latency is measured")
+    parser.add_argument("--baseline-config", help="config the baseline checkpoint was trained with (default: the one "
+                        "it carries)")
+    parser.add_argument("--baseline-checkpoint", help="trained baseline-head checkpoint or run folder (same budget)")
     parser.add_argument("--max-samples", type=int, default=None, help="score only the first N held-out samples")
     parser.add_argument("--no-latency", action="store_true", help="quality only (needs --checkpoint)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats; medians are reported (default 1)")
@@ -474,12 +435,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1 or args.points < 0 or args.threads < 1:
         raise InputError("--repeats and --threads must be >= 1 and --points >= 0")
-    if args.checkpoint and not args.config:
-        raise InputError("--checkpoint needs --config (the config it was trained with)")
     if args.no_latency and not args.checkpoint:
         raise InputError("--no-latency needs a --checkpoint (there is nothing else to measure)")
-    if args.baseline_checkpoint and not (args.baseline_config and args.checkpoint):
-        raise InputError("--baseline-checkpoint needs --baseline-config and a DDP --checkpoint")
+    if args.baseline_checkpoint and not args.checkpoint:
+        raise InputError("--baseline-checkpoint needs a DDP --checkpoint")
     for path, what in ((args.out, "--out"), (args.markdown, "--markdown"), (args.plot, "--plot")):
         if path is not None:  # before the measurements, which take minutes
             probe_output_dir(Path(path).parent, what=f"{what} folder")

@@ -6,7 +6,8 @@ grid with :class:`BEVGridTransform` and share one protocol:
 * ``forward(feats, targets=None) -> (preds, losses)``: with ``targets`` ([B, K, X, Y] float masks)
   the losses are computed; ``preds`` is a :class:`BEVPrediction` or ``None`` (the DDP head does not
   sample while it trains).
-* ``predict(feats, steps, seed) -> dict[int, BEVPrediction]``: one prediction per step count.
+* ``predict(feats, steps=None, seed=0) -> dict[int, BEVPrediction]``: one prediction per step count;
+  ``steps=None``: the head's ``steps`` (``model.head.ddp.steps`` for DDP, 1 for the conv head).
 
 Loss (both heads): per-class sigmoid focal loss (γ = 2, mean over cells), summed over classes.
 BEVFusion and DDP use no α weighting (α = -1, the reference configs); ``model.head.focal_alpha``
@@ -23,6 +24,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from bev_ddp.nn.layers import conv_bn_relu
 from bev_ddp.bev.grid import BEVGridTransform
+from bev_ddp.diffusion.sampler import check_step_counts
 from bev_ddp.errors import InputError
 
 
@@ -80,6 +82,8 @@ class BEVSegmentationHead(nn.Module):
         loss: the per-class focal loss.
     """
 
+    steps = 1  # one deterministic pass: every step count gives the same map
+
     def __init__(
         self, *, grid_transform: BEVGridTransform, in_channels: int, classes: Sequence[str], loss: MultiLabelFocalLoss
     ):
@@ -110,14 +114,15 @@ class BEVSegmentationHead(nn.Module):
         return preds, losses
 
     @torch.no_grad()
-    def predict(self, feats: torch.Tensor, steps: Sequence[int], seed: int = 0) -> dict[int, BEVPrediction]:
+    def predict(self, feats: torch.Tensor, steps: Sequence[int] | None = None, seed: int = 0) -> dict[int, BEVPrediction]:
         """The same deterministic prediction for every requested step count (zero uncertainty)."""
+        counts = [self.steps] if steps is None else check_step_counts(steps)
         preds, _ = self.forward(feats)
-        return {int(s): preds for s in steps}
+        return {s: preds for s in counts}
 
 
 NOISE_GRIDS = ("label", "encoder")
-EVAL_PROTOCOLS = ("last_step", "mean_draws_steps")
+EVAL_PROTOCOLS = ("last_step", "mean_draws", "mean_draws_steps")
 
 
 def protocol_label(eval_protocol: str, draws: int = 1) -> str:
@@ -125,6 +130,8 @@ def protocol_label(eval_protocol: str, draws: int = 1) -> str:
     figures of the same protocol)."""
     if eval_protocol == "last_step":
         return "DDP: last step of 1 draw"
+    if eval_protocol == "mean_draws":
+        return f"DDP: mean sigmoid of {draws} draws, last step"
     return f"DDP: mean sigmoid of {draws} draws x all steps"
 
 
@@ -147,9 +154,11 @@ class DDPBEVHead(nn.Module):
             and its logits are resized bilinearly to the label grid (in the loss too): the fewest
             queries (128² instead of 200² at the full config).
         eval_protocol: ``"last_step"``: the probabilities of the last step of one draw (ours);
-            ``"mean_draws_steps"``: the mean sigmoid over ``eval_draws`` noise draws × every step
-            (the DDP authors' published figures).  The draws run as one batch.
-        eval_draws: noise draws K of ``mean_draws_steps`` (draw r uses seed ``seed + r``).
+            ``"mean_draws"``: the mean sigmoid of the last step over ``eval_draws`` noise draws (what
+            ``bev-ddp bench frontier`` scores); ``"mean_draws_steps"``: the mean sigmoid over
+            ``eval_draws`` noise draws × every step (the DDP authors' published figures).  The draws
+            run as one batch (:meth:`sample`).
+        eval_draws: noise draws K of the ``mean_draws*`` protocols (draw r uses seed ``seed + r``).
     """
 
     def __init__(self, *, grid_transform: BEVGridTransform, ddp: nn.Module, classes: Sequence[str],
@@ -182,6 +191,11 @@ class DDPBEVHead(nn.Module):
             raise InputError(f"eval_draws must be >= 1 (1 with last_step), got {eval_draws}")
 
     @property
+    def steps(self) -> int:
+        """Sampling steps of a prediction when none are asked for (``model.head.ddp.steps``)."""
+        return self.ddp.steps
+
+    @property
     def protocol_label(self) -> str:
         """The evaluation protocol in words (:func:`protocol_label`)."""
         return protocol_label(self.eval_protocol, self.eval_draws)
@@ -202,23 +216,44 @@ class DDPBEVHead(nn.Module):
         without: (one-step prediction, {})."""
         cond = self.condition(feats)  # [B, C, X, Y] on the label or the encoder grid
         if targets is None:
-            return self._sample(cond, steps=[1], seed=0)[1], {}
+            return self.sample(cond, steps=[1], seed=0)[1], {}
         losses = self.ddp.loss(cond, targets, self_aligned=self_aligned, generator=generator)
         return None, dict(losses)
 
-    def _sample(self, cond: torch.Tensor, steps: Sequence[int], seed: int) -> dict[int, BEVPrediction]:
-        b, draws = cond.shape[0], self.eval_draws
-        # K draws as one batch [K·B, ...]: draw r of every sample starts from seed + r
-        seeds = [seed + r for r in range(draws) for _ in range(b)]
-        cond_k = cond.repeat(draws, 1, 1, 1) if draws > 1 else cond
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, steps: Sequence[int] | None = None, seed: int = 0, *,
+               draws: int | None = None, eval_protocol: str | None = None) -> dict[int, BEVPrediction]:
+        """K noise draws × one DDIM run per step count from the condition (:meth:`condition`).
+
+        The K draws run as one batch [K·B, ...]: draw r of every sample starts from seed ``seed + r``,
+        so draw 0 is the one-draw prediction; the first decoder call is shared by every step count.
+
+        Args:
+            cond: [B, C, X, Y] condition on the noise grid.
+            steps: step counts (``None``: the head's ``steps``).
+            draws / eval_protocol: K and how the probabilities are combined (default: the head's
+                ``eval_draws`` / ``eval_protocol``; see the class docstring).
+        Returns:
+            ``{step count: BEVPrediction}``; ``draw_step_probs`` is filled for K > 1.
+        """
+        draws = self.eval_draws if draws is None else int(draws)
+        protocol = self.eval_protocol if eval_protocol is None else eval_protocol
+        if protocol not in EVAL_PROTOCOLS or draws < 1:
+            raise InputError(f"eval_protocol must be one of {', '.join(EVAL_PROTOCOLS)} and draws >= 1, "
+                             f"got {protocol!r} and {draws}")
+        b = cond.shape[0]
+        seeds = [seed + r for r in range(draws) for _ in range(b)]  # draw-major
+        cond_k = cond.repeat(draws, 1, 1, 1) if draws > 1 else cond  # [K·B, C, X, Y]
         outputs = self.ddp.predict_many(cond_k, steps=steps, seed=seeds if draws > 1 else seed,
                                         output_size=self.output_size)  # shared first call
         results = {}
         for num_steps, out in outputs.items():
             step_probs = [logits.sigmoid().view(draws, b, *logits.shape[1:]) for logits in out.step_logits]
             uncertainty = out.uncertainty.view(draws, b, *out.uncertainty.shape[1:]).mean(0)  # [B, X, Y]
-            if self.eval_protocol == "last_step":
+            if protocol == "last_step":
                 probs = step_probs[-1][0]
+            elif protocol == "mean_draws":
+                probs = step_probs[-1].mean(0)  # mean over draws of the last step [B, K, X, Y]
             else:
                 probs = torch.stack(step_probs).mean(dim=(0, 1))  # mean over steps and draws [B, K, X, Y]
             per_draw = [[p[r] for p in step_probs] for r in range(draws)] if draws > 1 else []
@@ -227,7 +262,7 @@ class DDPBEVHead(nn.Module):
         return results
 
     @torch.no_grad()
-    def predict(self, feats: torch.Tensor, steps: Sequence[int], seed: int = 0) -> dict[int, BEVPrediction]:
-        """One DDIM sampling run per step count, all from the same seeded noise (first decoder call
-        shared; K draws for ``mean_draws_steps``)."""
-        return self._sample(self.condition(feats), steps, seed)
+    def predict(self, feats: torch.Tensor, steps: Sequence[int] | None = None, seed: int = 0) -> dict[int, BEVPrediction]:
+        """One DDIM sampling run per step count (``None``: the head's ``steps``), all from the same
+        seeded noise (first decoder call shared; K draws for the ``mean_draws*`` protocols)."""
+        return self.sample(self.condition(feats), steps, seed)

@@ -208,7 +208,15 @@ class BEVFusionModel(nn.Module):
             return self.head(self.encode(batch), targets, self_aligned=True)
         return self.head(self.encode(batch), targets)
 
+    @property
+    def steps(self) -> int:
+        """Sampling steps of :meth:`predict` when none are asked for (``model.head.ddp.steps``; 1 for the
+        conv head)."""
+        return self.head.steps
+
     @torch.no_grad()
-    def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1,), seed: int = 0) -> dict[int, BEVPrediction]:
-        """Inference: the encoders run once, the head samples once per requested step count."""
-        return self.head.predict(self.encode(batch), steps=check_step_counts(steps), seed=seed)
+    def predict(self, batch: dict[str, Any], steps: Sequence[int] | None = None, seed: int = 0) -> dict[int, BEVPrediction]:
+        """Inference: the encoders run once, the head samples once per requested step count
+        (``None``: :attr:`steps`).  The counts are checked before the encoders run."""
+        counts = [self.steps] if steps is None else check_step_counts(steps)
+        return self.head.predict(self.encode(batch), steps=counts, seed=seed)

@@ -36,6 +36,7 @@ class BEVTask:
 
     def build_dataset(self, cfg: Any, split: str) -> Dataset:
         from bev_ddp.data.nuscenes import NuScenesBEVDataset
+        from bev_ddp.nn.backbone import image_normalisation
 
         d = cfg.data
         dataset = NuScenesBEVDataset(
@@ -51,6 +52,7 @@ class BEVTask:
             seed=cfg.train.seed,
             map_raster=d.map_raster,
             sweep_protocol=d.sweep_protocol,
+            normalisation=image_normalisation(cfg.model.camera.backbone),  # the camera encoder's mean / std
         )
         if "camera" in cfg.model.modalities:
             dataset.check_camera_images()  # every image 0 bytes: an error, not a run on black images

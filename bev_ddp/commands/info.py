@@ -2,6 +2,8 @@
 
 Works for every task: the model is built with ``get_task(cfg.task).build_model(cfg)`` (random
 weights, nothing is downloaded) and its module tree is summarised down to ``--depth`` levels.
+Counting needs no weights, so the weight files a config names (pretrained backbone, whole model)
+are not read: a reference config is counted before its checkpoints are downloaded.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from bev_ddp.engine.cli_support import add_override_arguments, load_task_config, run_command
+from bev_ddp.engine.pretrained import without_weight_files
 
 
 @dataclass
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if args.depth < 1:
             raise InputError(f"--depth must be >= 1, got {args.depth}")
         cfg, task = load_task_config(args.config, args.overrides)
-        model = task.build_model(cfg)
+        model = task.build_model(without_weight_files(cfg))  # counting needs no weights
         rows = count_parameters(model, args.depth)
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

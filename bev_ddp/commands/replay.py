@@ -2,10 +2,11 @@
 
 Examples::
 
-    bev-ddp replay configs/bev/synth_tiny_fusion.yaml work_dirs/tiny/latest.pt \\
-        --dataroot data/synth --scene scene-0001 --steps 3 --out work_dirs/replay/scene-0001
-    bev-ddp replay CONFIG CKPT --bag drive.mcap --topics topics.yaml --latency-budget-ms 150 --png
+    bev-ddp replay work_dirs/synth_tiny_fusion_ddp --dataroot data/synth --scene synth-0000 --steps 3 \\
+        --out work_dirs/replay/synth-0000          # a run folder (its latest.pth) carries its config
+    bev-ddp replay CKPT --bag drive.mcap --topics topics.yaml --latency-budget-ms 150 --png
     bev-ddp replay CONFIG CKPT --bag NuScenes-v1.0-mini-scene-0061.mcap model.head.ddp.depth=2
+    bev-ddp replay CONFIG --scene synth-0000   # the config's model.checkpoint, else untrained weights
 """
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="model config (YAML, task: bev)")
+    parser.add_argument("config_or_checkpoint", metavar="CONFIG|CHECKPOINT",
+                        help="a training checkpoint or run folder, which carries its config; or the model config "
+                        "(YAML, task: bev)")
     parser.add_argument("checkpoint", nargs="?", default=None,
-                        help="training checkpoint or state dict (default: the config's model.checkpoint)")
+                        help="after a config: training checkpoint or state dict (default: the config's "
+                        "model.checkpoint)")
     src = parser.add_argument_group("input (one of)")
     src.add_argument("--bag", help="ROS 2 bag directory (sqlite3 or MCAP storage), .db3 or .mcap file")
     src.add_argument("--scene", help="nuScenes scene name or token (with --dataroot)")
@@ -28,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--topics", help="YAML topic map for --bag (default: the built-in map whose LiDAR topic the log has: "
                      "the ROS 2 conversions' /LIDAR_TOP names or foxglove/nuscenes2mcap's /lidar_top names)")
     parser.add_argument("--out", help="output folder (default: work_dirs/replay/<input name>)")
-    parser.add_argument("--steps", type=int, default=1, help="DDP sampling steps per frame; the maximum "
-                        "when --latency-budget-ms is set (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None, help="DDP sampling steps per frame; the maximum "
+                        "when --latency-budget-ms is set (default: the model's model.head.ddp.steps)")
     parser.add_argument("--latency-budget-ms", type=float, default=None,
                         help="pick the steps of each frame to stay under this latency (ms)")
     parser.add_argument("--tolerance-ms", type=float, default=50.0,
@@ -51,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bev_ddp.engine.pretrained import split_config_and_checkpoint
     from bev_ddp.replay.app import ReplayRequest, run_replay
 
     if bool(args.bag) == bool(args.scene):
@@ -63,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    config, checkpoint = split_config_and_checkpoint([p for p in (args.config_or_checkpoint, args.checkpoint) if p])
     request = ReplayRequest(
-        config=Path(args.config),
-        checkpoint=None if args.checkpoint is None else Path(args.checkpoint),
+        config=config,
+        checkpoint=checkpoint,
         overrides=list(args.overrides),
         bag=None if args.bag is None else Path(args.bag),
         scene=args.scene,

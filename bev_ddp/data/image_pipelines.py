@@ -15,17 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from bev_ddp.data.image_augment import color_aug, photometric_distortion, random_rotate, valid_region_crop
+from bev_ddp.nn.backbone import IMAGENET_NORMALISATION, ImageNormalisation
 
 IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalise_image(img: torch.Tensor) -> torch.Tensor:
-    """uint8 [3, H, W] -> float32 ImageNet-normalised [3, H, W]."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (img.float() / 255.0 - mean) / std
+def normalise_image(img: torch.Tensor, normalisation: ImageNormalisation = IMAGENET_NORMALISATION) -> torch.Tensor:
+    """uint8 [3, H, W] -> float32 [3, H, W] normalised with the backbone's mean / std (ImageNet's)."""
+    return normalisation.apply(img.float() / 255.0)
 
 
 def _resize_image(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -54,10 +54,19 @@ def read_infos(path: str | Path, *, dataroot: str | Path | None = None,
     doc = read_json(path, what="info file")
     if not isinstance(doc, dict) or "infos" not in doc or not isinstance(doc["infos"], list):
         raise InputError(f"info file {path} must hold {{'metadata': ..., 'infos': [...]}}")
-    check_infos(path, doc["infos"])
-    if dataroot is not None and not allow_outside_dataroot:
-        _check_inside(path, doc["infos"], Path(dataroot))
+    check_records(doc["infos"], source=path, dataroot=dataroot, allow_outside_dataroot=allow_outside_dataroot)
     return doc.get("metadata", {}), doc["infos"]
+
+
+def check_records(infos: list[dict[str, Any]], *, source: str | Path = "<records>", dataroot: str | Path | None = None,
+                  allow_outside_dataroot: bool = False) -> list[dict[str, Any]]:
+    """Check info records as :func:`read_infos` checks a file's (``source`` names them in messages);
+    with ``dataroot``, every data path must resolve inside it unless ``allow_outside_dataroot``.
+    Returns the records unchanged."""
+    check_infos(source, infos)
+    if dataroot is not None and not allow_outside_dataroot:
+        _check_inside(Path(source), infos, Path(dataroot))
+    return infos
 
 
 def check_infos(path: str | Path, infos: list[dict[str, Any]]) -> None:

@@ -24,18 +24,16 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from bev_ddp.data.bev_map import CLASS_LAYERS, MAP_CLASSES, MAP_RASTER_MODES, load_map, rasterize_map
-from bev_ddp.data.infos import read_infos
+from bev_ddp.data.infos import check_records, read_infos
 from bev_ddp.data.lidar_io import load_points
+from bev_ddp.data.sample_builder import SampleBuilder, as_4x4
 from bev_ddp.data.sensors import CAMERA_NAMES
-from bev_ddp.data.structures import CameraGeometry
-from bev_ddp.data.transforms import (BEVAugConfig, ImageAugConfig, bev_aug_matrix, image_aug_matrix, to_img_aug4,
-                                     warp_image)
+from bev_ddp.data.transforms import BEVAugConfig, ImageAugConfig, bev_aug_matrix, to_img_aug4
 from bev_ddp.errors import InputError
+from bev_ddp.nn.backbone import IMAGENET_NORMALISATION, ImageNormalisation
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 SWEEP_PROTOCOLS = ("newest", "bevfusion")
 SWEEP_MIN_RADIUS = 1.0  # m: sweep points this close to the sensor (the ego car) are dropped
 
@@ -48,20 +46,12 @@ class AugConfig:
     bev: BEVAugConfig = field(default_factory=BEVAugConfig)
 
 
-def _as4(m: Any) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    if m.shape == (3, 3):
-        out = np.eye(4)
-        out[:3, :3] = m
-        return out
-    return m
-
-
 class NuScenesBEVDataset(Dataset):
     """Keyframes of one split as BEV samples.
 
     Args:
-        info_path: info JSON of the split (``bev-ddp prepare``).
+        info_path: info JSON of the split (``bev-ddp prepare``), or the records themselves (a list of
+            info dicts, e.g. one record given to the Python API).
         dataroot: nuScenes dataroot the info paths are relative to.
         image_size: (H, W) of the augmented images.
         training: random augmentations (image and BEV) when True.
@@ -81,11 +71,12 @@ class NuScenesBEVDataset(Dataset):
         map_raster: ``centres`` (ours: cell centres, follows every BEV augmentation) or
             ``bevfusion`` (the devkit's drawing as BEVFusion's loader calls it, see
             :mod:`bev_ddp.data.bev_map`).
+        normalisation: the image encoder's mean / std (:func:`bev_ddp.nn.backbone.image_normalisation`).
     """
 
     def __init__(
         self,
-        info_path: str | Path,
+        info_path: str | Path | Sequence[dict[str, Any]],
         dataroot: str | Path,
         image_size: tuple[int, int] = (256, 704),
         training: bool = False,
@@ -101,6 +92,7 @@ class NuScenesBEVDataset(Dataset):
         with_labels: bool = True,
         map_raster: str = "centres",
         sweep_protocol: str = "newest",
+        normalisation: ImageNormalisation = IMAGENET_NORMALISATION,
     ) -> None:
         if sweep_protocol not in SWEEP_PROTOCOLS:
             raise ValueError(f"sweep_protocol must be one of {', '.join(SWEEP_PROTOCOLS)}, got {sweep_protocol!r}")
@@ -113,11 +105,17 @@ class NuScenesBEVDataset(Dataset):
             raise InputError(f"unknown map classes {unknown}; choose from {list(CLASS_LAYERS)}")
         if len(image_size) != 2 or min(image_size) < 1:
             raise InputError(f"image_size must be (H, W) with positive sizes, got {tuple(image_size)}")
-        self.info_path = Path(info_path)
         self.dataroot = Path(dataroot)
-        self.metadata, self.infos = read_infos(self.info_path, dataroot=self.dataroot,
-                                               allow_outside_dataroot=allow_outside_dataroot)
+        if isinstance(info_path, (str, Path)):
+            self.info_path = Path(info_path)
+            self.metadata, self.infos = read_infos(self.info_path, dataroot=self.dataroot,
+                                                   allow_outside_dataroot=allow_outside_dataroot)
+        else:  # records in memory: checked as the info file's are
+            self.info_path = Path("<records>")
+            self.metadata, self.infos = {}, check_records(list(info_path), dataroot=self.dataroot,
+                                                          allow_outside_dataroot=allow_outside_dataroot)
         self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.builder = SampleBuilder(image_size=self.image_size, image_aug=aug.image, normalisation=normalisation)
         self.training = training
         self.aug = aug
         self.load_sweeps = load_sweeps
@@ -201,19 +199,15 @@ class NuScenesBEVDataset(Dataset):
             cam = info["cams"].get(name)
             if cam is None:
                 raise InputError(f"info file {self.info_path}: sample {info['token']} has no {name}")
-            src = (int(cam["height"]), int(cam["width"]))
-            m = image_aug_matrix(src, self.image_size, self.aug.image, gen)
             image = self._load_image(cam)
+            x, m = self.builder.camera(image, (int(cam["height"]), int(cam["width"])), gen)
+            images.append(x)
+            valid.append(image is not None)
             if image is None:
-                images.append(torch.zeros(3, *self.image_size))
-                valid.append(False)
                 meta["missing_cameras"].append(name)
-            else:
-                images.append((warp_image(image, m, self.image_size) - IMAGENET_MEAN) / IMAGENET_STD)
-                valid.append(True)
-            intrinsics.append(_as4(cam["intrinsics"]))
-            cam2lidar.append(_as4(cam["camera2lidar"]))
-            cam2ego.append(_as4(cam["camera2ego"]))
+            intrinsics.append(cam["intrinsics"])
+            cam2lidar.append(cam["camera2lidar"])
+            cam2ego.append(cam["camera2ego"])
             img_aug.append(to_img_aug4(m))
         return images, valid, intrinsics, cam2lidar, cam2ego, img_aug
 
@@ -273,24 +267,12 @@ class NuScenesBEVDataset(Dataset):
         xyz = points[:, :3].astype(np.float64) @ lidar_aug[:3, :3].T + lidar_aug[:3, 3]
         points = np.concatenate([xyz.astype(np.float32), points[:, 3:]], axis=1)
 
-        lidar2ego = _as4(info["lidar2ego"])
-        f32 = dict(dtype=torch.float32)
-        sample: dict[str, Any] = {
-            "img": torch.stack(images),  # [N_cam, 3, H, W]
-            "geometry": CameraGeometry(
-                intrinsics=torch.as_tensor(np.stack(intrinsics), **f32),
-                camera2lidar=torch.as_tensor(np.stack(cam2lidar), **f32),
-                img_aug=torch.as_tensor(np.stack(img_aug), **f32),
-                lidar_aug=torch.as_tensor(lidar_aug, **f32),
-                camera2ego=torch.as_tensor(np.stack(cam2ego), **f32),
-                lidar2ego=torch.as_tensor(lidar2ego, **f32),
-            ),
-            "points": torch.from_numpy(np.ascontiguousarray(points)),
-            "camera_valid": torch.tensor(valid, dtype=torch.bool),
-            "meta": meta,
-        }
+        lidar2ego = as_4x4(info["lidar2ego"])
+        sample = self.builder.assemble(images=images, camera_valid=valid, intrinsics=intrinsics,
+                                       camera2lidar=cam2lidar, camera2ego=cam2ego, img_aug=img_aug, lidar_aug=lidar_aug,
+                                       lidar2ego=lidar2ego, points=points, meta=meta)
         if self.with_labels:
-            lidar2global = _as4(info["ego2global"]) @ lidar2ego
+            lidar2global = as_4x4(info["ego2global"]) @ lidar2ego
             masks = rasterize_map(self._map(info["location"]), lidar2global, classes=self.classes, xbound=self.xbound,
                                   ybound=self.ybound, lidar_aug=lidar_aug, mode=self.map_raster)
             sample["gt_masks_bev"] = torch.from_numpy(masks.astype(np.float32))  # [C, X, Y]

@@ -85,10 +85,15 @@ class DDPDepthEstimator(nn.Module):
             out[s] = [depth, uncertainty]
         return out
 
+    @property
+    def steps(self) -> int:
+        """Sampling steps of :meth:`predict` when none are asked for (``model.ddp.steps``)."""
+        return self.head.steps
+
     @torch.no_grad()
-    def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1, 3),
+    def predict(self, batch: dict[str, Any], steps: Sequence[int] | None = None,
                 seed: int = 0) -> dict[int, DepthPrediction]:
         """Depth per step count at ``batch['ori_size']`` (see :class:`DepthPrediction`)."""
-        maps = dense_predictions(batch, steps, lambda x, s: self._dense(x, s, seed), window=self.window,
-                                 size_divisor=self.encoder.size_divisor)
+        maps = dense_predictions(batch, self.steps if steps is None else steps, lambda x, s: self._dense(x, s, seed),
+                                 window=self.window, size_divisor=self.encoder.size_divisor)
         return {s: DepthPrediction(depth=depth, uncertainty=uncertainty) for s, (depth, uncertainty) in maps.items()}

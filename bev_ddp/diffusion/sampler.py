@@ -185,7 +185,7 @@ class DDIMSampler:
         Returns:
             ``{step count: DDIMSampleOutput}`` in the order of ``steps`` (duplicates removed).
         """
-        counts = check_step_counts(steps)
+        counts = list(dict.fromkeys(steps))  # each count is checked by time_pairs
         first = denoise(noise, _as_batch_time(1.0, noise, "t_now"))
         return {n: self.sample(noise, steps=n, denoise=denoise, encode_prediction=encode_prediction,
                                first_prediction=first) for n in counts}

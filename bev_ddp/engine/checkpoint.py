@@ -30,6 +30,7 @@ from bev_ddp.nn.checkpoint import read_checkpoint
 from bev_ddp.output_files import remove_stale_tmp
 
 FORMAT_VERSION = 1
+LATEST = "latest.pth"  # a run folder's link to its newest checkpoint
 REQUIRED_KEYS = ("format", "step", "model", "optimizer", "scheduler", "rng", "data", "config")
 
 
@@ -190,15 +191,17 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     return ckpt
 
 
-def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool = True) -> None:
+def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool = True, content: Any = None) -> None:
     """Load the ``model`` entry of a training checkpoint (or a bare state dict) into ``model``.
+
+    ``content``: the file as :func:`read_checkpoint` already returned it (it is not read again).
 
     A training checkpoint's metadata (``format``, ``step``, ``model_fingerprint``) is validated
     too.  Raises :class:`InputError` listing missing and unexpected keys (and shape mismatches)
     when they do not match and ``strict`` is set, and naming weights that hold NaN or inf.
     """
     path = Path(path)
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path) if content is None else content
     is_training_checkpoint = isinstance(obj, dict) and "format" in obj and "model" in obj
     if is_training_checkpoint:
         check_metadata(obj, path)

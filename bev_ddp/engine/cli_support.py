@@ -133,7 +133,9 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
     if not any(action.dest == "overrides" for action in parser._actions) and parser.get_default("overrides") is None:
         return parser.parse_args(argv)
     rest, overrides = split_overrides(parser, argv)
-    args = parser.parse_args(rest)
+    # an optional positional (``[CONFIG] CHECKPOINT``) is filled even when options come between the two
+    intermixed = any(not action.option_strings and action.nargs == "?" for action in parser._actions)
+    args = parser.parse_intermixed_args(rest) if intermixed else parser.parse_args(rest)
     args.overrides = overrides
     return args
 

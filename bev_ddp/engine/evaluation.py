@@ -19,9 +19,10 @@ import torch
 from tqdm import tqdm
 
 from bev_ddp.comm import get_rank, get_world_size
+from bev_ddp.diffusion.sampler import check_step_counts
 from bev_ddp.engine.data import build_eval_loader, move_to_device
 from bev_ddp.engine.interrupt import StopRequest
-from bev_ddp.engine.task import Evaluator, Task
+from bev_ddp.engine.task import Evaluator, Task, default_steps
 from bev_ddp.errors import InputError
 from bev_ddp.stop import StopRequested
 from bev_ddp.output_files import write_bytes_atomic, write_text_atomic
@@ -40,16 +41,21 @@ class EvalResult:
     batches: int = 0  # batches processed (on this rank)
 
 
-def parse_steps(text: str | Sequence[int]) -> list[int]:
-    """``"1,3,5"`` (or a sequence) -> ``[1, 3, 5]``; every count must be a positive integer."""
-    items = [s for s in text.split(",") if s.strip()] if isinstance(text, str) else list(text)
+def parse_steps(text: str) -> list[int]:
+    """``"1,3,5"`` (``--steps``) -> ``[1, 3, 5]``, sorted; checked by :func:`check_step_counts`."""
     try:
-        steps = [int(s) for s in items]
+        steps = [int(s) for s in text.split(",") if s.strip()]
     except ValueError as exc:
         raise InputError(f"steps must be comma-separated positive integers, got {text!r}") from exc
-    if not steps or any(s < 1 for s in steps):
-        raise InputError(f"steps must be comma-separated positive integers, got {text!r}")
-    return sorted(set(steps))
+    return sorted(check_step_counts(steps))
+
+
+def evaluation_steps(cfg: Any, model: torch.nn.Module) -> list[int]:
+    """The step counts an evaluation reports when none are asked for: ``eval.steps`` when the config
+    lists several to compare, else the model's own default (its head's ``steps``)."""
+    if cfg.eval.get("steps"):
+        return sorted(check_step_counts(list(cfg.eval.steps)))
+    return [default_steps(model)]
 
 
 @torch.no_grad()
@@ -129,7 +135,7 @@ def evaluate_task(
     task: Task,
     model: torch.nn.Module,
     *,
-    steps: Sequence[int],
+    steps: Sequence[int] | None = None,
     device: torch.device,
     out_dir: str | Path | None,
     max_samples: int | None = None,
@@ -138,6 +144,7 @@ def evaluate_task(
 ) -> EvalResult:
     """Evaluate ``model`` on ``cfg.eval.split`` and (main rank) write the report to ``out_dir``.
 
+    ``steps``: the step counts to report (``--steps``); ``None``: :func:`evaluation_steps`.
     An evaluation stopped by a signal (see :func:`evaluate_model`) writes no report.
     """
     dataset = task.build_dataset(cfg, cfg.eval.split)
@@ -152,6 +159,7 @@ def evaluate_task(
         num_replicas=get_world_size(),
         rank=get_rank(),
     )
+    steps = evaluation_steps(cfg, model) if steps is None else list(steps)
     evaluator = task.build_evaluator(cfg, steps)
     result = evaluate_model(
         model, loader, evaluator, steps=steps, seed=cfg.eval.seed, device=device, progress=progress and get_rank() == 0,

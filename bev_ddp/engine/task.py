@@ -10,6 +10,8 @@ Model contract (every task's model is an ``nn.Module``):
   whose sum is optimised, ``preds`` may be ``None``.
 * ``model.predict(batch, steps=[1, 3], seed=0) -> dict[int, Prediction]``: inference; the image /
   BEV encoder runs once and the DDP sampler runs once per requested step count.
+* ``model.steps``: the step count ``predict`` samples when ``steps`` is None (the head's
+  ``steps`` setting); a model without it counts as one deterministic pass.
 
 Evaluator contract: ``reset()``, ``process(batch, preds)`` with ``preds`` as returned by
 ``predict``, ``evaluate() -> dict`` (JSON-serialisable metrics per step count, in the layout
@@ -63,3 +65,10 @@ def get_task(name: str) -> Task:
     if name not in TASK_MODULES:
         raise ConfigError(f"unknown task {name!r}; choose from {', '.join(TASK_MODULES)}")
     return importlib.import_module(TASK_MODULES[name]).TASK
+
+
+def default_steps(model: torch.nn.Module) -> int:
+    """The step count ``model.predict`` samples when none is asked for: ``model.steps`` (through a
+    DistributedDataParallel wrapper); a model without it (no sampling) makes one deterministic pass."""
+    inner = getattr(model, "module", model)
+    return int(getattr(inner, "steps", 1))

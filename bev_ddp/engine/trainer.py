@@ -35,8 +35,9 @@ from tqdm import tqdm
 from bev_ddp import comm
 from bev_ddp.config import to_dict
 from bev_ddp.engine import distributed as du
-from bev_ddp.engine.checkpoint import (FORMAT_VERSION, RNGState, check_weights_match, config_changes, link_latest,
-                                      load_checkpoint, model_fingerprint, remove_stale_checkpoint_tmp, save_atomic)
+from bev_ddp.engine.checkpoint import (FORMAT_VERSION, LATEST, RNGState, check_weights_match, config_changes,
+                                      link_latest, load_checkpoint, model_fingerprint, remove_stale_checkpoint_tmp,
+                                      save_atomic)
 from bev_ddp.engine.data import build_train_loader, move_to_device
 from bev_ddp.engine.evaluation import EvalResult, evaluate_task
 from bev_ddp.engine.logger import LossWindow, MetricLogger
@@ -49,8 +50,6 @@ from bev_ddp.errors import ConfigError, InputError
 from bev_ddp.output_files import MIN_FREE_BYTES, probe_output_dir, write_text_atomic
 
 log = logging.getLogger(__name__)
-
-LATEST = "latest.pth"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -389,7 +388,7 @@ class Trainer:
         rng = RNGState.capture()  # evaluation must not change the training's random stream
         out_dir = self.work_dir / "eval" / f"iter_{self.step:07d}"
         result = evaluate_task(
-            self.cfg, self.task, self.model, steps=list(self.cfg.eval.steps), device=self.dist.device,
+            self.cfg, self.task, self.model, device=self.dist.device,
             out_dir=out_dir, progress=self.progress, stop=self._stop,
         )
         rng.restore()

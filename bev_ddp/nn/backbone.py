@@ -31,6 +31,7 @@ from typing import Any, Optional, Sequence
 import timm
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import PatchEmbed
 from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
 from torch import nn
@@ -38,13 +39,40 @@ from torch import nn
 from bev_ddp.errors import InputError
 from bev_ddp.nn.backbone_weights import load_backbone_weights
 
-__all__ = ["FeatureSpec", "PadThenShiftSwinBlock", "TimmBackbone", "build_timm_backbone", "load_backbone_weights",
-           "use_pad_then_shift"]
+__all__ = ["IMAGENET_NORMALISATION", "FeatureSpec", "ImageNormalisation", "PadThenShiftSwinBlock", "TimmBackbone",
+           "build_timm_backbone", "image_normalisation", "load_backbone_weights", "use_pad_then_shift"]
 
 log = logging.getLogger(__name__)
 
 # LayerNorm eps of the output norms in mmdet's Swin (nn.LayerNorm default) and mmcls' ConvNeXt (LN2d)
 OUT_NORM_EPS = {"swin": 1e-5, "convnext": 1e-6}
+
+
+@dataclass(frozen=True)
+class ImageNormalisation:
+    """Per-channel RGB mean and std (of images scaled to [0, 1]) a backbone was pretrained with:
+    what timm's ``pretrained_cfg`` carries as ``mean`` / ``std``."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        """image [..., 3, H, W] in [0, 1] -> ``(image - mean) / std``, same shape and dtype."""
+        mean = torch.tensor(self.mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=image.dtype, device=image.device).view(3, 1, 1)
+        return (image - mean) / std
+
+
+IMAGENET_NORMALISATION = ImageNormalisation(mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD))
+
+
+def image_normalisation(name: str) -> ImageNormalisation:
+    """The normalisation of timm backbone ``name`` from its pretrained config (ImageNet's when timm
+    has none for it); read without building or downloading anything."""
+    pretrained = timm.models.get_pretrained_cfg(name) if timm.models.is_model(name) else None
+    if pretrained is None or pretrained.mean is None or pretrained.std is None:
+        return IMAGENET_NORMALISATION
+    return ImageNormalisation(mean=tuple(float(v) for v in pretrained.mean), std=tuple(float(v) for v in pretrained.std))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
   truth's size and apply the task objective.  ``self_aligned=True`` is Alg. 4: the map that
   gets noised is the model's own one-step prediction from pure noise (no gradient through that
   pass) instead of the ground truth; used to fine-tune against sampling drift.
-* :meth:`DDPHead.predict` - Alg. 2: DDIM from pure noise for ``steps`` decoder calls, returning
+* :meth:`DDPHead.predict` - Alg. 2: DDIM from pure noise for ``steps`` decoder calls (default: the
+  head's ``steps``, the config's ``steps`` key), returning
   the final logits, every step's logits (dynamic inference) and the change-count uncertainty.
 
 Time input: the sampler and the training loss draw times ``t`` in [0, 1]; :meth:`DDPHead.decoder_time`
@@ -68,17 +69,19 @@ class DDPHead(nn.Module):
             encoder's ``channels`` / ``out_channels``.
         label_encoder: one of :mod:`bev_ddp.diffusion.encoding`.
         objective: ``(logits [B, K, H, W] at target size, target) -> scalar loss``.
-        schedule: ``"cosine"`` / ``"linear"`` or a :class:`NoiseSchedule`.
-        td: time difference of the sampler (Alg. 2).
+        sampler: the DDIM sampler (a plain settings object, like a diffusers scheduler); its noise
+            schedule also noises the training targets.  Default: cosine schedule, ``td = 1``.
         time_input: what the decoder's time embedding reads, ``"log_snr"`` (``schedule.log_snr(t)``)
             or ``"t"`` (the time in [0, 1]); see the module docstring.
+        steps: sampling steps of :meth:`predict` / :meth:`predict_many` when none are given.
     """
 
     TIME_INPUTS = ("log_snr", "t")
+    DEFAULT_STEPS = 3  # the paper's inference setting
 
     def __init__(self, *, decoder: MapDecoder, label_encoder: MapEncoder,
                  objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 schedule: str | NoiseSchedule = "cosine", td: float = 1.0, time_input: str = "log_snr") -> None:
+                 sampler: DDIMSampler | None = None, time_input: str = "log_snr", steps: int = DEFAULT_STEPS) -> None:
         super().__init__()
         if time_input not in self.TIME_INPUTS:
             raise InputError(f"time_input must be one of {', '.join(self.TIME_INPUTS)}, got {time_input!r}")
@@ -96,12 +99,18 @@ class DDPHead(nn.Module):
         self.decoder = decoder
         self.label_encoder = label_encoder
         self.objective = objective
-        self.schedule = schedule if isinstance(schedule, NoiseSchedule) else NoiseSchedule(name=schedule)
-        self.sampler = DDIMSampler(schedule=self.schedule, td=td)
+        if sampler is not None and not isinstance(sampler, DDIMSampler):
+            raise InputError(f"sampler must be a DDIMSampler, got {type(sampler).__name__}")
+        self.sampler = sampler if sampler is not None else DDIMSampler()
+        self.schedule: NoiseSchedule = self.sampler.schedule  # training noises with the sampler's schedule
         self.time_input = time_input
+        if isinstance(steps, Sequence):
+            raise InputError(f"steps must be one integer >= 1, got {steps!r}")
+        (self.steps,) = check_step_counts(steps)
 
     def extra_repr(self) -> str:
-        return f"schedule={self.schedule.name!r}, td={self.sampler.td}, time_input={self.time_input!r}"
+        return (f"schedule={self.schedule.name!r}, td={self.sampler.td}, time_input={self.time_input!r}, "
+                f"steps={self.steps}")
 
     def decoder_time(self, t: torch.Tensor) -> torch.Tensor:
         """Times ``t`` [B] in [0, 1] -> the decoder's time input [B]: ``log_snr(t)`` or ``t`` itself."""
@@ -194,38 +203,45 @@ class DDPHead(nn.Module):
             raise InputError(f"seed must be an int or {b} ints (one per sample), got {seed!r}")
         return torch.cat([_randn(one, like=cond, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
+    def step_counts(self, steps: int | Sequence[int] | None = None) -> list[int]:
+        """The step counts of a prediction: ``steps`` validated (the one check of a call), or
+        ``[self.steps]`` (the head's default, ``model.head.ddp.steps`` / ``model.ddp.steps``) for ``None``."""
+        return [self.steps] if steps is None else check_step_counts(steps)
+
     @torch.no_grad()
-    def predict(self, cond: torch.Tensor, *, steps: int = 3, seed: int | Sequence[int] | None = None,
+    def predict(self, cond: torch.Tensor, *, steps: int | None = None, seed: int | Sequence[int] | None = None,
                 generator: torch.Generator | None = None, output_size: tuple[int, int] | None = None) -> DDPOutput:
         """Sample a map (Alg. 2): :meth:`predict_many` with one step count.
 
         Args:
             cond: [B, cond_channels, h, w] condition features.
-            steps: number of decoder calls (>= 1).
+            steps: number of decoder calls (>= 1); ``None``: the head's ``steps``.
             seed / generator: noise source (see :meth:`initial_noise`).
             output_size: optional (H, W); logits are resized bilinearly to it before the
                 discretisation that drives the uncertainty map.
         Returns:
             :class:`DDPOutput`.
         """
-        if not isinstance(steps, numbers.Integral):
+        if isinstance(steps, Sequence):
             raise InputError(f"steps must be one integer >= 1 (predict_many takes several), got {steps!r}")
-        (steps,) = check_step_counts(steps)
-        return self.predict_many(cond, steps=[steps], seed=seed, generator=generator, output_size=output_size)[steps]
+        runs = self.predict_many(cond, steps=None if steps is None else [steps], seed=seed, generator=generator,
+                                 output_size=output_size)
+        return next(iter(runs.values()))
 
     @torch.no_grad()
-    def predict_many(self, cond: torch.Tensor, *, steps: Sequence[int], seed: int | Sequence[int] | None = None,
-                     generator: torch.Generator | None = None,
+    def predict_many(self, cond: torch.Tensor, *, steps: Sequence[int] | None = None,
+                     seed: int | Sequence[int] | None = None, generator: torch.Generator | None = None,
                      output_size: tuple[int, int] | None = None) -> dict[int, DDPOutput]:
         """:meth:`predict` for several step counts from one start map, e.g. ``steps=[1, 3, 5]``.
 
         The first decoder call (t = 1, the same start map) is shared by every count, so the
-        1-step map equals the first step of any run with the same seed.
+        1-step map equals the first step of any run with the same seed.  ``steps=None``: the
+        head's ``steps``.
 
         Returns:
             ``{step count: DDPOutput}`` in the order of ``steps``.
         """
-        counts = check_step_counts(steps)
+        counts = self.step_counts(steps)
         self._check_cond(cond)
         noise = self.initial_noise(cond, seed=seed, generator=generator)
         runs = self.sampler.sample_many(noise, steps=counts, denoise=self._denoise(cond),

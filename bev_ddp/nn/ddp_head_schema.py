@@ -16,6 +16,9 @@ key                meaning
 ``schedule``       ``cosine`` | ``linear`` noise schedule (Table 5c), checked by
                    :class:`bev_ddp.diffusion.schedule.NoiseSchedule`
 ``td``             time difference of the DDIM sampler (Alg. 2)
+``steps``          sampling steps (decoder calls) of a prediction when none are asked for: the one
+                   default of ``predict()``, the API, ``bev-ddp eval`` (without ``--steps`` or
+                   ``eval.steps``), ``bev-ddp replay`` and ``bev-ddp bench frontier``
 ``fuse_order``     ``map_first``: fuse conv reads ``cat([map, condition])`` (ours) |
                    ``features_first``: ``cat([condition, map])`` (the DDP authors' BEV head)
 ``time_conditioning`` per-layer FiLM by the time embedding (the authors' BEV layers have none)
@@ -43,6 +46,7 @@ import torch
 
 from bev_ddp.diffusion.encoding import MapEncoder
 from bev_ddp.config import constrained
+from bev_ddp.diffusion.sampler import DDIMSampler
 from bev_ddp.diffusion.schedule import NoiseSchedule
 from bev_ddp.errors import ConfigError, InputError
 from bev_ddp.nn.ddp_head import DDPHead
@@ -63,6 +67,7 @@ class DDPHeadSchema:
     label_scale: float = 0.01
     schedule: str = "cosine"  # cosine | linear
     td: float = 1.0
+    steps: int = constrained(3, ge=1)  # sampling steps when none are asked for (the paper's 3)
     fuse_order: str = "map_first"  # map_first | features_first
     time_conditioning: bool = True
     head_kernel: int = 1  # output conv kernel (odd); 3 = the DDP authors' depth head
@@ -90,7 +95,8 @@ def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: s
 def build_ddp_head(cfg: Any, *, decoder: MapDecoder, label_encoder: MapEncoder,
                    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                    key: str = "model.ddp") -> DDPHead:
-    """DDP head = ``decoder`` + ``label_encoder`` + ``objective`` + the section's noise schedule and ``td``.
+    """DDP head = ``decoder`` + ``label_encoder`` + ``objective`` + the section's sampler
+    (:func:`build_sampler`: noise schedule, ``td``), handed to the head, and its default ``steps``.
 
     Args:
         cfg: a :class:`DDPHeadSchema` section.
@@ -101,8 +107,13 @@ def build_ddp_head(cfg: Any, *, decoder: MapDecoder, label_encoder: MapEncoder,
         key: where ``cfg`` sits in the config, for error messages.
     """
     try:
-        schedule = NoiseSchedule(name=cfg.schedule)
-        return DDPHead(decoder=decoder, label_encoder=label_encoder, objective=objective, schedule=schedule,
-                       td=float(cfg.td), time_input=str(getattr(cfg, "time_input", "log_snr")))
+        return DDPHead(decoder=decoder, label_encoder=label_encoder, objective=objective, sampler=build_sampler(cfg),
+                       time_input=str(getattr(cfg, "time_input", "log_snr")),
+                       steps=int(getattr(cfg, "steps", DDPHead.DEFAULT_STEPS)))
     except InputError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
+
+
+def build_sampler(cfg: Any) -> DDIMSampler:
+    """The DDIM sampler of a :class:`DDPHeadSchema` section: its ``schedule`` and ``td`` (Alg. 2)."""
+    return DDIMSampler(schedule=NoiseSchedule(name=cfg.schedule), td=float(cfg.td))

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from bev_ddp.diffusion.sampler import check_step_counts
 from bev_ddp.errors import InputError
 
 DenseMaps = dict[int, list[torch.Tensor]]
@@ -140,14 +141,6 @@ def infer_dense(images: torch.Tensor, fn: DenseFn, *, window: SlidingWindow | No
     return infer_sliding(images, fn, window=window)
 
 
-def check_steps(steps: Sequence[int]) -> list[int]:
-    """Sorted unique step counts; each must be a positive int."""
-    out = sorted({int(s) for s in steps})
-    if not out or out[0] < 1 or any(isinstance(s, bool) or int(s) != s for s in steps):
-        raise InputError(f"steps must be positive integers, got {list(steps)}")
-    return out
-
-
 def check_images(batch: dict[str, Any]) -> torch.Tensor:
     images = batch.get("img")
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
@@ -167,7 +160,7 @@ def output_size(batch: dict[str, Any], images: torch.Tensor) -> tuple[int, int]:
     return int(sizes[0, 0]), int(sizes[0, 1])
 
 
-def dense_predictions(batch: dict[str, Any], steps: Sequence[int], dense: Callable[[torch.Tensor, list[int]], Any],
+def dense_predictions(batch: dict[str, Any], steps: int | Sequence[int], dense: Callable[[torch.Tensor, list[int]], Any],
                       *, window: Optional[SlidingWindow], size_divisor: int,
                       tta: Optional[MultiScaleFlip] = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Whole-image or sliding-window inference of ``batch['img']`` at :func:`output_size`.
@@ -179,7 +172,7 @@ def dense_predictions(batch: dict[str, Any], steps: Sequence[int], dense: Callab
     ``{steps: (values [B, K, H, W], uncertainty [B, H, W])}``.
     """
     images = check_images(batch)
-    steps = check_steps(steps)
+    steps = sorted(check_step_counts(steps))
     size = output_size(batch, images)
     if tta is None:
         maps = infer_dense(images, lambda x: dense(x, steps), window=window, size_divisor=size_divisor)

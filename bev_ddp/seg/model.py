@@ -98,11 +98,17 @@ class DDPSegmentor(nn.Module):
             out[s] = [probs, pred.uncertainty[:, None].float()]
         return out
 
+    @property
+    def steps(self) -> int:
+        """Sampling steps of :meth:`predict` when none are asked for (``model.ddp.steps``)."""
+        return self.head.steps
+
     @torch.no_grad()
-    def predict(self, batch: dict[str, Any], steps: Sequence[int] = (1, 3), seed: int = 0) -> dict[int, SegPrediction]:
+    def predict(self, batch: dict[str, Any], steps: Sequence[int] | None = None,
+                seed: int = 0) -> dict[int, SegPrediction]:
         """Predictions per step count at ``batch['ori_size']`` (see :class:`SegPrediction`)."""
-        maps = dense_predictions(batch, steps, lambda x, s: self._dense(x, s, seed), window=self.window,
-                                 size_divisor=self.encoder.size_divisor, tta=self.tta)
+        maps = dense_predictions(batch, self.steps if steps is None else steps, lambda x, s: self._dense(x, s, seed),
+                                 window=self.window, size_divisor=self.encoder.size_divisor, tta=self.tta)
         result = {}
         for s, (probs, uncertainty) in maps.items():
             confidence, labels = probs.max(1)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bev_ddp.data.infos import read_infos
-from bev_ddp.data.nuscenes import IMAGENET_MEAN, IMAGENET_STD, AugConfig, NuScenesBEVDataset
+from bev_ddp.data.nuscenes import AugConfig, NuScenesBEVDataset
+from bev_ddp.nn.backbone import IMAGENET_NORMALISATION
 from bev_ddp.data.sensors import CAMERA_NAMES
 from bev_ddp.data.structures import CameraGeometry, collate_samples
 from bev_ddp.data.synthetic.render import PAINTS
@@ -117,7 +118,8 @@ def test_image_augmentation_matrix_maps_map_points_into_the_augmented_image(info
             aug_uv = g.img_aug[c].double().numpy() @ uv1
             u, v = aug_uv[0].astype(int), aug_uv[1].astype(int)
             inside = (u >= 1) & (u < SIZE[1] - 1) & (v >= 1) & (v < SIZE[0] - 1)
-            rgb = sample["img"][c] * IMAGENET_STD + IMAGENET_MEAN  # [3, H, W]
+            norm = IMAGENET_NORMALISATION
+            rgb = sample["img"][c] * torch.tensor(norm.std).view(3, 1, 1) + torch.tensor(norm.mean).view(3, 1, 1)
             pix = rgb[:, v[inside], u[inside]]
             close = (pix - walkway).norm(dim=0) < 0.15
             hits += int(close.sum())

@@ -14,8 +14,9 @@ from bev_ddp.data.image_datasets import (
     synthetic_depth_dataset, synthetic_seg_dataset,
 )
 from bev_ddp.data.image_pipelines import (
-    IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DepthPipeline, SegPipeline, rescale_size,
+    IGNORE_INDEX, DepthPipeline, SegPipeline, rescale_size,
 )
+from bev_ddp.nn.backbone import IMAGENET_NORMALISATION
 from bev_ddp.data.structures import collate_samples
 from bev_ddp.errors import InputError
 
@@ -33,8 +34,8 @@ def _png(path: Path, arr: np.ndarray) -> None:
 
 
 def _denorm(img: torch.Tensor) -> np.ndarray:
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_NORMALISATION.mean).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_NORMALISATION.std).view(3, 1, 1)
     return ((img * std + mean) * 255).round().permute(1, 2, 0).numpy().astype(np.uint8)
 
 

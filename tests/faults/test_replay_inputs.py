@@ -39,7 +39,7 @@ def _lidar_frames(source) -> int:
 
 
 def _open(path, **kwargs):
-    from bev_ddp.replay.mcap_layout import open_log
+    from bev_ddp.replay.log_sources import open_log
 
     return open_log(path, **kwargs)
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from bev_ddp.diffusion import NoiseSchedule, cosine_log_snr
 from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder, ContinuousEncoder, OneHotEncoder
+from bev_ddp.diffusion.sampler import DDIMSampler
 from bev_ddp.errors import InputError
 from bev_ddp.nn import DDPHead, DDPOutput
 from ddp_nn_helpers import ce, tiny_decoder, tiny_seg_head
@@ -224,7 +225,10 @@ def test_encoder_decoder_mismatch():
                 objective=ce)
     with pytest.raises(InputError, match="unknown"):
         DDPHead(decoder=tiny_decoder(), label_encoder=ClassEmbeddingEncoder(num_classes=3, dims=8), objective=ce,
-                schedule="quadratic")
+                sampler=DDIMSampler(schedule=NoiseSchedule(name="quadratic")))
+    with pytest.raises(InputError, match="sampler must be a DDIMSampler"):
+        DDPHead(decoder=tiny_decoder(), label_encoder=ClassEmbeddingEncoder(num_classes=3, dims=8), objective=ce,
+                sampler="ddim")
 
 
 @pytest.mark.cuda

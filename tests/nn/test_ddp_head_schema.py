@@ -6,6 +6,8 @@ import torch
 from omegaconf import OmegaConf
 
 from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder, ContinuousEncoder
+from bev_ddp.diffusion.sampler import DDIMSampler
+from bev_ddp.diffusion.schedule import NoiseSchedule
 from bev_ddp.errors import ConfigError
 from bev_ddp.nn import DDPHead, MapDecoder
 from bev_ddp.nn.backbone import build_timm_backbone
@@ -34,10 +36,13 @@ def test_builder_equals_the_hand_built_head():
     encoder = ClassEmbeddingEncoder(num_classes=3, dims=8, scale=0.02)
     decoder = MapDecoder(cond_channels=6, map_channels=8, out_channels=3, embed_dims=16, depth=2, num_heads=2,
                          num_points=2, ffn_dims=32, dropout=0.1)
-    manual = DDPHead(decoder=decoder, objective=ce, schedule="linear", td=0.5, label_encoder=encoder)
+    manual = DDPHead(decoder=decoder, objective=ce, sampler=DDIMSampler(schedule=NoiseSchedule(name="linear"), td=0.5),
+                     label_encoder=encoder)
     ours, theirs = head.state_dict(), manual.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert head.schedule.name == "linear" and head.sampler.td == 0.5 and head.label_encoder.scale == 0.02
+    assert head.schedule is head.sampler.schedule  # training noises with the sampler's own schedule
+    assert head.steps == cfg.steps == 3 and manual.steps == DDPHead.DEFAULT_STEPS
     assert [m.p for m in head.decoder.modules() if isinstance(m, torch.nn.Dropout)][:1] == [0.1]
 
 

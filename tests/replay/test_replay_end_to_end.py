@@ -16,13 +16,13 @@ from rosbags.typesys import Stores, get_typestore
 from bev_ddp import cli
 from bev_ddp.bev.model import DegradedInputWarning
 from bev_ddp.data.nuscenes import NuScenesBEVDataset
+from bev_ddp.data.sample_builder import SampleBuilder
 from bev_ddp.data.structures import collate_samples
 from bev_ddp.replay import export, foxglove
 from bev_ddp.replay.app import ReplayRequest, run_replay
 from bev_ddp.replay.bag_source import RosbagSource
 from bev_ddp.replay.nuscenes_source import NuScenesSceneSource
 from bev_ddp.replay.outputs import ReplayOutputs, quantise
-from bev_ddp.replay.sample import SampleBuilder
 from bev_ddp.replay.sync import FrameAssembler, SyncSettings
 from bev_ddp.replay.topics import default_topic_map
 from bev_ddp.data.create_infos import create_infos

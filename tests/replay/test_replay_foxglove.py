@@ -28,7 +28,8 @@ from bev_ddp.replay.app import ReplayRequest, run_replay
 from bev_ddp.replay.events import CorruptMessage, LidarMessage, TransformMessage
 from bev_ddp.replay.export_foxglove import scene_messages_foxglove, write_foxglove_mcap
 from bev_ddp.replay.foxglove_source import FoxgloveMcapSource
-from bev_ddp.replay.mcap_layout import inspect_mcap, open_log
+from bev_ddp.replay.log_sources import open_log
+from bev_ddp.replay.mcap_layout import inspect_mcap
 from bev_ddp.replay.nuscenes_source import NuScenesSceneSource
 from bev_ddp.replay.outputs import quantise
 from bev_ddp.replay.sync import FrameAssembler, SyncSettings

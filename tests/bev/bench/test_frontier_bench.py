@@ -38,15 +38,18 @@ def test_k_draws_in_one_batch_equal_separately_seeded_samples(tiny_model):
     cfg, model = tiny_model
     g = torch.Generator().manual_seed(1)
     cond = torch.randn(2, model.head.ddp.decoder.cond_channels, 16, 16, generator=g)
-    pred = frontier.sample_draws(model.head.ddp, cond, steps=2, draws=3, seed=5)
-    assert pred.probs.shape == (2, 6, 16, 16) and len(pred.draw_step_probs) == 3 and len(pred.step_probs) == 2
+    pred = frontier.sample_draws(model.head, cond, steps=2, draws=3, seed=5)  # the head's own K-draw sampling
+    size = model.head.output_size or (16, 16)
+    assert pred.probs.shape == (2, 6, *size) and len(pred.draw_step_probs) == 3 and len(pred.step_probs) == 2
     for d in range(3):
-        alone = model.head.ddp.predict(cond, steps=2, seed=5 + d)
+        alone = model.head.ddp.predict(cond, steps=2, seed=5 + d, output_size=model.head.output_size)
         for s in range(2):
             torch.testing.assert_close(pred.draw_step_probs[d][s], alone.step_logits[s].sigmoid(), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(pred.probs, torch.stack([p[-1] for p in pred.draw_step_probs]).mean(0))
     assert not torch.allclose(pred.draw_step_probs[0][-1], pred.draw_step_probs[1][-1])  # the draws differ
-    assert frontier.draw_seeds(7, 2, 3) == [7, 7, 7, 8, 8, 8]
+    one = frontier.sample_draws(model.head, cond, steps=2, draws=1, seed=5)  # K = 1: draw 0, the head's predict
+    torch.testing.assert_close(one.probs, pred.draw_step_probs[0][-1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(one.probs, model.head.sample(cond, steps=[2], seed=5)[2].probs, rtol=0, atol=0)
 
 
 def test_quality_points_score_every_estimator(tiny_model):
@@ -96,6 +99,17 @@ def test_latency_frontier_run_writes_json_and_plot(tmp_path):
         frontier.run(parser.parse_args(["--grids", "label,coarse"]))
     with pytest.raises(InputError, match="--draws"):
         frontier.run(parser.parse_args(["--draws", "0"]))
+
+
+def test_without_steps_the_latency_points_use_the_model_default(tmp_path):
+    parser = argparse.ArgumentParser()
+    frontier.add_arguments(parser)
+    out = tmp_path / "f.json"
+    args = parser.parse_args(["--latency-config", TINY, "data.xbound=[-32.0,32.0,0.5]", "data.ybound=[-32.0,32.0,0.5]",
+                              "model.head.ddp.steps=3", "--draws", "1", "--grids", "encoder", "--points", "2000",
+                              "--threads", "1", "--out", str(out)])
+    assert args.steps is None and frontier.run(args) == 0
+    assert [(v["steps"], v["draws"]) for v in json.loads(out.read_text())["latency"]["variants"]] == [(3, 1)]
 
 
 def test_rows_without_latency_list_every_quality_point():
