@@ -28,7 +28,7 @@ from bev_ddp.data.structures import collate_samples
 from bev_ddp.engine.task import get_task
 from bev_ddp.replay import export
 from bev_ddp.replay.app import ReplayRequest, run_replay
-from bev_ddp.replay.sample import SampleBuilder
+from bev_ddp.data.sample_builder import SampleBuilder
 from bev_ddp.replay.export_foxglove import scene_messages_foxglove, write_foxglove_mcap
 from bev_ddp.replay.topics import default_topic_map
 
