@@ -40,8 +40,7 @@ import torch
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import _extension, bev_pool_reference, ms_deform_attn_reference
-from bev_ddp.ops.bev_pool import BEVPoolFunction
-from bev_ddp.ops.ms_deform_attn import MSDeformAttnFunction
+from bev_ddp.ops._library import bev_pool_op, flat_levels, ms_deform_attn_op
 from bev_ddp.output_files import write_text_atomic
 
 
@@ -247,7 +246,7 @@ def bench_bev_pool(sizes: OpsBenchSizes, device: torch.device, module, repeats: 
     grid = sizes.grid
 
     def kernel():
-        return BEVPoolFunction.apply(feats, coords, 1, grid, module)
+        return bev_pool_op(feats, coords, 1, *grid)
 
     def reference():
         return bev_pool_reference(feats, coords, 1, grid)
@@ -258,7 +257,7 @@ def bench_bev_pool(sizes: OpsBenchSizes, device: torch.device, module, repeats: 
     leaf = feats.clone().requires_grad_(True)
 
     def kernel_fb():
-        BEVPoolFunction.apply(leaf, coords, 1, grid, module).sum().backward()
+        bev_pool_op(leaf, coords, 1, *grid).sum().backward()
         leaf.grad = None
 
     def reference_fb():
@@ -294,9 +293,10 @@ def bench_ms_deform_attn(sizes: OpsBenchSizes, device: torch.device, module, rep
                 t.grad = None
         return step
 
-    kernel = run(lambda *a: MSDeformAttnFunction.apply(*a, module))
+    levels = flat_levels(shapes.tolist())
+    kernel = run(lambda v, _shapes, _starts, lo, at: ms_deform_attn_op(v, levels, lo, at))
     reference = run(ms_deform_attn_reference)
-    forward_kernel = lambda: MSDeformAttnFunction.apply(value, shapes, starts, loc, attn, module)  # noqa: E731
+    forward_kernel = lambda: ms_deform_attn_op(value, levels, loc, attn)  # noqa: E731
     forward_reference = lambda: ms_deform_attn_reference(value, shapes, starts, loc, attn)  # noqa: E731
     return [
         Comparison("ms_deform_attn forward", device.type, time_call(forward_kernel, device, repeats),

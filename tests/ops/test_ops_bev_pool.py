@@ -6,7 +6,7 @@ import torch
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import BEVPool, bev_pool, bev_pool_reference
-from bev_ddp.ops.bev_pool import BEVPoolFunction
+from bev_ddp.ops._library import bev_pool_op
 
 from ops_helpers import make_generator, run_with_1_and_2_threads
 
@@ -34,8 +34,10 @@ def random_points(n, channels, batch_size, grid, *, outside=0.0, dtype=torch.flo
 
 
 def kernel_pool(module, feats, coords, batch_size, grid):
-    """Call the compiled path explicitly (bev_pool would fall back silently when not built)."""
-    return BEVPoolFunction.apply(feats.contiguous(), coords.contiguous(), batch_size, tuple(grid), module)
+    """Call the compiled path explicitly (bev_pool would fall back silently when not built): the
+    custom op torch.ops.bev_ddp.bev_pool, which dispatches to ``module`` by the tensors' device."""
+    assert module is not None
+    return bev_pool_op(feats.contiguous(), coords.contiguous(), batch_size, *grid)
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
