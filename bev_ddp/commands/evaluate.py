@@ -1,4 +1,4 @@
-"""``bev-ddp eval CONFIG CKPT [--steps 1,3,5] [--out D] [--max-samples N] [key=value ...]``."""
+"""``bev-ddp eval CONFIG CKPT [--steps 1,3,5] [--out D] [--max-samples N] [--backend {torch,onnxruntime} --onnx DIR] [key=value ...]``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples of the split")
     parser.add_argument("--split", default=None, help="dataset split (default: the config's eval.split)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="runtime of the BEV model (default: %(default)s); onnxruntime reads --onnx")
+    parser.add_argument("--onnx", default=None, help="export folder of `bev-ddp export` (with --backend onnxruntime)")
     add_override_arguments(parser)
 
 
@@ -50,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         model = task.build_model(cfg)
         load_model_weights(model, ckpt)
         model.to(info.device)
+        if args.backend != "torch" or args.onnx is not None:
+            from bev_ddp.deploy.onnx_backend import backend_model
+
+            model = backend_model(model, args.backend, args.onnx, cfg=cfg, config=args.config, checkpoint=ckpt)
         with StopRequest() as stop:
             result = evaluate_task(cfg, task, model, steps=steps, device=info.device, out_dir=out,
                                    max_samples=args.max_samples, progress=not args.no_progress, stop=stop)
