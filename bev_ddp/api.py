@@ -30,7 +30,8 @@ __all__ = ["CAMERA_NAMES", "build_batch", "inference_bev", "init_model", "read_i
 
 
 def init_model(config: str | Path, checkpoint: str | Path | None = None, *, device: str | torch.device = "cpu",
-               overrides: Sequence[str] = ()) -> torch.nn.Module:
+               overrides: Sequence[str] = (), backend: str = "torch",
+               onnx: str | Path | None = None) -> torch.nn.Module:
     """Build the model of a YAML config, load a checkpoint and put it in eval mode on ``device``.
 
     Args:
@@ -38,6 +39,8 @@ def init_model(config: str | Path, checkpoint: str | Path | None = None, *, devi
         checkpoint: training checkpoint (``.pth``, its ``model`` entry) or bare state dict;
             ``None`` keeps the initial weights.
         overrides: ``key=value`` config overrides, as on the command line.
+        backend: ``"torch"`` or ``"onnxruntime"`` (BEV models: the graphs of ``onnx``, the folder
+            ``bev-ddp export`` wrote; its fingerprints must match ``config`` and ``checkpoint``).
 
     Returns:
         The model, with the loaded config as ``model.cfg``.
@@ -49,8 +52,13 @@ def init_model(config: str | Path, checkpoint: str | Path | None = None, *, devi
     model = task.build_model(cfg)
     if checkpoint is not None:
         load_model_weights(model, checkpoint)
+    model = model.to(device).eval()
+    if backend != "torch" or onnx is not None:
+        from bev_ddp.deploy.onnx_backend import backend_model
+
+        model = backend_model(model, backend, onnx, cfg=cfg, config=config, checkpoint=checkpoint)
     model.cfg = cfg
-    return model.to(device).eval()
+    return model
 
 
 def _config_of(model: torch.nn.Module) -> Any:
