@@ -24,6 +24,13 @@ from bev_ddp.data.structures import CameraGeometry
 from bev_ddp.errors import ConfigError
 
 
+def noise_shape(head: DDPBEVHead, batch_size: int, encoder_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """[B, map_channels, h, w] of the DDP start map for encoder BEV maps of ``encoder_size`` (X, Y):
+    on the encoder grid or the label grid, as the head's ``noise_grid`` says."""
+    size = tuple(encoder_size) if head.noise_grid == "encoder" else tuple(head.transform.output_size)
+    return (batch_size, head.ddp.decoder.map_channels, *size)
+
+
 class CameraStage(nn.Module):
     """Images + calibration -> camera BEV features [B, C_cam, X, Y] (the model's camera encoder).
 
@@ -71,9 +78,7 @@ class MapStage(nn.Module):
 
     def noise_shape(self, batch_size: int, encoder_size: tuple[int, int]) -> tuple[int, int, int, int]:
         """[B, map_channels, h, w] of the start map for encoder BEV maps of ``encoder_size`` (X, Y)."""
-        head = self.head
-        size = encoder_size if head.noise_grid == "encoder" else tuple(head.transform.output_size)
-        return (batch_size, head.ddp.decoder.map_channels, *size)
+        return noise_shape(self.head, batch_size, encoder_size)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         maps, noise = (inputs[:-1], inputs[-1]) if self.is_ddp else (inputs, None)
