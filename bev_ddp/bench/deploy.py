@@ -72,16 +72,18 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[A
 def bench_deploy(*, config: str, overrides: list[str], steps: list[int], repeats: int, points: int, threads: int,
                  device: str = "cpu", runtimes: tuple[str, ...] = RUNTIMES, onnx_dir: str | None = None,
                  compile_backend: str = "inductor") -> DeployBenchResult:
-    from bev_ddp.api import init_model
     from bev_ddp.bench.model import synthetic_batch
+    from bev_ddp.bev.build import build_bev_model
+    from bev_ddp.bev.schema import BEVConfig
+    from bev_ddp.config import load_config
     from bev_ddp.deploy.staged import CompiledBEVModel
     from bev_ddp.engine.data import move_to_device
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = init_model(config, overrides=overrides)
-    cfg = model.cfg
+    cfg = load_config(config, overrides, schema=BEVConfig)
+    model = build_bev_model(cfg).eval()
     batch = synthetic_batch(image_size=tuple(cfg.data.image_size), num_cams=6, num_points=points,
                             extent=float(cfg.data.xbound[1]), seed=0)
     result = DeployBenchResult(config=config, device=str(dev), threads=threads, repeats=repeats)
