@@ -68,6 +68,8 @@ setup(
         # spconv's CPU wheel races with >1 thread; the CUDA-card wheel runs right on the CPU too.
         "lidar": ["spconv-cu120>=2.3.6"],
         "test": ["pytest>=8", "scikit-learn>=1.3"],
+        # bev-ddp export, --backend onnxruntime (docs/deploy.md); ml_dtypes < 0.6 keeps numpy < 2
+        "deploy": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18", "ml_dtypes<0.6"],
     },
     entry_points={"console_scripts": ["bev-ddp=bev_ddp.cli:main"]},
     ext_modules=ext_modules,

@@ -32,7 +32,8 @@ __all__ = ["CAMERA_NAMES", "build_batch", "inference_bev", "init_model", "read_i
 
 
 def init_model(config: str | Path, checkpoint: str | Path | None = None, *, device: str | torch.device = "cpu",
-               overrides: Sequence[str] = ()) -> torch.nn.Module:
+               overrides: Sequence[str] = (), backend: str = "torch",
+               onnx: str | Path | None = None) -> torch.nn.Module:
     """Build a model, load its weights and put it in eval mode on ``device``.
 
     ``init_model(CKPT)``: a training checkpoint or run folder carries its config (like diffusers'
@@ -44,6 +45,8 @@ def init_model(config: str | Path, checkpoint: str | Path | None = None, *, devi
         config: YAML config with a ``task:`` key (bev, seg or depth), or the checkpoint / run folder.
         checkpoint: training checkpoint (``.pth``, its ``model`` entry) or bare state dict, after a config.
         overrides: ``key=value`` config overrides, as on the command line.
+        backend: ``"torch"`` or ``"onnxruntime"`` (BEV models: the graphs of ``onnx``, the folder
+            ``bev-ddp export`` wrote; its fingerprints must match ``config`` and ``checkpoint``).
 
     Returns:
         The model, with its config as ``model.cfg``.
@@ -51,7 +54,14 @@ def init_model(config: str | Path, checkpoint: str | Path | None = None, *, devi
     from bev_ddp.engine.pretrained import build_pretrained, resolve_model_source, split_config_and_checkpoint
 
     config, checkpoint = split_config_and_checkpoint([config] if checkpoint is None else [config, checkpoint])
-    return build_pretrained(resolve_model_source(config, checkpoint, overrides), device=device)
+    model = build_pretrained(resolve_model_source(config, checkpoint, overrides), device=device)
+    if backend != "torch" or onnx is not None:
+        from bev_ddp.deploy.onnx_backend import backend_model
+
+        cfg = model.cfg
+        model = backend_model(model, backend, onnx, cfg=cfg, config=config, checkpoint=checkpoint)
+        model.cfg = cfg
+    return model
 
 
 def _config_of(model: torch.nn.Module) -> Any:

@@ -42,6 +42,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "replay a recorded drive (nuScenes scene, ROS 2 bag or MCAP) through a model and write "
         "an MCAP of BEV maps, uncertainty and latency",
     ),
+    "export": (
+        "bev_ddp.commands.export",
+        "export a BEV model to ONNX (camera stage; fuser + decoder + head with the DDP steps "
+        "unrolled) with export.json; onnxruntime runs it (eval/replay --backend onnxruntime)",
+    ),
     "report": (
         "bev_ddp.commands.report",
         "re-render the report (tables and plots) from an evaluation's metrics JSON",

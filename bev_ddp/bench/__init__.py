@@ -11,7 +11,7 @@ import importlib
 from bev_ddp.engine.cli_support import HelpFormatter, parse_command_line
 
 SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model", "frontier": "bev_ddp.bench.frontier",
-          "gpu-check": "bev_ddp.bench.gpu_check"}
+          "gpu-check": "bev_ddp.bench.gpu_check", "deploy": "bev_ddp.bench.deploy"}
 ALL = ("ops", "model")  # gpu-check builds and tests too, frontier needs checkpoints: not run with the others
 
 

@@ -10,6 +10,8 @@ On a machine with a GPU, from a clean checkout, in well under 8 minutes, the che
 4. ``bench-ops``: ``bev-ddp bench ops`` on CUDA (kernel vs reference, bandwidth vs a device copy);
 5. ``bench-model-fp32`` / ``bench-model-amp``: ``bev-ddp bench model`` on CUDA for the full fusion
    config, baseline head vs DDP 1/3/5 steps, latency and peak memory, without and with autocast;
+   ``bench-compile``: ``bev-ddp bench deploy --runtimes eager,compile`` on CUDA, the whole model
+   eager vs ``torch.compile`` at 1 and 2 DDP steps (latency ratio and |Δ probability|);
 6. ``sampling-no-sync``: ``DDPHead.predict_many(steps=[1, 3, 5])`` at the BEV decoder's size under
    :func:`bev_ddp.bench.host_sync.forbid_host_sync` (CUDA's sync debug mode set to "error");
 7. ``amp-training``: a few autocast training iterations of the fusion config on one synthetic batch
@@ -225,6 +227,19 @@ def _bench_model(s: Settings, amp: bool) -> StepResult:
     return StepResult(name, "ok", 0.0, f"{len(result['variants'])} variants", {"result": result})
 
 
+def step_bench_compile(s: Settings) -> StepResult:
+    """``bev-ddp bench deploy``: eager vs ``torch.compile`` of the whole model at 1 and 2 DDP steps."""
+    out_json = s.out_dir / "bench_compile.json"
+    args = ["--config", s.config, "--device", str(s.device), "--runtimes", "eager,compile", "--steps", "1,2",
+            "--out", str(out_json)]
+    args += ["--points", "2000", "--repeats", "1", "--compile-backend", "aot_eager"] if s.tiny else ["--repeats", "3"]
+    code, out = _bench(s, "deploy", args)
+    if code != 0 or not out_json.exists():
+        return StepResult("bench-compile", "failed", 0.0, f"exit {code}: {_tail(out)}")
+    result = _read_json(out_json)
+    return StepResult("bench-compile", "ok", 0.0, f"{len(result['rows'])} rows", {"result": result})
+
+
 def step_bench_model_fp32(s: Settings) -> StepResult:
     return _bench_model(s, amp=False)
 
@@ -364,6 +379,7 @@ STEPS: tuple[tuple[str, Callable[[Settings], StepResult], tuple[str, ...]], ...]
     ("bench-ops", step_bench_ops, ("environment", "build")),
     ("bench-model-fp32", step_bench_model_fp32, ("environment", "build")),
     ("bench-model-amp", step_bench_model_amp, ("environment", "build")),
+    ("bench-compile", step_bench_compile, ("environment", "build")),
     ("sampling-no-sync", step_sampling_no_sync, ("build",)),
     ("amp-training", step_amp_training, ("environment", "build")),
     ("two-process", step_two_process, ()),
@@ -444,6 +460,12 @@ def markdown_summary(report: dict[str, Any]) -> str:
     if fp32:
         lines += ["", f"## bench model ({fp32['config']}, ratios to the baseline head within each run)", "",
                   *_model_lines(fp32, amp)]
+    compiled = steps.get("bench-compile", {}).get("data", {}).get("result")
+    if compiled:
+        from bev_ddp.bench.deploy import DeployBenchResult, LatencyRow, markdown_table
+
+        table = markdown_table(DeployBenchResult(**{**compiled, "rows": [LatencyRow(**r) for r in compiled["rows"]]}))
+        lines += ["", f"## eager vs torch.compile ({compiled['config']}, one run)", "", table]
     losses = steps.get("amp-training", {}).get("data", {}).get("losses")
     if losses:
         lines += ["", "## AMP training losses", "", ", ".join(f"{v:.4f}" for v in losses)]

@@ -17,7 +17,8 @@ much less so):
   the OS; on CUDA ``torch.cuda.max_memory_allocated`` growth;
 * bev_pool bandwidth: the bytes the op must touch (features and coordinates read, output
   written) divided by its time, as a fraction of ``dst.copy_(src)`` of a buffer of the same
-  bytes (the machine's practical limit for streaming those bytes);
+  bytes (the machine's practical limit for streaming those bytes); the same for the backward
+  kernel alone (cell gradients and coordinates read, point gradients written);
 * whether CPU tensors sit on transparent huge pages: torch does that for allocations of 2 MiB and
   more when ``THP_MEM_ALLOC_ENABLE=1`` is set before its first allocation.  With 4 KiB pages a
   streaming read of the bev_pool features is limited by TLB misses, so the setting moves both
@@ -40,8 +41,7 @@ import torch
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import _extension, bev_pool_reference, ms_deform_attn_reference
-from bev_ddp.ops.bev_pool import BEVPoolFunction
-from bev_ddp.ops.ms_deform_attn import MSDeformAttnFunction
+from bev_ddp.ops._library import bev_pool_backward_op, bev_pool_op, flat_levels, ms_deform_attn_op
 from bev_ddp.output_files import write_text_atomic
 
 
@@ -101,10 +101,17 @@ class Bandwidth:
     copy_s: float
     read_s: float
     reference_s: float
+    backward_bytes: int | None = None  # backward: grad_out read, coords read, point gradients written
+    backward_s: float | None = None  # the backward kernel alone (steady state: its buffer reused)
+    backward_copy_s: float | None = None  # dst.copy_(src) of backward_bytes
 
     @property
     def fraction_of_copy(self) -> float:
         return self.copy_s / self.kernel_s
+
+    @property
+    def backward_fraction_of_copy(self) -> float | None:
+        return None if not self.backward_s else self.backward_copy_s / self.backward_s
 
 
 @dataclass
@@ -126,6 +133,7 @@ class OpsBenchResult:
         for key in ("bandwidth", "cuda_bandwidth"):
             if getattr(self, key) is not None:
                 data[key]["fraction_of_copy"] = getattr(self, key).fraction_of_copy
+                data[key]["backward_fraction_of_copy"] = getattr(self, key).backward_fraction_of_copy
         return data
 
 
@@ -247,7 +255,7 @@ def bench_bev_pool(sizes: OpsBenchSizes, device: torch.device, module, repeats: 
     grid = sizes.grid
 
     def kernel():
-        return BEVPoolFunction.apply(feats, coords, 1, grid, module)
+        return bev_pool_op(feats, coords, 1, *grid)
 
     def reference():
         return bev_pool_reference(feats, coords, 1, grid)
@@ -258,7 +266,7 @@ def bench_bev_pool(sizes: OpsBenchSizes, device: torch.device, module, repeats: 
     leaf = feats.clone().requires_grad_(True)
 
     def kernel_fb():
-        BEVPoolFunction.apply(leaf, coords, 1, grid, module).sum().backward()
+        bev_pool_op(leaf, coords, 1, *grid).sum().backward()
         leaf.grad = None
 
     def reference_fb():
@@ -270,14 +278,18 @@ def bench_bev_pool(sizes: OpsBenchSizes, device: torch.device, module, repeats: 
                       peak_memory(reference_fb, device))
     del leaf
 
+    # forward: features and coords read, grid written; backward: the same sizes the other way round
     touched = feats.nbytes + coords.nbytes + feats.element_size() * sizes.pool_channels * grid[0] * grid[1] * grid[2]
     src = torch.empty(touched, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     copy_s = time_call(lambda: dst.copy_(src), device, repeats)
     del src, dst
     read_s = time_call(lambda: feats.sum(), device, repeats)
+    grad_out = torch.ones(1, sizes.pool_channels, *grid, device=device)
+    backward_s = time_call(lambda: bev_pool_backward_op(grad_out, coords), device, repeats)
     bandwidth = Bandwidth(bytes=touched, kernel_s=forward.kernel_s, copy_s=copy_s, read_s=read_s,
-                          reference_s=forward.reference_s)
+                          reference_s=forward.reference_s, backward_bytes=touched, backward_s=backward_s,
+                          backward_copy_s=copy_s)
     return [forward, both], bandwidth
 
 
@@ -294,9 +306,10 @@ def bench_ms_deform_attn(sizes: OpsBenchSizes, device: torch.device, module, rep
                 t.grad = None
         return step
 
-    kernel = run(lambda *a: MSDeformAttnFunction.apply(*a, module))
+    levels = flat_levels(shapes.tolist())
+    kernel = run(lambda v, _shapes, _starts, lo, at: ms_deform_attn_op(v, levels, lo, at))
     reference = run(ms_deform_attn_reference)
-    forward_kernel = lambda: MSDeformAttnFunction.apply(value, shapes, starts, loc, attn, module)  # noqa: E731
+    forward_kernel = lambda: ms_deform_attn_op(value, levels, loc, attn)  # noqa: E731
     forward_reference = lambda: ms_deform_attn_reference(value, shapes, starts, loc, attn)  # noqa: E731
     return [
         Comparison("ms_deform_attn forward", device.type, time_call(forward_kernel, device, repeats),
@@ -378,6 +391,11 @@ def format_result(result: OpsBenchResult) -> str:
             f"{b.kernel_s / b.read_s:.2f}x that, and no implementation can beat the reference by more than "
             f"{b.reference_s / b.read_s:.1f}x here",
         ]
+        if b.backward_s:
+            lines.append(
+                f"bev_pool backward ({device}) touches {b.backward_bytes / 2**20:.0f} MiB in {b.backward_s:.4f} s = "
+                f"{b.backward_bytes / b.backward_s / 1e9:.2f} GB/s; copying the same bytes takes "
+                f"{b.backward_copy_s:.4f} s -> {100 * b.backward_fraction_of_copy:.0f} % of copy bandwidth")
     return "\n".join(lines)
 
 

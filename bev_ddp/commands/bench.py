@@ -6,6 +6,8 @@
   (:mod:`bev_ddp.bench.model`);
 * ``frontier``: DDP quality / latency / uncertainty over steps x noise draws x noise grid
   (:mod:`bev_ddp.bench.frontier`);
+* ``deploy``: latency of eager PyTorch, ``torch.compile`` and onnxruntime on one model, with
+  their parity (:mod:`bev_ddp.bench.deploy`);
 * ``gpu-check``: the whole GPU proof in one command (build, CUDA tests, both benches on CUDA,
   AMP training, sync-free sampling, two processes; :mod:`bev_ddp.bench.gpu_check`, ``make gpu-check``);
 * ``all``: the ``ops`` and ``model`` suites with their default options.

@@ -1,4 +1,5 @@
-"""``bev-ddp eval [CONFIG] CKPT [--steps 1,3,5] [--out D] [--max-samples N] [key=value ...]``.
+"""``bev-ddp eval [CONFIG] CKPT [--steps 1,3,5] [--out D] [--max-samples N] [--backend {torch,onnxruntime} --onnx DIR]
+[key=value ...]``.
 
 CKPT is a training checkpoint or a run folder (its ``latest.pth``); it carries its config, so CONFIG
 is needed only for bare state dicts and converted weights (``bev_ddp.engine.pretrained``).
@@ -25,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples of the split")
     parser.add_argument("--split", default=None, help="dataset split (default: the config's eval.split)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="runtime of the BEV model (default: %(default)s); onnxruntime reads --onnx")
+    parser.add_argument("--onnx", default=None, help="export folder of `bev-ddp export` (with --backend onnxruntime)")
     add_override_arguments(parser)
 
 
@@ -59,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         if args.split:
             cfg.eval.split = args.split
         model = build_pretrained(source, device=info.device)
+        if args.backend != "torch" or args.onnx is not None:
+            from bev_ddp.deploy.onnx_backend import backend_model
+
+            model = backend_model(model, args.backend, args.onnx, cfg=cfg, config=config, checkpoint=ckpt)
         with StopRequest() as stop:
             result = evaluate_task(cfg, task, model, steps=steps, device=info.device, out_dir=out,
                                    max_samples=args.max_samples, progress=not args.no_progress, stop=stop)

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mp4", action="store_true", help="also write replay.mp4 (OpenCV)")
     parser.add_argument("--fps", type=float, default=10.0, help="MP4 frame rate (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="runtime of the model (default: %(default)s); onnxruntime reads --onnx")
+    parser.add_argument("--onnx", default=None, help="export folder of `bev-ddp export` (with --backend onnxruntime)")
     from bev_ddp.engine.cli_support import add_override_arguments
 
     add_override_arguments(parser, "-o", "--override")  # -o K=V: the older spelling, kept as an alias
@@ -91,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
         fps=args.fps,
         progress=not args.no_progress,
     )
-    result = run_replay(request)
+    model = None
+    if args.backend != "torch" or args.onnx is not None:
+        model = _backend_model(request, args.backend, args.onnx)
+    result = run_replay(request, model=model)
     print(
         f"replayed {result.frames} frames ({result.predicted} predicted, {result.skipped} skipped, "
         f"{result.degraded} degraded) at {result.frames_per_s:.2f} frames/s -> {result.out_dir}"
@@ -110,3 +116,16 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _backend_model(request, backend: str, onnx_dir: str | None):
+    """The request's model on ``backend`` (a fingerprint mismatch is an InputError: exit 2)."""
+    from bev_ddp.bev.schema import BEVConfig
+    from bev_ddp.config import load_config
+    from bev_ddp.deploy.onnx_backend import backend_model
+    from bev_ddp.replay.app import load_model
+
+    cfg = load_config(request.config, request.overrides, schema=BEVConfig)
+    model = load_model(cfg, request.checkpoint, request.device)
+    checkpoint = request.checkpoint or cfg.model.get("checkpoint")
+    return backend_model(model, backend, onnx_dir, cfg=cfg, config=request.config, checkpoint=checkpoint)

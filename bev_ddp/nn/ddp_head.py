@@ -248,6 +248,28 @@ class DDPHead(nn.Module):
                                         encode_prediction=self._encode_prediction(tuple(cond.shape[-2:])))
         return {n: self._output(run.step_predictions, cond, output_size) for n, run in runs.items()}
 
+    def sample_logits(self, cond: torch.Tensor, noise: torch.Tensor, *, steps: int,
+                      output_size: tuple[int, int] | None = None) -> list[torch.Tensor]:
+        """Alg. 2 from a given start map, as one traceable graph: every step's logits.
+
+        No value checks and no read-backs (what ``torch.export`` and the ONNX export trace);
+        :meth:`predict` is the checked entry point and gives the same logits for the same noise.
+
+        Args:
+            cond: [B, cond_channels, h, w] condition features.
+            noise: [B, map_channels, h, w] start map ``x_1`` (:meth:`initial_noise`).
+            steps: decoder calls S.
+            output_size: optional (H, W) the logits are resized to (bilinear).
+        Returns:
+            S tensors [B, K, H, W].
+        """
+        run = self.sampler.sample(noise, steps=steps, denoise=self._denoise(cond),
+                                  encode_prediction=self._encode_prediction(tuple(cond.shape[-2:])))
+        if output_size is None or tuple(output_size) == tuple(cond.shape[-2:]):
+            return run.step_predictions
+        return [F.interpolate(x, size=tuple(output_size), mode="bilinear", align_corners=False)
+                for x in run.step_predictions]
+
     def _output(self, step_logits: list[torch.Tensor], cond: torch.Tensor,
                 output_size: tuple[int, int] | None) -> DDPOutput:
         if output_size is not None and tuple(output_size) != tuple(cond.shape[-2:]):

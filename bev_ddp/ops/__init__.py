@@ -3,14 +3,18 @@
 ``bev_pool`` (lift-splat BEV pooling) and ``ms_deform_attn`` (multi-scale deformable attention)
 dispatch to the compiled extensions ``bev_ddp._ops_cpu`` / ``bev_ddp._ops_cuda`` (sources in the
 top-level ``ops/`` folder) and fall back to ``*_reference`` with one warning when those are not
-built.  :func:`backend` reports which path is live.
+built.  :func:`backend` reports which path is live.  The kernels are registered as
+``torch.library`` custom ops (``torch.ops.bev_ddp.bev_pool``, ``torch.ops.bev_ddp.ms_deform_attn``,
+with fake kernels and gradients: :mod:`bev_ddp.ops._library`), so ``torch.compile`` and
+``torch.export`` trace through them; ``with reference_ops():`` runs the references instead (the
+ONNX export).
 """
 from __future__ import annotations
 
 import torch
 
 from bev_ddp.ops import _extension
-from bev_ddp.ops._extension import ExtensionFallbackWarning
+from bev_ddp.ops._extension import ExtensionFallbackWarning, reference_ops
 from bev_ddp.ops.bev_pool import BEVPool, bev_pool, bev_pool_reference
 from bev_ddp.ops.ms_deform_attn import MSDeformAttnSampler, ms_deform_attn, ms_deform_attn_reference
 
@@ -23,6 +27,7 @@ __all__ = [
     "bev_pool_reference",
     "ms_deform_attn",
     "ms_deform_attn_reference",
+    "reference_ops",
 ]
 
 

@@ -4,19 +4,25 @@
 from the sources in the top-level ``ops/`` folder.  They are imported on first use, never at
 ``import bev_ddp``; when one is missing the ops fall back to their pure-PyTorch references and a
 single :class:`ExtensionFallbackWarning` says so.  ``BEV_DDP_DISABLE_KERNELS=1`` forces the
-references (used by tests and benchmarks to compare both paths in one process).
+references (used by tests and benchmarks to compare both paths in one process);
+``with reference_ops():`` does the same inside a block (what the ONNX export traces).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
 from types import ModuleType
+from typing import Iterator
+
+import torch
 
 _MODULES = {"cpu": "bev_ddp._ops_cpu", "cuda": "bev_ddp._ops_cuda"}
 _cache: dict[str, ModuleType | None] = {}
 _errors: dict[str, str] = {}
 _warned: set[str] = set()
+_reference_only = False
 
 
 class ExtensionFallbackWarning(RuntimeWarning):
@@ -24,8 +30,28 @@ class ExtensionFallbackWarning(RuntimeWarning):
 
 
 def kernels_disabled() -> bool:
-    """True when ``BEV_DDP_DISABLE_KERNELS=1`` asks for the references everywhere."""
-    return os.environ.get("BEV_DDP_DISABLE_KERNELS", "") == "1"
+    """True when ``BEV_DDP_DISABLE_KERNELS=1`` or :func:`reference_ops` asks for the references."""
+    return _reference_only or os.environ.get("BEV_DDP_DISABLE_KERNELS", "") == "1"
+
+
+@contextlib.contextmanager
+def reference_ops() -> Iterator[None]:
+    """Inside the block every op runs its pure-PyTorch reference, without a warning.
+
+    The ONNX export traces the model in this mode: the references are made of operators stock
+    onnxruntime runs (``index_add`` -> ScatterND with add, ``grid_sample`` -> GridSample).
+    """
+    global _reference_only
+    previous, _reference_only = _reference_only, True
+    try:
+        yield
+    finally:
+        _reference_only = previous
+
+
+def tracing() -> bool:
+    """True while ``torch.compile`` or ``torch.export`` traces: value read-backs must be skipped."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def load(device_type: str) -> ModuleType | None:
@@ -53,6 +79,16 @@ def load(device_type: str) -> ModuleType | None:
             stacklevel=3,
         )
     return module
+
+
+@torch.compiler.assume_constant_result
+def has_kernel(device_type: str, symbol: str) -> bool:
+    """True when the extension for ``device_type`` is live and defines ``symbol`` (e.g.
+    ``"bev_pool_forward"``).  ``torch.compile`` runs this once while tracing and keeps the answer
+    as a constant (no graph break at the import), so switch the references on before compiling.
+    """
+    module = load(device_type)
+    return module is not None and hasattr(module, symbol)
 
 
 def load_error(device_type: str) -> str | None:

@@ -6,7 +6,9 @@ the per-cell *sum*.  Points whose x, y or z fall outside the grid are dropped (t
 gradient).  The CUDA kernel sorts points by cell rank, finds the run starts and reduces each run;
 the CPU kernel adds each chunk of points, in order, into per-chunk cell sums and merges the chunks
 in a fixed order (bit-identical for any thread count).  The backward pass broadcasts each cell's
-gradient back to its points.
+gradient back to its points.  The kernels are the custom op ``torch.ops.bev_ddp.bev_pool``
+(:mod:`bev_ddp.ops._library`), which ``torch.compile`` and ``torch.export`` trace as one node;
+inside :func:`bev_ddp.ops.reference_ops` (ONNX export) the reference runs instead.
 
 Coordinates: ``coords[:, 0:3]`` are voxel indices (x, y, z) along the x, y and z axes of the
 (augmented) lidar frame, ``coords[:, 3]`` is the sample index in the batch.
@@ -15,10 +17,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import _extension
+from bev_ddp.ops._library import bev_pool_op
 from bev_ddp.ops._checks import check_same_device, check_tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -67,7 +69,7 @@ def check_bev_pool_inputs(
 
 
 def _check_batch_index(coords: torch.Tensor, batch_size: int) -> None:
-    if coords.shape[0] > 0:
+    if coords.shape[0] > 0 and not _extension.tracing():  # a read-back: skipped while compiling/exporting
         lo, hi = torch.stack(torch.aminmax(coords[:, 3])).tolist()  # one read-back
         if lo < 0 or hi >= batch_size:
             raise InputError(
@@ -103,38 +105,6 @@ def bev_pool_reference(
     return out.permute(0, 4, 1, 2, 3).contiguous()  # [B, C, Z, X, Y]
 
 
-class BEVPoolFunction(torch.autograd.Function):
-    """Autograd wrapper of the compiled kernel: forward reduces runs, backward broadcasts cell grads.
-
-    The backward is not itself differentiable: a second derivative raises instead of returning a
-    silently wrong zero.
-    """
-
-    @staticmethod
-    def forward(ctx, feats, coords, batch_size, grid, module):  # type: ignore[override]
-        nz, nx, ny = grid
-        out = module.bev_pool_forward(feats, coords, batch_size, nz, nx, ny)  # [B, C, Z, X, Y]
-        ctx.save_for_backward(coords)  # backward recomputes every point's cell from its coords
-        ctx.module = module
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):  # type: ignore[override]
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
-        (coords,) = ctx.saved_tensors
-        grad_feats = ctx.module.bev_pool_backward(grad_out.contiguous(), coords)
-        return grad_feats, None, None, None, None
-
-
-def _kernel_module(device: torch.device):
-    module = _extension.load(device.type)
-    if module is None or not hasattr(module, "bev_pool_forward"):
-        return None
-    return module
-
-
 def bev_pool(feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: tuple[int, int, int]) -> torch.Tensor:
     """Sum-pool point features into BEV cells; compiled kernel when built, reference otherwise.
 
@@ -148,11 +118,10 @@ def bev_pool(feats: torch.Tensor, coords: torch.Tensor, batch_size: int, grid: t
         [B, C, Z, X, Y] per-cell sums in the dtype of ``feats``.
     """
     grid = check_bev_pool_inputs(feats, coords, batch_size, grid, check_batch_index=False)
-    module = _kernel_module(feats.device)
-    if module is None:
+    if not _extension.has_kernel(feats.device.type, "bev_pool_forward"):
         return bev_pool_reference(feats, coords, batch_size, grid)
     try:  # the kernels check the batch indices themselves (CPU: in the rank pass; CUDA: one flag read)
-        return BEVPoolFunction.apply(feats.contiguous(), coords.contiguous(), batch_size, grid, module)
+        return bev_pool_op(feats.contiguous(), coords.contiguous(), batch_size, *grid)  # torch.ops.bev_ddp.bev_pool
     except ValueError as exc:  # the kernel's own input checks (batch index out of range)
         raise InputError(str(exc).split("\n")[0]) from exc
 

@@ -13,20 +13,22 @@ The level table (``spatial_shapes``, ``level_start_index``) is host data: pass i
 ``(h, w)`` pairs (and a list of starts, or None to derive them), or as int64 tensors.  A table held
 in CUDA tensors is read back once per call, which costs a device synchronisation; host lists and
 CPU tensors cost none.  The kernels receive the table on the host (the CUDA kernels as a launch
-argument), so a call never copies it to the device either.
+argument), so a call never copies it to the device either.  The kernels are the custom op
+``torch.ops.bev_ddp.ms_deform_attn`` (:mod:`bev_ddp.ops._library`; the table is a list of ints
+there), which ``torch.compile`` and ``torch.export`` trace as one node; inside
+:func:`bev_ddp.ops.reference_ops` (ONNX export) the ``grid_sample`` reference runs instead.
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import _extension
+from bev_ddp.ops._library import flat_levels, ms_deform_attn_op
 from bev_ddp.ops._checks import check_same_device, check_tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -80,14 +82,6 @@ def level_table(spatial_shapes: LevelShapes, level_start_index: LevelStarts, num
                 f"ms_deform_attn level_start_index must be {starts} for spatial_shapes {shapes}, got {given}"
             )
     return shapes
-
-
-@functools.lru_cache(maxsize=64)
-def _host_tensors(shapes: tuple[tuple[int, int], ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernels' level table: CPU int64 spatial_shapes [L, 2] and level_start_index [L] (cached, read-only)."""
-    table = torch.tensor(shapes, dtype=torch.int64)  # [L, 2]
-    areas = table.prod(1)
-    return table, torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
 
 
 def check_ms_deform_attn_inputs(
@@ -167,49 +161,6 @@ def ms_deform_attn_reference(
     return out.transpose(1, 2).contiguous()  # [B, Q, H*Dh]
 
 
-class MSDeformAttnFunction(torch.autograd.Function):
-    """Autograd wrapper of the compiled forward/backward kernels.
-
-    ``spatial_shapes`` / ``level_start_index`` are the host (CPU int64) level table.  The backward
-    is not itself differentiable: a second derivative (``create_graph=True``) raises instead of
-    returning a silently wrong zero.
-    """
-
-    @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attn_weights, module):  # type: ignore[override]
-        out = module.ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations, attn_weights)
-        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attn_weights)
-        ctx.module = module
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):  # type: ignore[override]
-        needs = ctx.needs_input_grad
-        if not (needs[0] or needs[3] or needs[4]):
-            return None, None, None, None, None, None
-        value, spatial_shapes, level_start_index, sampling_locations, attn_weights = ctx.saved_tensors
-        grad_value, grad_loc, grad_attn = ctx.module.ms_deform_attn_backward(
-            value, spatial_shapes, level_start_index, sampling_locations, attn_weights, grad_out.contiguous(),
-            need_grad_value=bool(needs[0]),
-        )
-        return (
-            grad_value if needs[0] else None,
-            None,
-            None,
-            grad_loc if needs[3] else None,
-            grad_attn if needs[4] else None,
-            None,
-        )
-
-
-def _kernel_module(device: torch.device):
-    module = _extension.load(device.type)
-    if module is None or not hasattr(module, "ms_deform_attn_forward"):
-        return None
-    return module
-
-
 def ms_deform_attn(
     value: torch.Tensor,
     spatial_shapes: LevelShapes,
@@ -226,17 +177,10 @@ def ms_deform_attn(
     """
     shapes = check_ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attn_weights)
     value, sampling_locations, attn_weights = _promote(value, sampling_locations, attn_weights)
-    module = _kernel_module(value.device)
-    if module is None:
+    if not _extension.has_kernel(value.device.type, "ms_deform_attn_forward"):
         return ms_deform_attn_reference(value, shapes, None, sampling_locations, attn_weights)
-    host_shapes, host_starts = _host_tensors(tuple(shapes))
-    return MSDeformAttnFunction.apply(
-        value.contiguous(),
-        host_shapes,
-        host_starts,
-        sampling_locations.contiguous(),
-        attn_weights.contiguous(),
-        module,
+    return ms_deform_attn_op(  # torch.ops.bev_ddp.ms_deform_attn: the level table as host ints
+        value.contiguous(), flat_levels(shapes), sampling_locations.contiguous(), attn_weights.contiguous()
     )
 
 

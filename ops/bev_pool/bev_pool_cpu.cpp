@@ -15,7 +15,8 @@
 // kept rows prefetched into L2 a few points ahead; the rows of dropped points are not read.  At
 // BEVFusion's size the kernel takes about 1.1x one plain read of the features (bench ops).
 // Backward: each point recomputes its cell from coords and copies that cell's gradient row (0 for
-// dropped points); nothing per point is kept from the forward pass.
+// dropped points) with non-temporal stores into a reused buffer (gradient_buffer); nothing per
+// point is kept from the forward pass.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -28,7 +29,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "bev_pool.h"
@@ -218,31 +222,78 @@ at::Tensor bev_pool_forward_cpu(const at::Tensor& feats_in, const at::Tensor& co
   return out;
 }
 
+namespace {
+
+// The backward's [N, C] gradient (638 MB at BEVFusion's size) is the largest tensor the op writes.
+// Fresh pages of that size cost more than the copy itself (the kernel zero-fills and maps every
+// 4 KiB page on first touch), so the buffer of the last call is kept and handed out again when
+// nothing else holds it any more (its storage's only owner is this cache: autograd has consumed
+// the previous gradient).  A training loop thus writes its point gradients into the same pages
+// every iteration.  BEV_DDP_BEV_POOL_REUSE_GRAD=0 turns the reuse off (the buffer is then freed
+// with the gradient).
+at::Tensor gradient_buffer(int64_t n, int64_t channels, const at::TensorOptions& options) {
+  static const bool reuse = [] {
+    const char* flag = std::getenv("BEV_DDP_BEV_POOL_REUSE_GRAD");
+    return flag == nullptr || std::string(flag) != "0";
+  }();
+  if (!reuse) return at::empty({n, channels}, options);
+  static std::mutex mutex;
+  static at::Tensor* cached = new at::Tensor();  // never destroyed: no CPU free after torch's teardown
+  std::lock_guard<std::mutex> lock(mutex);
+  const int64_t numel = n * channels;
+  const bool free_to_reuse = cached->defined() && cached->use_count() == 1 && cached->storage().use_count() == 1;
+  if (!(free_to_reuse && cached->numel() == numel && cached->scalar_type() == options.dtype().toScalarType()))
+    *cached = at::empty({numel}, options);  // the previous buffer (if any) is freed by its last holder
+  return cached->view({n, channels});
+}
+
+// Copies `channels` values from src to dst; float rows of a multiple of 4 at 16-byte aligned
+// addresses go through non-temporal stores (the gradient is written once and not read back here).
+template <typename scalar_t>
+inline void copy_row(scalar_t* dst, const scalar_t* src, int64_t channels) {
+  std::memcpy(dst, src, sizeof(scalar_t) * channels);
+}
+
+#if defined(__SSE2__)
+template <>
+inline void copy_row<float>(float* dst, const float* src, int64_t channels) {
+  if ((channels & 3) != 0 || (reinterpret_cast<uintptr_t>(dst) & 15) != 0) {
+    std::memcpy(dst, src, sizeof(float) * channels);
+    return;
+  }
+  for (int64_t k = 0; k < channels; k += 4) _mm_stream_ps(dst + k, _mm_loadu_ps(src + k));
+}
+#endif
+
+}  // namespace
+
 at::Tensor bev_pool_backward_cpu(const at::Tensor& grad_out, const at::Tensor& coords_in) {
   const BevGrid grid{grad_out.size(0), grad_out.size(2), grad_out.size(3), grad_out.size(4)};
   const int64_t channels = grad_out.size(1);
   const int64_t cells_per_sample = grid.cells_per_sample();
   const at::Tensor coords = coords_in.contiguous();
   const int64_t n = coords.size(0);
+  if (channels == 0 || n == 0) return at::empty({n, channels}, grad_out.options());
   // [B, C, Z*X*Y] -> [B, Z*X*Y, C]: one contiguous gradient row per cell
   const at::Tensor grad_cells =
       grad_out.reshape({grid.batch_size, channels, cells_per_sample}).transpose(1, 2).contiguous();
-  at::Tensor grad_feats = at::empty({n, channels}, grad_out.options());
-  if (channels == 0 || n == 0) return grad_feats;
+  at::Tensor grad_feats = gradient_buffer(n, channels, grad_out.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "bev_pool_backward_cpu", [&] {
     AT_DISPATCH_INDEX_TYPES(coords.scalar_type(), "bev_pool_backward_cpu", [&] {
       const scalar_t* src = grad_cells.data_ptr<scalar_t>();
       scalar_t* dst = grad_feats.data_ptr<scalar_t>();
       const index_t* c = coords.data_ptr<index_t>();
-      const size_t row_bytes = sizeof(scalar_t) * channels;
-      at::parallel_for(0, n, 2048, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const int64_t r = grid.point_rank(c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]);
           if (r >= 0)
-            std::memcpy(dst + i * channels, src + r * channels, row_bytes);
+            copy_row<scalar_t>(dst + i * channels, src + r * channels, channels);
           else
-            std::memset(dst + i * channels, 0, row_bytes);  // dropped point: no gradient
+            std::memset(dst + i * channels, 0, sizeof(scalar_t) * channels);  // dropped point: no gradient
         }
+#ifdef BEV_POOL_HAVE_STREAM_STORES
+        _mm_sfence();  // non-temporal stores visible before the caller reads the gradient
+#endif
       });
     });
   });

@@ -30,8 +30,13 @@ def test_cpu_tiny_run_passes_every_step_and_writes_both_summaries(tmp_path):
     assert len(losses) >= 2 and losses[-1] < losses[0]
     model = steps["bench-model-amp"]["data"]["result"]
     assert model["amp"] and [v["name"] for v in model["variants"]] == ["baseline head", "DDP 1 step", "DDP 2 steps"]
+    compiled = steps["bench-compile"]["data"]["result"]
+    assert [(r["runtime"], r["steps"]) for r in compiled["rows"]] == [("eager", 1), ("compile", 1), ("eager", 2),
+                                                                       ("compile", 2)]
+    assert all(r["max_abs_prob_diff"] <= 1e-4 for r in compiled["rows"])
     summary = (tmp_path / "gpu_check.md").read_text()
     assert summary.startswith("# gpu-check: PASSED") and "| bev_pool forward | cpu |" in summary
+    assert "| compile | 2 |" in summary
     assert "| DDP 2 steps |" in summary and "AMP training losses" in summary
     assert not list(tmp_path.glob("*.tmp"))  # written under a temporary name, then renamed
 

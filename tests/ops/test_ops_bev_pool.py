@@ -6,7 +6,7 @@ import torch
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import BEVPool, bev_pool, bev_pool_reference
-from bev_ddp.ops.bev_pool import BEVPoolFunction
+from bev_ddp.ops._library import bev_pool_backward_op, bev_pool_op
 
 from ops_helpers import make_generator, run_with_1_and_2_threads
 
@@ -34,8 +34,10 @@ def random_points(n, channels, batch_size, grid, *, outside=0.0, dtype=torch.flo
 
 
 def kernel_pool(module, feats, coords, batch_size, grid):
-    """Call the compiled path explicitly (bev_pool would fall back silently when not built)."""
-    return BEVPoolFunction.apply(feats.contiguous(), coords.contiguous(), batch_size, tuple(grid), module)
+    """Call the compiled path explicitly (bev_pool would fall back silently when not built): the
+    custom op torch.ops.bev_ddp.bev_pool, which dispatches to ``module`` by the tensors' device."""
+    assert module is not None
+    return bev_pool_op(feats.contiguous(), coords.contiguous(), batch_size, *grid)
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
@@ -268,3 +270,22 @@ def test_cuda_bad_batch_index_raises_like_the_cpu(cuda_kernel):
     feats, coords = assert_same_batch_errors(cuda_kernel, "cuda")
     torch.cuda.synchronize()  # the context is still usable: a value error, not a device assert
     assert bev_pool(feats, coords.clamp(max=1), 2, (1, 3, 3)).is_cuda
+
+
+def test_backward_reuses_its_buffer_only_when_nothing_holds_it(cpu_kernel):
+    """The CPU backward hands out its last gradient buffer again once autograd has released it, and
+    never while a previous gradient is alive (that one keeps its values)."""
+    feats, coords = random_points(300, 8, 2, (1, 6, 5), outside=0.1)
+    grid_out = (2, 8, 1, 6, 5)
+    first_grad, second_grad = torch.randn(grid_out, generator=make_generator(1)), torch.randn(grid_out, generator=make_generator(2))
+    leaf = feats.clone().requires_grad_(True)
+    (want_first,) = torch.autograd.grad(bev_pool_reference(leaf, coords, 2, (1, 6, 5)), leaf, first_grad)
+    (want_second,) = torch.autograd.grad(bev_pool_reference(leaf, coords, 2, (1, 6, 5)), leaf, second_grad)
+    first = bev_pool_backward_op(first_grad, coords)
+    second = bev_pool_backward_op(second_grad, coords)  # first is alive: a new buffer
+    assert first.data_ptr() != second.data_ptr()
+    assert torch.equal(first, want_first) and torch.equal(second, want_second)
+    released = second.data_ptr()
+    del second  # the cache's buffer is free again
+    third = bev_pool_backward_op(first_grad, coords)
+    assert third.data_ptr() == released and torch.equal(third, want_first) and torch.equal(first, want_first)

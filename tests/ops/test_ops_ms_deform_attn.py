@@ -6,7 +6,8 @@ import torch
 
 from bev_ddp.errors import InputError
 from bev_ddp.ops import MSDeformAttnSampler, ms_deform_attn, ms_deform_attn_reference
-from bev_ddp.ops.ms_deform_attn import MSDeformAttnFunction
+from bev_ddp.ops import _extension
+from bev_ddp.ops._library import flat_levels, ms_deform_attn_op
 
 from ops_helpers import make_generator, run_with_1_and_2_threads
 
@@ -27,8 +28,10 @@ def make_inputs(batch=2, queries=9, heads=2, dims=4, levels=((5, 6), (3, 2)), po
 
 
 def kernel_attn(module, value, shapes, starts, loc, attn):
-    """Call the compiled path explicitly (ms_deform_attn would fall back silently when not built)."""
-    return MSDeformAttnFunction.apply(value.contiguous(), shapes, starts, loc.contiguous(), attn.contiguous(), module)
+    """Call the compiled path explicitly (ms_deform_attn would fall back silently when not built): the
+    custom op torch.ops.bev_ddp.ms_deform_attn, which dispatches to ``module`` by the tensors' device."""
+    assert module is not None
+    return ms_deform_attn_op(value.contiguous(), flat_levels(shapes.tolist()), loc.contiguous(), attn.contiguous())
 
 
 def grads(fn, inputs, grad_out):
@@ -226,7 +229,7 @@ def test_double_backward_raises_instead_of_a_silent_zero(cpu_kernel):
         grad.pow(2).sum().backward()
 
 
-def test_backward_computes_only_the_gradients_asked_for(cpu_kernel):
+def test_backward_computes_only_the_gradients_asked_for(cpu_kernel, monkeypatch):
     """needs_input_grad reaches the kernel: no grad_value (no scatter) when value needs none."""
     value, shapes, starts, loc, attn = make_inputs()
     grad_out = torch.randn(2, 9, 8, generator=make_generator(3))
@@ -244,8 +247,10 @@ def test_backward_computes_only_the_gradients_asked_for(cpu_kernel):
 
     loc.requires_grad_(True)
     attn.requires_grad_(True)
-    out = MSDeformAttnFunction.apply(value, shapes, starts, loc, attn, Spy())
+    monkeypatch.setitem(_extension._cache, "cpu", Spy())  # what the registered CPU kernel calls
+    out = kernel_attn(cpu_kernel, value, shapes, starts, loc, attn)
     got_loc, got_attn = torch.autograd.grad(out, (loc, attn), grad_out)
+    monkeypatch.undo()
     assert ("ms_deform_attn_backward", False) in seen
     torch.testing.assert_close(got_loc, want_loc)
     torch.testing.assert_close(got_attn, want_attn)
