@@ -24,7 +24,7 @@ cameras = ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BA
 data_prefix = dict(pts="samples/LIDAR_TOP", sweeps="sweeps/LIDAR_TOP", CAM_FRONT="", CAM_FRONT_RIGHT="",
                    CAM_FRONT_LEFT="", CAM_BACK="", CAM_BACK_LEFT="", CAM_BACK_RIGHT="")
 
-model = dict(type="BEVDDPMapModel", config=bev_ddp_config, steps=steps, seed=0)
+model = dict(type="BEVDDPMapModel", config=bev_ddp_config, steps=steps)
 
 train_pipeline = [
     dict(type="LoadPointsFromFile", coord_type="LIDAR", load_dim=5, use_dim=5),

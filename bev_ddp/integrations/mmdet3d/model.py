@@ -64,14 +64,14 @@ class BEVDDPMapModel(BaseModel):
         overrides: ``key=value`` overrides of that config, as on our command line.
         checkpoint: optional bev_ddp checkpoint (``bev-ddp train`` output or a state dict) to load.
         steps: DDP step counts of ``predict`` (default: the config's ``eval.steps``).
-        seed: seed of the sampling noise in ``predict`` (as ``bev-ddp eval --seed``).
+        seed: seed of the sampling noise in ``predict`` (default: the config's ``eval.seed``, as ``bev-ddp eval``).
         data_preprocessor: mmengine config of the data preprocessor (default: mmdet3d's
             ``Det3DDataPreprocessor`` with ImageNet mean/std on BGR images, as ``LoadMultiViewImageFromFiles``
             loads them).
     """
 
     def __init__(self, *, config: str, overrides: Sequence[str] = (), checkpoint: str | None = None,
-                 steps: Sequence[int] | None = None, seed: int = 0, data_preprocessor: dict | None = None,
+                 steps: Sequence[int] | None = None, seed: int | None = None, data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor or dict(DEFAULT_PREPROCESSOR), init_cfg=init_cfg)
         from bev_ddp.bev.build import build_bev_model
@@ -83,7 +83,7 @@ class BEVDDPMapModel(BaseModel):
 
             load_model_weights(self.model, checkpoint)
         self.steps = check_step_counts(list(steps) if steps is not None else list(self.cfg.eval.steps))
-        self.seed = int(seed)
+        self.seed = int(self.cfg.eval.seed if seed is None else seed)
 
     def _batch(self, inputs: dict[str, Any], data_samples: Sequence[Any] | None, with_labels: bool) -> dict[str, Any]:
         return to_bev_batch(inputs, data_samples or [], modalities=self.model.modalities, with_labels=with_labels)
@@ -110,11 +110,12 @@ class BEVDDPMapHead(nn.Module):
             feature grid in metres) and ``data.classes`` / ``xbound`` / ``ybound`` (label grid) are used.
         in_channels: channels of the BEV features (512 for BEVFusion's SECONDFPN).
         overrides: ``key=value`` overrides of that config.
-        steps: step counts of ``predict`` (default: the config's ``eval.steps``).  seed: sampling seed.
+        steps: step counts of ``predict`` (default: the config's ``eval.steps``).  seed: sampling seed
+            (default: the config's ``eval.seed``).
     """
 
     def __init__(self, *, config: str, in_channels: int, overrides: Sequence[str] = (),
-                 steps: Sequence[int] | None = None, seed: int = 0):
+                 steps: Sequence[int] | None = None, seed: int | None = None):
         super().__init__()
         from bev_ddp.bev.build import build_head
 
@@ -122,7 +123,7 @@ class BEVDDPMapHead(nn.Module):
         self.head = build_head(cfg.model.head, in_channels=int(in_channels), classes=list(cfg.data.classes),
                                xbound=list(cfg.data.xbound), ybound=list(cfg.data.ybound))
         self.steps = check_step_counts(list(steps) if steps is not None else list(cfg.eval.steps))
-        self.seed = int(seed)
+        self.seed = int(cfg.eval.seed if seed is None else seed)
 
     @staticmethod
     def _features(feats: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
