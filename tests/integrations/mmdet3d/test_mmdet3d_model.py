@@ -67,3 +67,22 @@ def test_loss_mode_gives_our_losses(wrapper, mmdet3d_world, tmp_path):
     torch.testing.assert_close(losses["loss_ddp"], expected["loss_ddp"], rtol=1e-5, atol=1e-6)
     features = wrapper(**data, mode="tensor")
     assert features.ndim == 4 and features.shape[0] == 1
+
+
+def test_checkpoint_argument_loads_our_weights_unpermuted(registered, tmp_path):
+    """mmdet3d, once imported, reads unversioned spconv kernels in spconv 1.x's order; our loaders tag
+    our checkpoints with our modules' versions, so the sparse encoder's kernels arrive as saved."""
+    from mmdet3d.registry import MODELS
+
+    from bev_ddp.api import init_model
+
+    torch.manual_seed(8)
+    ours = init_model(BEV_CONFIG)
+    path = tmp_path / "weights.pth"
+    torch.save({k: v.clone() for k, v in ours.state_dict().items()}, path)  # a plain dict: no module versions
+    wrapper = MODELS.build(dict(type="BEVDDPMapModel", config=str(BEV_CONFIG), checkpoint=str(path)))
+    loaded = wrapper.model.state_dict()
+    kernels = [k for k in loaded if k.startswith("lidar.sparse_encoder") and loaded[k].ndim == 5]
+    assert kernels
+    for key, value in ours.state_dict().items():
+        assert torch.equal(loaded[key], value), key
