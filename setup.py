@@ -68,6 +68,12 @@ setup(
         # spconv's CPU wheel races with >1 thread; the CUDA-card wheel runs right on the CPU too.
         "lidar": ["spconv-cu120>=2.3.6"],
         "test": ["pytest>=8", "scikit-learn>=1.3"],
+        # bev_ddp.integrations.mmdet3d: the runtime needs of mmengine / mmdet / mmdet3d.  mmcv 2.1.0 (built
+        # from source), mmengine, mmdet, mmdet3d and lyft_dataset_sdk themselves are installed without
+        # their declared dependencies by `make mmdet3d` (tools/build_mmdet3d.py, OPENMMLAB): those would
+        # pull opencv-python beside opencv-python-headless and open3d, which nothing here uses.
+        "mmdet3d": ["addict", "yapf", "termcolor", "terminaltables", "six", "numba", "plyfile", "scikit-image",
+                    "trimesh", "pandas", "pycocotools", "networkx>=2.5"],
     },
     entry_points={"console_scripts": ["bev-ddp=bev_ddp.cli:main"]},
     ext_modules=ext_modules,

@@ -6,8 +6,8 @@ where torch >= 2.10 headers need C++20.  This script takes the source distributi
 index (sha256 pinned), applies those two fixes, builds a wheel against the torch of the running
 interpreter (CPU ops always; CUDA ops too when ``nvcc`` is on PATH and torch sees a GPU, or with
 ``FORCE_CUDA=1``) and keeps it in a cache keyed by torch version and ops, so later runs on the same
-machine reuse it.  Then it installs the wheel and the pinned OpenMMLab packages and their runtime
-dependencies into the same interpreter.
+machine reuse it.  Then it installs the wheel, the pinned OpenMMLab packages (``OPENMMLAB``, without
+their declared dependencies) and setup.py's ``mmdet3d`` extra into the same interpreter.
 
 Usage (``make mmdet3d`` runs it with the project venv's python)::
 
@@ -19,6 +19,7 @@ non-zero when a build or install step fails.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -31,12 +32,14 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 MMCV_VERSION = "2.1.0"
 MMCV_SDIST = "mmcv-2.1.0.tar.gz"
 MMCV_SHA256 = "d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f"
 INDEX_URL = "https://pypi.org/simple/mmcv/"
-# the OpenMMLab stack that runs on mmcv 2.1 (mmdet3d 1.4 pins mmcv < 2.2, mmdet 3.2 likewise)
-OPENMMLAB = ["mmengine==0.10.7", "mmdet==3.2.0", "mmdet3d==1.4.0"]
+# the OpenMMLab stack that runs on mmcv 2.1 (mmdet3d 1.4 pins mmcv < 2.2, mmdet 3.2 likewise) and the Lyft
+# SDK mmdet3d imports, installed without their declared dependencies (see setup.py's "mmdet3d" extra)
+OPENMMLAB = ("mmengine==0.10.7", "mmdet==3.2.0", "mmdet3d==1.4.0", "lyft_dataset_sdk==0.0.8")
 
 # setup.py line 5 of mmcv 2.1.0, and what replaces it
 PKG_RESOURCES_IMPORT = "from pkg_resources import DistributionNotFound, get_distribution, parse_version\n"
@@ -121,6 +124,14 @@ def cached_wheel(cache: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def extra_requirements(name: str) -> list[str]:
+    """The requirements of setup.py's extra ``name`` (read with ``ast``: setup.py is not run)."""
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    extras = next(ast.literal_eval(k.value) for k in call.keywords if k.arg == "extras_require")
+    return list(extras[name])
+
+
 def pip_install(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", *args], check=True)
 
@@ -144,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build_mmdet3d: reusing {wheel}")
     if args.build_only:
         return 0
-    pip_install("--no-deps", str(wheel))
-    pip_install("-r", str(Path(__file__).resolve().parent.parent / "requirements-mmdet3d.txt"))
+    pip_install("--no-deps", str(wheel), *OPENMMLAB)
+    # the extra's runtime needs, within the project's pins (numpy < 2, torch)
+    pip_install("-c", str(ROOT / "requirements.txt"), *extra_requirements("mmdet3d"))
     return 0
 
 
