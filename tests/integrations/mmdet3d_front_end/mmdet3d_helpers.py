@@ -6,7 +6,9 @@ from typing import Any
 
 import torch
 
-from conftest import BEV_CONFIG, MMDET3D_CONFIG
+ROOT = Path(__file__).resolve().parents[3]
+BEV_CONFIG = ROOT / "configs" / "bev" / "synth_tiny_fusion_ddp.yaml"
+MMDET3D_CONFIG = ROOT / "configs" / "mmdet3d" / "synth_tiny_fusion_ddp.py"
 
 
 def runner_config(world: Path, work_dir: Path, **options: Any):

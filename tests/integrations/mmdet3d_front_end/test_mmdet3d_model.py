@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import BEV_CONFIG
-from mmdet3d_helpers import mmdet3d_batch, our_batch, same_weights
+from mmdet3d_helpers import BEV_CONFIG, mmdet3d_batch, our_batch, same_weights
 
 pytest.importorskip("mmdet3d", reason="the mmdet3d extra is not installed (make mmdet3d)")
 

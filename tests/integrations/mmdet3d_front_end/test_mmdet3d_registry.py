@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import BEV_CONFIG
+from mmdet3d_helpers import BEV_CONFIG
 
 pytest.importorskip("mmdet3d", reason="the mmdet3d extra is not installed (make mmdet3d)")
 

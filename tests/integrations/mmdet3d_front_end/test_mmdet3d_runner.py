@@ -7,8 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import BEV_CONFIG
-from mmdet3d_helpers import runner_config
+from mmdet3d_helpers import BEV_CONFIG, runner_config
 
 pytest.importorskip("mmdet3d", reason="the mmdet3d extra is not installed (make mmdet3d)")
 

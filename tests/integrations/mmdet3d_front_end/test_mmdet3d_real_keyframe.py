@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BEV_CONFIG, ROOT
+from mmdet3d_helpers import BEV_CONFIG, ROOT
 
 pytest.importorskip("mmdet3d", reason="the mmdet3d extra is not installed (make mmdet3d)")
 

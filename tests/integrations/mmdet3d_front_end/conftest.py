@@ -1,18 +1,15 @@
 """Fixtures of the mmdet3d front-end tests: a tiny synthetic world with bev_ddp and mmdet3d info files.
 
+(This folder is not named ``mmdet3d``: on the test path that name would shadow the package.)
 The tests need the ``mmdet3d`` extra (``make mmdet3d``); without it every test here is skipped.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("mmdet3d", reason="the mmdet3d extra is not installed (make mmdet3d)")
 
-ROOT = Path(__file__).resolve().parents[3]
-BEV_CONFIG = ROOT / "configs" / "bev" / "synth_tiny_fusion_ddp.yaml"
-MMDET3D_CONFIG = ROOT / "configs" / "mmdet3d" / "synth_tiny_fusion_ddp.py"
 
 
 @pytest.fixture(scope="session")
