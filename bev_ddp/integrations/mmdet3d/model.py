@@ -93,6 +93,8 @@ class BEVDDPMapModel(BaseModel):
             _, losses = self.model(self._batch(inputs, data_samples, with_labels=True))
             return losses
         if mode == "predict":
+            if not data_samples:
+                raise InputError("predict mode needs the data samples (their metainfo holds the calibration)")
             preds = self.model.predict(self._batch(inputs, data_samples, with_labels=False), steps=self.steps,
                                        seed=self.seed)
             return attach_predictions(data_samples, preds, self.steps)

@@ -49,3 +49,30 @@ def test_map_head_on_foreign_bev_features_gives_losses_and_maps(registered):
     assert 0 <= float(out[0].pred_masks_bev.min()) and float(out[0].pred_masks_bev.max()) <= 1
     with pytest.raises(Exception, match="gt_masks_bev"):
         head.loss(feats, [Det3DDataSample(), Det3DDataSample()])
+
+
+def test_bad_input_names_what_is_wrong(registered, tmp_path):
+    import subprocess
+    import sys
+
+    from mmdet3d.registry import METRICS, MODELS
+    from mmdet3d.structures import Det3DDataSample
+
+    from bev_ddp.errors import InputError
+    from mmdet3d_helpers import ROOT
+
+    with pytest.raises(InputError, match="task: bev"):
+        MODELS.build(dict(type="BEVDDPMapModel", config=str(ROOT / "configs" / "seg" / "synth_tiny.yaml")))
+    model = MODELS.build(dict(type="BEVDDPMapModel", config=str(BEV_CONFIG)))
+    sample = Det3DDataSample()
+    sample.set_metainfo(dict(cam2img=[torch.eye(3).numpy()] * 6))
+    with pytest.raises(InputError, match="lidar2cam"):
+        model(dict(imgs=torch.zeros(1, 6, 3, 96, 176), points=[torch.zeros(10, 5)]), [sample], mode="predict")
+    with pytest.raises(InputError, match="mode"):
+        model({}, [], mode="bogus")
+    metric = METRICS.build(dict(type="BEVMapIoUMetric", classes=["a"], steps=[2]))
+    with pytest.raises(InputError, match="step count 2"):
+        metric.process({}, [dict(gt_masks_bev=torch.zeros(1, 4, 4), pred_masks_bev_steps={1: torch.zeros(1, 4, 4)})])
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "mmdet3d_run.py"), "train", str(tmp_path / "none.py")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "none.py does not exist" in run.stderr.strip().splitlines()[-1]
