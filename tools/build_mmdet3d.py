@@ -13,7 +13,9 @@ Usage (``make mmdet3d`` runs it with the project venv's python)::
 
     python tools/build_mmdet3d.py [--cache DIR] [--jobs N] [--build-only]
 
-The cache is ``$BEV_DDP_WHEEL_CACHE`` or ``~/.cache/bev_ddp/wheels``.  Exit 2 on bad arguments,
+The cache is ``$BEV_DDP_WHEEL_CACHE`` or ``~/.cache/bev_ddp/wheels``.  The source distribution comes
+from ``$MMCV_SDIST`` (a local file) when set, else from ``$MMCV_INDEX_URL`` (default PyPI's JSON
+simple index; ``pip download`` cannot fetch it: pip runs the unfixed ``setup.py`` to read its metadata).  Exit 2 on bad arguments,
 non-zero when a build or install step fails.
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MMCV_VERSION = "2.1.0"
 MMCV_SDIST = "mmcv-2.1.0.tar.gz"
 MMCV_SHA256 = "d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f"
-INDEX_URL = "https://pypi.org/simple/mmcv/"
+INDEX_URL = os.environ.get("MMCV_INDEX_URL", "https://pypi.org/simple/mmcv/")  # a PEP 691 (JSON) simple index
 # the OpenMMLab stack that runs on mmcv 2.1 (mmdet3d 1.4 pins mmcv < 2.2, mmdet 3.2 likewise) and the Lyft
 # SDK mmdet3d imports, installed without their declared dependencies (see setup.py's "mmdet3d" extra)
 OPENMMLAB = ("mmengine==0.10.7", "mmdet==3.2.0", "mmdet3d==1.4.0", "lyft_dataset_sdk==0.0.8")

@@ -108,5 +108,6 @@ def to_bev_batch(inputs: dict[str, Any], data_samples: Sequence[Any], *, modalit
         missing = [i for i, s in enumerate(data_samples) if "gt_masks_bev" not in s]
         if missing:
             raise InputError(f"data samples {missing} have no gt_masks_bev (add BEVMapLabels and PackBEVMapInputs)")
-        batch["gt_masks_bev"] = torch.stack([torch.as_tensor(s.gt_masks_bev).float() for s in data_samples])
+        device = next((v.device for v in (batch.get("img"), *batch.get("points", [])) if v is not None), None)
+        batch["gt_masks_bev"] = torch.stack([torch.as_tensor(s.gt_masks_bev).float() for s in data_samples]).to(device)
     return batch
