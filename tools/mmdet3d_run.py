@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="dataroot of the world (info files in DATA_ROOT/infos)")
     parser.add_argument("--work-dir", default=None)
     parser.add_argument("--checkpoint", default=None, help="mmengine checkpoint to test (test mode)")
+    parser.add_argument("--bev-config", default=None, help="bev_ddp YAML config instead of the file's bev_ddp_config")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
     args = parser.parse_args(argv)
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_runner_config(args.config, data_root=args.data_root, work_dir=args.work_dir,
-                                 options=args.cfg_options)
+                                 bev_config=args.bev_config, options=args.cfg_options)
         if args.checkpoint:
             cfg.load_from = args.checkpoint
         runner = Runner.from_cfg(cfg)

@@ -7,35 +7,34 @@
 #
 # The network, its losses and its sampler come from the bev_ddp config (model.config); the data
 # pipeline is mmdet3d's (loading, multi-sweep points, GlobalRotScaleTrans) with bev_ddp's image
-# augmentation, map labels and packing.  Settings mirror the YAML config (600 iterations, batch 2,
+# augmentation, map labels and packing.  mmdet3d's LoadPointsFromMultiSweeps takes the newest sweeps
+# at test time (as our `newest` protocol), drops sweep points in the 2 m square around the sensor
+# (ours: 1 m circle) and draws sweeps at random in training.  GlobalRotScaleTrans restates the YAML's
+# BEV ranges (rotation ±10°, scale 0.95-1.05, translation std 0.25/0.25/0.1 m); BEV flips are left out
+# (RandomFlip3D handles only single-view images).  Paths are relative to the repository root.  Settings mirror the YAML config (600 iterations, batch 2,
 # AdamW 2e-3, cosine after 20 warm-up iterations, grad clip 35); the last 100 iterations of
 # self-aligned denoising of `bev-ddp train` are not reproduced here.
 custom_imports = dict(imports=["bev_ddp.integrations.mmdet3d"], allow_failed_imports=False)
 default_scope = "mmdet3d"
 
+# classes, label grid, image size and augmentation, step counts: read from this bev_ddp config by the
+# model, the transforms and the metric (config=...), never restated here
 bev_ddp_config = "configs/bev/synth_tiny_fusion_ddp.yaml"
 data_root = "data/synth/"
-classes = ["drivable_area", "ped_crossing", "walkway", "stop_line", "carpark_area", "divider"]
-xbound = [-32.0, 32.0, 1.0]
-ybound = [-32.0, 32.0, 1.0]
-image_size = [96, 176]
-steps = [1, 3]
-cameras = ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"]
 data_prefix = dict(pts="samples/LIDAR_TOP", sweeps="sweeps/LIDAR_TOP", CAM_FRONT="", CAM_FRONT_RIGHT="",
                    CAM_FRONT_LEFT="", CAM_BACK="", CAM_BACK_LEFT="", CAM_BACK_RIGHT="")
 
-model = dict(type="BEVDDPMapModel", config=bev_ddp_config, steps=steps)
+model = dict(type="BEVDDPMapModel", config=bev_ddp_config)
 
 train_pipeline = [
     dict(type="LoadPointsFromFile", coord_type="LIDAR", load_dim=5, use_dim=5),
     dict(type="LoadPointsFromMultiSweeps", sweeps_num=1, load_dim=5, use_dim=5, pad_empty_sweeps=True,
          remove_close=True),
     dict(type="LoadMultiViewImageFromFiles", to_float32=True, num_views=6),
-    dict(type="BEVDDPImageAug", image_size=image_size, training=True,
-         aug=dict(resize_range=[0.95, 1.05], bottom_crop_range=[0.0, 0.0], rotate_deg=[-3.0, 3.0], flip=0.5)),
+    dict(type="BEVDDPImageAug", config=bev_ddp_config, training=True),
     dict(type="GlobalRotScaleTrans", rot_range=[-0.17453, 0.17453], scale_ratio_range=[0.95, 1.05],
          translation_std=[0.25, 0.25, 0.1]),
-    dict(type="BEVMapLabels", dataroot=data_root, classes=classes, xbound=xbound, ybound=ybound),
+    dict(type="BEVMapLabels", dataroot=data_root, config=bev_ddp_config),
     dict(type="PackBEVMapInputs", keys=["img", "points", "gt_masks_bev"]),
 ]
 test_pipeline = [
@@ -43,9 +42,8 @@ test_pipeline = [
     dict(type="LoadPointsFromMultiSweeps", sweeps_num=1, load_dim=5, use_dim=5, pad_empty_sweeps=True,
          remove_close=True, test_mode=True),
     dict(type="LoadMultiViewImageFromFiles", to_float32=True, num_views=6),
-    dict(type="BEVDDPImageAug", image_size=image_size, training=False,
-         aug=dict(resize_range=[0.95, 1.05], bottom_crop_range=[0.0, 0.0], rotate_deg=[-3.0, 3.0], flip=0.5)),
-    dict(type="BEVMapLabels", dataroot=data_root, classes=classes, xbound=xbound, ybound=ybound),
+    dict(type="BEVDDPImageAug", config=bev_ddp_config, training=False),
+    dict(type="BEVMapLabels", dataroot=data_root, config=bev_ddp_config),
     dict(type="PackBEVMapInputs", keys=["img", "points", "gt_masks_bev"]),
 ]
 
@@ -61,7 +59,7 @@ train_dataloader = dict(batch_size=2, num_workers=0, sampler=dict(type="DefaultS
 val_dataloader = dict(batch_size=2, num_workers=0, sampler=dict(type="DefaultSampler", shuffle=False),
                       dataset=_dataset("val", test_pipeline, True))
 test_dataloader = val_dataloader
-val_evaluator = dict(type="BEVMapIoUMetric", classes=classes, steps=steps)
+val_evaluator = dict(type="BEVMapIoUMetric", config=bev_ddp_config)
 test_evaluator = val_evaluator
 
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=600, val_interval=600)

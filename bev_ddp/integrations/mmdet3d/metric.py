@@ -17,6 +17,7 @@ import torch
 from mmengine.evaluator import BaseMetric
 
 from bev_ddp.errors import InputError
+from bev_ddp.integrations.mmdet3d.bev_config import load_bev_config
 from bev_ddp.metrics.bev_iou import DEFAULT_THRESHOLDS, iou_from_counts, threshold_counts
 from mmdet3d.registry import METRICS
 
@@ -28,13 +29,19 @@ class BEVMapIoUMetric(BaseMetric):
     Args:
         classes: class names in channel order.  steps: the step counts to score (each must be in
             every sample's ``pred_masks_bev_steps``).  thresholds: must include 0.5.
+        config, overrides: a bev_ddp config whose ``data.classes`` / ``eval.steps`` fill what is not given.
     """
 
     default_prefix = "bev_map"
 
-    def __init__(self, classes: Sequence[str], steps: Sequence[int], thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                 collect_device: str = "cpu", prefix: str | None = None):
+    def __init__(self, classes: Sequence[str] | None = None, steps: Sequence[int] | None = None,
+                 thresholds: Sequence[float] = DEFAULT_THRESHOLDS, config: str | None = None,
+                 overrides: Sequence[str] = (), collect_device: str = "cpu", prefix: str | None = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
+        if config is not None:  # the model's own classes and step counts: data.classes, eval.steps
+            cfg = load_bev_config(config, overrides)
+            classes = list(cfg.data.classes) if classes is None else classes
+            steps = list(cfg.eval.steps) if steps is None else steps
         if not classes or not steps:
             raise InputError("BEVMapIoUMetric needs classes and steps")
         if not any(abs(float(t) - 0.5) < 1e-9 for t in thresholds):

@@ -18,7 +18,6 @@ augmented lidar frame.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -30,19 +29,11 @@ from bev_ddp.bev.heads import BEVPrediction
 from bev_ddp.diffusion.sampler import check_step_counts
 from bev_ddp.errors import InputError
 from bev_ddp.integrations.mmdet3d.batch import to_bev_batch
+from bev_ddp.integrations.mmdet3d.bev_config import load_bev_config
 from mmdet3d.registry import MODELS
 
 DEFAULT_PREPROCESSOR = dict(type="Det3DDataPreprocessor", mean=[123.675, 116.28, 103.53],
                             std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
-
-
-def _load_config(config: str | Path, overrides: Sequence[str]) -> Any:
-    from bev_ddp.engine.cli_support import load_task_config
-
-    cfg, task = load_task_config(str(config), list(overrides))
-    if cfg.task != "bev":
-        raise InputError(f"{config}: an mmdet3d map model needs a BEV config (task: bev), not task {cfg.task!r}")
-    return cfg
 
 
 def attach_predictions(data_samples: Sequence[BaseDataElement], preds: dict[int, BEVPrediction],
@@ -76,7 +67,7 @@ class BEVDDPMapModel(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor or dict(DEFAULT_PREPROCESSOR), init_cfg=init_cfg)
         from bev_ddp.bev.build import build_bev_model
 
-        self.cfg = _load_config(config, overrides)
+        self.cfg = load_bev_config(config, overrides)
         self.model = build_bev_model(self.cfg)
         if checkpoint is not None:
             from bev_ddp.engine.checkpoint import load_model_weights
@@ -121,7 +112,7 @@ class BEVDDPMapHead(nn.Module):
         super().__init__()
         from bev_ddp.bev.build import build_head
 
-        cfg = _load_config(config, overrides)
+        cfg = load_bev_config(config, overrides)
         self.head = build_head(cfg.model.head, in_channels=int(in_channels), classes=list(cfg.data.classes),
                                xbound=list(cfg.data.xbound), ybound=list(cfg.data.ybound))
         self.steps = check_step_counts(list(steps) if steps is not None else list(cfg.eval.steps))

@@ -21,10 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
+from omegaconf import OmegaConf
 
 from bev_ddp.data.bev_map import MAP_CLASSES, load_map, rasterize_map
 from bev_ddp.data.transforms import ImageAugConfig, image_aug_matrix, to_img_aug4, warp_image
 from bev_ddp.errors import InputError
+from bev_ddp.integrations.mmdet3d.bev_config import load_bev_config
 from mmdet3d.datasets.transforms import Pack3DDetInputs
 from mmdet3d.registry import TRANSFORMS
 
@@ -62,14 +64,21 @@ class BEVDDPImageAug(BaseTransform):
             middle of each range.
         training: draw random augmentations (from numpy's global generator, which mmengine seeds
             per worker) instead of the middle setting.
+        config, overrides: a bev_ddp config whose ``data.image_size`` / ``data.aug.image`` fill what
+            is not given.
 
     Writes ``img`` (N × float32 [H, W, 3], values as loaded), ``img_shape`` and ``img_aug_matrix``
     (N × [4, 4], original pixel (u, v, d, 1) → augmented).
     """
 
-    def __init__(self, image_size: Sequence[int], aug: dict | None = None, training: bool = False):
-        if len(image_size) != 2 or min(image_size) < 1:
-            raise InputError(f"image_size must be (H, W) with positive sizes, got {tuple(image_size)}")
+    def __init__(self, image_size: Sequence[int] | None = None, aug: dict | None = None, training: bool = False,
+                 config: str | None = None, overrides: Sequence[str] = ()):
+        if config is not None:  # the model's own settings: data.image_size, data.aug.image
+            cfg = load_bev_config(config, overrides)
+            image_size = cfg.data.image_size if image_size is None else image_size
+            aug = OmegaConf.to_container(cfg.data.aug.image) if aug is None else aug
+        if image_size is None or len(image_size) != 2 or min(image_size) < 1:
+            raise InputError(f"image_size must be (H, W) with positive sizes, got {image_size}")
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.aug = ImageAugConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (aug or {}).items()})
         self.training = training
@@ -98,17 +107,23 @@ class BEVMapLabels(BaseTransform):
         map_raster: ``centres`` (ours) or ``bevfusion`` (the devkit's drawing as BEVFusion's loader).
         version: nuScenes table folder, read only when a sample has no ``location`` (mmdet3d's own
             info files have none): sample → scene → log → location.
+        config, overrides: a bev_ddp config whose ``data.classes`` / ``xbound`` / ``ybound`` /
+            ``map_raster`` fill what is not given (else nuScenes' six classes, ±50 m at 0.5 m, ``centres``).
 
     Reads ``ego2global`` and ``lidar_points['lidar2ego']`` (mmdet3d 1.x info keys) and the BEV
     augmentation (:func:`lidar_aug_matrix`); writes ``gt_masks_bev`` and ``lidar_aug_matrix``.
     """
 
-    def __init__(self, dataroot: str, classes: Sequence[str] = MAP_CLASSES,
-                 xbound: Sequence[float] = (-50.0, 50.0, 0.5), ybound: Sequence[float] = (-50.0, 50.0, 0.5),
-                 map_raster: str = "centres", version: str = "v1.0-trainval"):
+    def __init__(self, dataroot: str, classes: Sequence[str] | None = None, xbound: Sequence[float] | None = None,
+                 ybound: Sequence[float] | None = None, map_raster: str | None = None,
+                 version: str = "v1.0-trainval", config: str | None = None, overrides: Sequence[str] = ()):
+        data = load_bev_config(config, overrides).data if config is not None else None
+        given = dict(classes=classes, xbound=xbound, ybound=ybound, map_raster=map_raster)
+        defaults = dict(classes=MAP_CLASSES, xbound=(-50.0, 50.0, 0.5), ybound=(-50.0, 50.0, 0.5), map_raster="centres")
+        value = {k: v if v is not None else (data[k] if data is not None else defaults[k]) for k, v in given.items()}
         self.dataroot = Path(dataroot)
-        self.classes, self.xbound, self.ybound = tuple(classes), tuple(xbound), tuple(ybound)
-        self.map_raster = map_raster
+        self.classes, self.xbound, self.ybound = tuple(value["classes"]), tuple(value["xbound"]), tuple(value["ybound"])
+        self.map_raster = str(value["map_raster"])
         self.version = version
         self._maps: dict[str, Any] = {}
         self._locations: dict[str, str] | None = None

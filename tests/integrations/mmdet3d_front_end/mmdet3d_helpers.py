@@ -14,8 +14,10 @@ MMDET3D_CONFIG = ROOT / "configs" / "mmdet3d" / "synth_tiny_fusion_ddp.py"
 def runner_config(world: Path, work_dir: Path, **options: Any):
     from bev_ddp.integrations.mmdet3d.runner import load_runner_config
 
-    return load_runner_config(MMDET3D_CONFIG, data_root=world, work_dir=work_dir,
-                              options={"model.config": str(BEV_CONFIG), **options})
+    cfg = load_runner_config(MMDET3D_CONFIG, data_root=world, work_dir=work_dir, bev_config=BEV_CONFIG,
+                             options=options)
+    assert cfg.model.config == cfg.val_evaluator.config == cfg.val_dataloader.dataset.pipeline[3].config == str(BEV_CONFIG)
+    return cfg
 
 
 def mmdet3d_batch(world: Path, work_dir: Path, split: str, indices: list[int]) -> dict[str, Any]:
