@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CI and developers: build the CUDA kernels too whenever nvcc is there (a broken kernel fails the build)
 export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 
-.PHONY: install demo test test-fast flake-check bench gpu-check clean
+.PHONY: install demo test test-fast mmdet3d test-mmdet3d flake-check bench gpu-check clean
 
 $(VENV)/.installed: requirements.txt setup.py $(wildcard ops/*.cpp ops/*/*.cpp ops/*/*.cu ops/*/*.h ops/*.py)
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,21 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest tests -ra -m "not slow"
+
+# The optional mmdet3d front end (README, "Using bev_ddp from mmdet3d"): mmcv 2.1.0 built from its source
+# distribution with CPU ops (CUDA ops too where nvcc and a GPU are present), reused from the wheel cache
+# ~/.cache/bev_ddp/wheels when built before; then mmengine, mmdet, mmdet3d and setup.py's "mmdet3d" extra.
+$(VENV)/.mmdet3d: $(VENV)/.installed tools/build_mmdet3d.py setup.py
+	$(PY) tools/build_mmdet3d.py
+	touch $@
+
+mmdet3d: $(VENV)/.mmdet3d
+
+# The integration tests (skipped by `make test` where the extra is missing), and the dependency check with it
+test-mmdet3d: mmdet3d
+	$(PY) -c "import bev_ddp.integrations.mmdet3d"
+	$(PY) -m pytest tests/integrations tests/test_dependencies.py -ra --durations=10; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-mmdet3d: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Shake out flakes: the multi-process and signal tests FLAKE_RUNS times in a row (slow tests included).
 # Each failing run's output is kept in work_dirs/flake_check/run_<N>.log; exit 1 unless every run passed.

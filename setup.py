@@ -70,6 +70,12 @@ setup(
         "test": ["pytest>=8", "scikit-learn>=1.3"],
         # bev-ddp export, --backend onnxruntime (docs/deploy.md); ml_dtypes < 0.6 keeps numpy < 2
         "deploy": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18", "ml_dtypes<0.6"],
+        # bev_ddp.integrations.mmdet3d: the runtime needs of mmengine / mmdet / mmdet3d.  mmcv 2.1.0 (built
+        # from source), mmengine, mmdet, mmdet3d and lyft_dataset_sdk themselves are installed without
+        # their declared dependencies by `make mmdet3d` (tools/build_mmdet3d.py, OPENMMLAB): those would
+        # pull opencv-python beside opencv-python-headless and open3d, which nothing here uses.
+        "mmdet3d": ["addict", "yapf", "termcolor", "terminaltables", "six", "numba", "plyfile", "scikit-image",
+                    "trimesh", "pandas", "pycocotools", "networkx>=2.5"],
     },
     entry_points={"console_scripts": ["bev-ddp=bev_ddp.cli:main"]},
     ext_modules=ext_modules,

@@ -30,12 +30,27 @@ def _requirement_names(lines) -> set[str]:
     return names
 
 
-def _setup_requirements() -> set[str]:
+def _setup_requirements(*, extra: str | None = None) -> set[str]:
+    """install_requires and every extra, or with ``extra`` that extra's requirements alone."""
     tree = ast.parse((ROOT / "setup.py").read_text())
     call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
     keywords = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg in ("install_requires", "extras_require")}
+    if extra is not None:
+        return _requirement_names(keywords["extras_require"][extra])
     extras = [r for group in keywords.get("extras_require", {}).values() for r in group]
     return _requirement_names([*keywords["install_requires"], *extras])
+
+
+# the optional front ends and their tests: declared by their extra, checked where it is installed
+INTEGRATIONS = (ROOT / "bev_ddp" / "integrations", ROOT / "tests" / "integrations")
+
+
+def _openmmlab_pins() -> set[str]:
+    """The packages tools/build_mmdet3d.py installs for the mmdet3d extra (mmcv and ``OPENMMLAB``)."""
+    tree = ast.parse((ROOT / "tools" / "build_mmdet3d.py").read_text())
+    pins = next(ast.literal_eval(n.value) for n in ast.walk(tree)
+                if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OPENMMLAB")
+    return _requirement_names(["mmcv", *pins])
 
 
 def _imported_modules(folders: list[Path]) -> dict[str, set[str]]:
@@ -44,6 +59,8 @@ def _imported_modules(folders: list[Path]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for folder in folders:
         for path in folder.rglob("*.py"):
+            if folder not in INTEGRATIONS and any(path.is_relative_to(f) for f in INTEGRATIONS):
+                continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Import):
                     names = [alias.name for alias in node.names]
@@ -81,6 +98,14 @@ def test_library_imports_are_declared_in_setup_and_requirements():
 def test_test_imports_are_declared_in_requirements():
     requirements = _requirement_names((ROOT / "requirements.txt").read_text().splitlines())
     assert not _undeclared([ROOT / "tests"], requirements)
+
+
+def test_integration_imports_are_declared_in_their_extra():
+    pytest.importorskip("mmdet3d", reason="the mmdet3d extra is not installed (make mmdet3d)")
+    declared = _setup_requirements() | _requirement_names((ROOT / "requirements.txt").read_text().splitlines())
+    declared |= _setup_requirements(extra="mmdet3d") | _openmmlab_pins()
+    assert not _undeclared(list(INTEGRATIONS), declared)
+    assert {"mmcv", "mmengine", "mmdet3d"} <= _openmmlab_pins()
 
 
 def test_the_walk_finds_lazy_imports_and_maps_them_to_distributions():

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--location", default=None,
                         help="map location for --from-infos records when neither the pickle nor the tables name one")
     parser.add_argument("--allow-pickle", action="store_true", help=argparse.SUPPRESS)  # no longer needed
+    parser.add_argument("--to-mmdet3d", action="store_true",
+                        help="also write mmdet3d 1.x info files (mmdet3d_infos_<split>.pkl) for configs/mmdet3d/")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +35,12 @@ def run(args: argparse.Namespace) -> int:
     paths = create_infos(args.dataroot, args.version or DEFAULT_VERSION, out, max_sweeps=args.max_sweeps)
     for split, path in paths.items():
         print(f"{split}: {path}")
+        if args.to_mmdet3d:
+            from bev_ddp.data.infos import read_infos
+            from bev_ddp.data.mmdet3d_infos import write_mmdet3d_infos
+
+            metadata, infos = read_infos(path)
+            print(f"{split}: {write_mmdet3d_infos(out / f'mmdet3d_infos_{split}.pkl', metadata, infos)}")
     return 0
 
 

@@ -26,7 +26,7 @@ import torch
 
 from bev_ddp.engine.interrupt import signals_deferred
 from bev_ddp.errors import InputError
-from bev_ddp.nn.checkpoint import read_checkpoint
+from bev_ddp.nn.checkpoint import in_own_layout, read_checkpoint
 from bev_ddp.output_files import remove_stale_tmp
 
 FORMAT_VERSION = 1
@@ -216,7 +216,8 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, *, strict: bool
         mismatched = [k for k in set(own) & set(state)
                       if isinstance(state[k], torch.Tensor) and getattr(own[k], "shape", None) != state[k].shape]
     check_finite({k: v for k, v in state.items() if k in own}, path)
-    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched}, strict=False)
+    model.load_state_dict(in_own_layout(own, {k: v for k, v in state.items() if k in own and k not in mismatched}),
+                          strict=False)
 
 
 def link_latest(target: Path, link: Path) -> None:

@@ -41,6 +41,25 @@ def iou_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> tor
     return tp / (tp + fp + fn + EPS)
 
 
+def threshold_counts(probs: torch.Tensor, gt: torch.Tensor,
+                     thresholds: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tp, fp, fn) per threshold and class of one batch, and the thresholded masks.
+
+    Args:
+        probs: [B, K, X, Y] probabilities.  gt: bool [B, K, X, Y].  thresholds: T values.
+
+    Returns:
+        int64 [3, T, K] counts summed over the batch and the grid; bool [T, B, K, X, Y] masks
+        ``probs >= t``.
+    """
+    thr = torch.tensor([float(t) for t in thresholds]).view(-1, 1, 1, 1, 1)  # [T, 1, 1, 1, 1]
+    hard = probs.unsqueeze(0) >= thr  # [T, B, K, X, Y]
+    tp = (hard & gt).sum(dim=(1, 3, 4))  # [T, K]
+    fp = (hard & ~gt).sum(dim=(1, 3, 4))
+    fn = (~hard & gt).sum(dim=(1, 3, 4))
+    return torch.stack([tp, fp, fn]), hard
+
+
 def _half_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().cpu().numpy().astype(np.float16)
 
@@ -140,18 +159,14 @@ class BEVIoUEvaluator:
             missing = ~valid.detach().cpu().bool()
             self.degraded += torch.tensor([int(missing.any(dim=1).sum()), int(missing.sum())])
         shape = tuple(gt.shape)
-        thr = torch.tensor(self.thresholds).view(-1, 1, 1, 1, 1)  # [T, 1, 1, 1, 1]
         for si, step in enumerate(self.steps):
             if step not in preds:
                 raise KeyError(f"predictions lack step count {step} (have {sorted(preds)})")
             probs = self._check(f"probs for {step} step(s)", preds[step].probs, shape).detach().float().cpu()
             if not torch.isfinite(probs).all():
                 raise InputError(f"probs for {step} step(s) contain NaN or inf")
-            hard = probs.unsqueeze(0) >= thr  # [T, B, K, X, Y]
-            tp = (hard & gt).sum(dim=(1, 3, 4))  # [T, K]
-            fp = (hard & ~gt).sum(dim=(1, 3, 4))
-            fn = (~hard & gt).sum(dim=(1, 3, 4))
-            self.counts[si] += torch.stack([tp, fp, fn])
+            counts, hard = threshold_counts(probs, gt, self.thresholds)
+            self.counts[si] += counts
             error = (hard[self._fixed_index] != gt).any(dim=1)  # [B, X, Y]
             unc = getattr(preds[step], "uncertainty", None)
             if unc is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,18 @@ def read_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
     return data
 
 
+def in_own_layout(own: dict[str, Any], weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` tagged with the module versions of ``own`` (a ``module.state_dict()``) for ``load_state_dict``.
+
+    Our checkpoints are always in the layout of our own modules.  A plain dict carries no module
+    versions, and some libraries re-read unversioned weights in an old layout: once mmdet3d is
+    imported, spconv modules permute unversioned kernels from spconv 1.x's (D, H, W, in, out) order.
+    """
+    tagged = OrderedDict(weights)
+    tagged._metadata = getattr(own, "_metadata", OrderedDict())  # type: ignore[attr-defined]
+    return tagged
+
+
 def load_weights(module: nn.Module, path: str | Path, *, prefix: str = "", strict: bool = False) -> LoadReport:
     """Copy matching tensors from the checkpoint at ``path`` into ``module``.
 
@@ -137,7 +150,7 @@ def load_weights(module: nn.Module, path: str | Path, *, prefix: str = "", stric
     report.unexpected.sort()
     if strict and not report.exact:
         raise InputError("checkpoint does not match the model exactly:\n" + report.summary())
-    module.load_state_dict(usable, strict=False)
+    module.load_state_dict(in_own_layout(own, usable), strict=False)
     report.loaded = len(usable)
     if not report.exact:
         warnings.warn(report.summary(), CheckpointMismatchWarning, stacklevel=2)
