@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from bev_ddp.data.sample_builder import as_4x4
 from bev_ddp.data.structures import CameraGeometry
 from bev_ddp.errors import InputError
 
@@ -37,12 +38,9 @@ IMAGE_KEYS = ("imgs", "img")
 
 
 def _pad4(matrix: Any) -> np.ndarray:
-    """A 3×3 or 4×4 matrix as [4, 4] float64 (3×3 in the top-left of the identity)."""
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.shape == (3, 3):
-        out = np.eye(4)
-        out[:3, :3] = m
-        return out
+    """A 3×3 or 4×4 matrix as [4, 4] float64 (:func:`~bev_ddp.data.sample_builder.as_4x4`); other shapes
+    raise :class:`InputError`."""
+    m = as_4x4(matrix)
     if m.shape != (4, 4):
         raise InputError(f"expected a 3x3 or 4x4 matrix, got shape {m.shape}")
     return m
