@@ -11,8 +11,10 @@ import importlib
 from bev_ddp.engine.cli_support import HelpFormatter, parse_command_line
 
 SUITES = {"ops": "bev_ddp.bench.ops", "model": "bev_ddp.bench.model", "frontier": "bev_ddp.bench.frontier",
-          "gpu-check": "bev_ddp.bench.gpu_check", "deploy": "bev_ddp.bench.deploy"}
-ALL = ("ops", "model")  # gpu-check builds and tests too, frontier needs checkpoints: not run with the others
+          "gpu-check": "bev_ddp.bench.gpu_check", "deploy": "bev_ddp.bench.deploy",
+          "learnability": "bev_ddp.bench.learnability"}
+ALL = ("ops", "model")  # gpu-check builds and tests too, frontier needs checkpoints, learnability trains:
+# not run with the others
 
 
 def run_suite(name: str, argv: list[str]) -> int:

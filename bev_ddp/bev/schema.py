@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from bev_ddp.config import constrained
 from bev_ddp.data.nuscenes import AugConfig
+from bev_ddp.diffusion.encoding import TARGET_POOLINGS
 from bev_ddp.nn.ddp_head_schema import DDPHeadSchema
 from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
 
@@ -107,6 +108,8 @@ class BEVDDPSchema(DDPHeadSchema):
     eval_protocol: str = "last_step"  # last_step: one draw, last step | mean_draws: mean sigmoid of the last step
     #   over the draws (the frontier's) | mean_draws_steps: mean sigmoid over draws x steps (authors)
     eval_draws: int = 1  # noise draws K of mean_draws_steps (authors: 4 fusion, 5 camera)
+    target_pooling: str = constrained("nearest", choices=TARGET_POOLINGS)  # how the ground truth is shrunk to
+    #   the noise grid: nearest (authors) | max (a coarse cell holds every class of its fine cells)
 
 
 @dataclass

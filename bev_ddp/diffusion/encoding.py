@@ -49,11 +49,34 @@ def _check_logits(logits: torch.Tensor, channels: int, who: str) -> None:
         raise InputError(f"{who} logits must have {channels} channels, got shape {tuple(logits.shape)}")
 
 
+TARGET_POOLINGS = ("nearest", "max")
+REENCODINGS = ("threshold", "soft")
+
+
 def _resize_nearest(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     """Nearest-neighbour resize of a [B, C, H, W] label tensor (pixel-centre sampling)."""
     if size is None or tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x.float(), size=tuple(size), mode="nearest-exact").to(x.dtype)
+
+
+def _resize_max(mask: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Bool masks [B, K, H, W] -> [B, K, h, w]: a cell is set when any fine cell it covers is set
+    (``adaptive_max_pool2d``; exact cover when H, W are multiples of h, w).  Upsampling stays nearest."""
+    if size is None or tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    if size[0] > mask.shape[-2] or size[1] > mask.shape[-1]:
+        return _resize_nearest(mask, size)
+    return F.adaptive_max_pool2d(mask.float(), tuple(size)) > 0.5
+
+
+def resize_probabilities(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Probabilities [B, K, H, W] -> [B, K, h, w]: area mean when shrinking, bilinear when growing."""
+    if tuple(probs.shape[-2:]) == tuple(size):
+        return probs
+    if size[0] <= probs.shape[-2] and size[1] <= probs.shape[-1]:
+        return F.adaptive_avg_pool2d(probs, tuple(size))
+    return F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class LabelEncoder(nn.Module):
@@ -64,13 +87,20 @@ class LabelEncoder(nn.Module):
         scale: the encoded map lies in [-scale, scale] (controls the SNR, Table 5b).
         multi_label: targets are [B, K, H, W] masks (BEV) instead of [B, H, W] indices.
         ignore_index: unlabeled value of single-label targets.
+        target_pooling: how a multi-label target is shrunk to the condition grid: ``"nearest"``
+            (the fine cell at each coarse cell's centre; a one-cell-wide line survives in half the
+            coarse cells or none) or ``"max"`` (a coarse cell holds a class when any of its fine
+            cells does).  Single-label targets are always resized nearest.
     """
 
     def __init__(self, *, num_classes: int, scale: float, multi_label: bool = False,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int = 255, target_pooling: str = "nearest") -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise InputError(f"encoder num_classes must be a positive integer, got {num_classes!r}")
+        if target_pooling not in TARGET_POOLINGS:
+            raise InputError(f"target_pooling must be one of {', '.join(TARGET_POOLINGS)}, got {target_pooling!r}")
+        self.target_pooling = target_pooling
         self.num_classes = num_classes
         self.scale = _check_scale(scale)
         self.multi_label = bool(multi_label)
@@ -92,7 +122,8 @@ class LabelEncoder(nn.Module):
             if target.dim() != 4 or target.shape[1] != k:
                 raise InputError(f"multi-label target must have shape [B, {k}, H, W], got {tuple(target.shape)}")
             check_finite("multi-label target", target)
-            return _resize_nearest(target > 0.5, size)
+            resize = _resize_max if self.target_pooling == "max" else _resize_nearest
+            return resize(target > 0.5, size)
         if target.dim() != 3:
             raise InputError(f"single-label target must have shape [B, H, W], got {tuple(target.shape)}")
         if target.dtype not in INTEGER_DTYPES:
@@ -125,6 +156,17 @@ class LabelEncoder(nn.Module):
         """Decoder logits [B, K, h, w] -> encoded discretised prediction [B, channels, h, w]."""
         return self.encode_labels(self.discretize(logits))
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Decoder logits [B, K, H, W] -> class probabilities [B, K, H, W] (sigmoid or softmax)."""
+        _check_logits(logits, self.out_channels, type(self).__name__)
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
+
+    def encode_probabilities(self, probs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [B, K, h, w] -> the probability-weighted encoding [B, channels, h, w]:
+        the expected label code under ``probs`` (equal to :meth:`encode_labels` on 0/1 masks or one-hot
+        probabilities); the ``soft`` re-encoding between sampling steps."""
+        raise InputError(f"{type(self).__name__} has no probability-weighted encoding")
+
 
 class ClassEmbeddingEncoder(LabelEncoder):
     """Learned class embedding (paper's best, Table 5a): ``(sigmoid(E[c]) * 2 - 1) * scale``.
@@ -140,10 +182,18 @@ class ClassEmbeddingEncoder(LabelEncoder):
     """
 
     def __init__(self, *, num_classes: int, dims: int = 256, scale: float = 0.01, multi_label: bool = False,
-                 ignore_index: int = 255) -> None:
-        super().__init__(num_classes=num_classes, scale=scale, multi_label=multi_label, ignore_index=ignore_index)
+                 ignore_index: int = 255, target_pooling: str = "nearest") -> None:
+        super().__init__(num_classes=num_classes, scale=scale, multi_label=multi_label, ignore_index=ignore_index,
+                         target_pooling=target_pooling)
         self.embedding = nn.Embedding(num_classes + 1, dims)
         self.channels = dims
+
+    def encode_probabilities(self, probs: torch.Tensor) -> torch.Tensor:
+        if self.multi_label:  # E[0] + mean_k p_k (E[k+1] - E[0]): linear in the masks, so p replaces them
+            return self.encode_labels(probs)
+        table = self.embedding.weight[: self.num_classes]  # [K, D]; the ignore row is never predicted
+        emb = torch.einsum("bkhw,kd->bdhw", probs.to(table.dtype), table)  # [B, D, h, w]
+        return (torch.sigmoid(emb) * 2 - 1) * self.scale
 
     def encode_labels(self, labels: torch.Tensor) -> torch.Tensor:
         table = self.embedding.weight  # [K+1, D]
@@ -158,6 +208,9 @@ class ClassEmbeddingEncoder(LabelEncoder):
 
 class OneHotEncoder(LabelEncoder):
     """One-hot code scaled to {-scale, +scale} (Table 5a; scale 0.1).  Ignored pixels are all -scale."""
+
+    def encode_probabilities(self, probs: torch.Tensor) -> torch.Tensor:
+        return (probs.float() * 2 - 1) * self.scale  # [B, K, h, w]
 
     def encode_labels(self, labels: torch.Tensor) -> torch.Tensor:
         if self.multi_label:

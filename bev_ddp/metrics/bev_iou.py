@@ -222,6 +222,7 @@ class BEVIoUEvaluator:
             hist.counts = all_reduce_sum(self._uncertainty[step].counts.clone())
             per_step[str(step)] = {
                 "per_class": {c: float(best[k]) for k, c in enumerate(self.classes)},
+                "per_class@0.50": {c: float(iou[self._fixed_index, k]) for k, c in enumerate(self.classes)},
                 "best_threshold": {c: self.thresholds[int(best_idx[k])] for k, c in enumerate(self.classes)},
                 "summary": {
                     "mIoU": float(best.mean()),

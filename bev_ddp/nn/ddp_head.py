@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bev_ddp.diffusion.encoding import MapEncoder
+from bev_ddp.diffusion.encoding import (REENCODINGS, AnalogBitsEncoder, LabelEncoder, MapEncoder,
+                                        resize_probabilities)
 from bev_ddp.diffusion.sampler import DDIMSampler, check_step_counts
 from bev_ddp.diffusion.schedule import NoiseSchedule
 from bev_ddp.diffusion.uncertainty import change_count_uncertainty
@@ -74,6 +75,11 @@ class DDPHead(nn.Module):
         time_input: what the decoder's time embedding reads, ``"log_snr"`` (``schedule.log_snr(t)``)
             or ``"t"`` (the time in [0, 1]); see the module docstring.
         steps: sampling steps of :meth:`predict` / :meth:`predict_many` when none are given.
+        reencode: how a step's prediction becomes the next step's clean-map estimate (and the
+            self-aligned phase's noised map): ``"threshold"`` (Alg. 3, the authors': discretise, then
+            encode) or ``"soft"`` (the probability-weighted encoding: a class held below 0.5 keeps
+            its share of the code instead of vanishing; docs/thin_classes.md).  Continuous targets
+            (depth) are never discretised, so both give the same map there.
     """
 
     TIME_INPUTS = ("log_snr", "t")
@@ -81,10 +87,17 @@ class DDPHead(nn.Module):
 
     def __init__(self, *, decoder: MapDecoder, label_encoder: MapEncoder,
                  objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 sampler: DDIMSampler | None = None, time_input: str = "log_snr", steps: int = DEFAULT_STEPS) -> None:
+                 sampler: DDIMSampler | None = None, time_input: str = "log_snr", steps: int = DEFAULT_STEPS,
+                 reencode: str = "threshold") -> None:
         super().__init__()
         if time_input not in self.TIME_INPUTS:
             raise InputError(f"time_input must be one of {', '.join(self.TIME_INPUTS)}, got {time_input!r}")
+        if reencode not in REENCODINGS:
+            raise InputError(f"reencode must be one of {', '.join(REENCODINGS)}, got {reencode!r}")
+        if reencode == "soft" and isinstance(label_encoder, AnalogBitsEncoder):
+            raise InputError("reencode soft needs a class embedding or one-hot encoding (analog bits have no "
+                             "probability-weighted code)")
+        self.reencode = reencode
         if decoder.map_channels != label_encoder.channels:
             raise InputError(
                 f"decoder map_channels {decoder.map_channels} != label encoder channels {label_encoder.channels}"
@@ -110,7 +123,7 @@ class DDPHead(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"schedule={self.schedule.name!r}, td={self.sampler.td}, time_input={self.time_input!r}, "
-                f"steps={self.steps}")
+                f"steps={self.steps}, reencode={self.reencode!r}")
 
     def decoder_time(self, t: torch.Tensor) -> torch.Tensor:
         """Times ``t`` [B] in [0, 1] -> the decoder's time input [B]: ``log_snr(t)`` or ``t`` itself."""
@@ -131,11 +144,14 @@ class DDPHead(nn.Module):
         return lambda x_t, t: self.decoder(cond, x_t, self.decoder_time(t))
 
     def _encode_prediction(self, size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Decoder logits -> encoded discretised prediction at the noisy map's ``size`` (the
-        discretised map is resized nearest when the decoder outputs another grid)."""
+        """Decoder logits -> encoded prediction at the noisy map's ``size``: ``threshold``: the
+        discretised map (resized nearest when the decoder outputs another grid); ``soft``: the
+        probabilities (area mean / bilinear resize), encoded probability-weighted."""
         enc = self.label_encoder
 
         def encode(logits: torch.Tensor) -> torch.Tensor:
+            if self.reencode == "soft" and isinstance(enc, LabelEncoder):
+                return enc.encode_probabilities(resize_probabilities(enc.probabilities(logits), size))
             if tuple(logits.shape[-2:]) == tuple(size):
                 return enc.encode_prediction(logits)
             labels = enc.discretize(logits)

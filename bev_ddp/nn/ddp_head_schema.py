@@ -26,6 +26,9 @@ key                meaning
 ``time_input``     what the decoder's time embedding reads: ``log_snr`` = log-SNR of ``t`` (ours;
                    the authors' segmentation and BEV models) | ``t`` = the time in [0, 1] (the
                    authors' depth model); see :class:`bev_ddp.nn.DDPHead`
+``reencode``       how a step's prediction is fed to the next step (and noised in the self-aligned
+                   phase): ``threshold`` = discretised, then encoded (Alg. 3, the authors') |
+                   ``soft`` = probability-weighted encoding (docs/thin_classes.md)
 =================  ==========================================================================
 
 Usage, with the task's own condition, label encoder and objective (the task builds the parts in
@@ -44,7 +47,7 @@ from typing import Any, Callable
 
 import torch
 
-from bev_ddp.diffusion.encoding import MapEncoder
+from bev_ddp.diffusion.encoding import REENCODINGS, MapEncoder
 from bev_ddp.config import constrained
 from bev_ddp.diffusion.sampler import DDIMSampler
 from bev_ddp.diffusion.schedule import NoiseSchedule
@@ -72,6 +75,7 @@ class DDPHeadSchema:
     time_conditioning: bool = True
     head_kernel: int = 1  # output conv kernel (odd); 3 = the DDP authors' depth head
     time_input: str = constrained("log_snr", choices=DDPHead.TIME_INPUTS)  # log_snr | t (the DDP authors' depth model)
+    reencode: str = constrained("threshold", choices=REENCODINGS)  # threshold (Alg. 3, authors) | soft
 
 
 def build_map_decoder(cfg: Any, *, cond_channels: int, out_channels: int, key: str = "model.ddp",
@@ -109,7 +113,8 @@ def build_ddp_head(cfg: Any, *, decoder: MapDecoder, label_encoder: MapEncoder,
     try:
         return DDPHead(decoder=decoder, label_encoder=label_encoder, objective=objective, sampler=build_sampler(cfg),
                        time_input=str(getattr(cfg, "time_input", "log_snr")),
-                       steps=int(getattr(cfg, "steps", DDPHead.DEFAULT_STEPS)))
+                       steps=int(getattr(cfg, "steps", DDPHead.DEFAULT_STEPS)),
+                       reencode=str(getattr(cfg, "reencode", "threshold")))
     except InputError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
 

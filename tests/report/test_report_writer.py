@@ -43,13 +43,20 @@ def test_write_report_files_and_values(tmp_path, evaluated):
         assert p.stat().st_size > 0
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     rows = list(csv.reader((tmp_path / "per_class_iou.csv").open()))
-    assert rows[0] == ["class", "steps_1", "steps_3"]
+    assert rows[0] == ["class", "steps_1", "steps_3", "steps_1@0.50", "steps_3@0.50"]
     by_name = {r[0]: r[1:] for r in rows[1:]}
     assert float(by_name["divider"][1]) == pytest.approx(metrics["steps"]["3"]["per_class"]["divider"], abs=1e-6)
+    table = metrics["steps"]["3"]["per_threshold"]  # the fixed-threshold figure is the 0.50 row of the sweep
+    at50 = table["per_class"]["divider"][table["thresholds"].index(0.5)]
+    assert metrics["steps"]["3"]["per_class@0.50"]["divider"] == pytest.approx(at50)
+    assert float(by_name["divider"][3]) == pytest.approx(at50, abs=1e-6)
     assert float(by_name["mIoU@0.50"][0]) == pytest.approx(metrics["steps"]["1"]["summary"]["mIoU@0.50"], abs=1e-6)
+    assert by_name["mIoU@0.50"][2:] == ["", ""]
     md = (tmp_path / "report.md").read_text()
-    expected = f"{metrics['steps']['1']['per_class']['drivable_area'] * 100:.1f}"
+    step1 = metrics["steps"]["1"]
+    expected = f"{step1['per_class@0.50']['drivable_area'] * 100:.1f} / {step1['per_class']['drivable_area'] * 100:.1f}"
     assert f"| drivable_area | {expected} |" in md
+    assert "IoU at 0.50 / at the best threshold (%)" in md
     assert "![Predictions next to ground truth](maps.png)" in md
 
 
