@@ -107,7 +107,7 @@ def build_head(cfg: Any, *, in_channels: int, classes: Sequence[str], xbound: Se
         decoder = build_map_decoder(d, cond_channels=in_channels, out_channels=len(classes), key=key,
                                     fuse_transform=fuse_transform)
         encoder = ClassEmbeddingEncoder(num_classes=len(classes), dims=d.map_channels, scale=d.label_scale, multi_label=True,
-                                        target_pooling=d.target_pooling)
+                                        target_pooling=str(getattr(d, "target_pooling", "nearest")))
         ddp = build_ddp_head(d, decoder=decoder, label_encoder=encoder, objective=loss, key=key)
         return DDPBEVHead(grid_transform=grid_transform, ddp=ddp, classes=classes, noise_grid=d.noise_grid,
                           decoder_grid=d.decoder_grid, eval_protocol=d.eval_protocol, eval_draws=d.eval_draws)

@@ -92,3 +92,18 @@ def test_metrics_name_the_evaluation_protocol():
                       "reference/ddp_camera": "DDP: mean sigmoid of 5 draws x all steps",
                       "nuscenes_fusion_ddp": "DDP: last step of 1 draw",
                       "reference/bevfusion_fusion": "conv head"}
+
+
+def test_reference_configs_keep_the_authors_reencoding_and_target_shrinking():
+    from pathlib import Path
+
+    from bev_ddp.bev.build import build_head
+    from bev_ddp.bev.schema import BEVConfig
+    from bev_ddp.config import load_config
+
+    configs = Path(__file__).resolve().parents[3] / "configs" / "bev"
+    for name in ("reference/ddp_fusion", "reference/ddp_camera"):
+        cfg = load_config(configs / f"{name}.yaml", schema=BEVConfig)
+        assert (cfg.model.head.ddp.reencode, cfg.model.head.ddp.target_pooling) == ("threshold", "nearest"), name
+    head = _authors_head()  # a section built without the schema (no such keys) gets the authors' behaviour
+    assert head.ddp.reencode == "threshold" and head.ddp.label_encoder.target_pooling == "nearest"
