@@ -98,12 +98,13 @@ def ensure_world(world: Path, recipe: Recipe, *, log=print) -> None:
     """Write the recipe's synthetic town and its info files into ``world`` unless they are there."""
     from bev_ddp.data.create_infos import create_infos
     from bev_ddp.data.synthetic import WorldSettings, generate_world, load_settings
+    from bev_ddp.errors import InputError
 
     wanted = WorldSettings(seed=recipe.world_seed, num_scenes=recipe.scenes,
                            samples_per_scene=recipe.samples_per_scene, image_size=(96, 176))
     try:
         have = load_settings(world)
-    except Exception:  # no world (or an unreadable one): write it
+    except InputError:  # no world, or a malformed world file: write it
         have = None
     if have != wanted:
         log(f"writing the synthetic town ({recipe.scenes} scenes x {recipe.samples_per_scene}) to {world}")

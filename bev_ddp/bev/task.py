@@ -74,7 +74,8 @@ class BEVTask:
         from bev_ddp.report import write_report
 
         protocol = f" ({metrics['protocol']})" if metrics.get("protocol") else ""
-        return write_report(metrics, out_dir, title=f"BEV map segmentation: per-class IoU{protocol}")
+        return write_report(metrics, out_dir,
+                            title=f"BEV map segmentation: per-class IoU at 0.50 / at the best threshold (%){protocol}")
 
 
 TASK = BEVTask()
