@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("BEV_DDP_TEST_THREADS", "2")))
+TEST_THREADS = int(os.environ.get("BEV_DDP_TEST_THREADS", "2"))
+torch.set_num_threads(TEST_THREADS)
 
 
 def pytest_configure(config):
@@ -24,8 +25,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_threads():
+    """Every module, and its module-scoped fixtures (a training), starts at the suite's thread count,
+    whatever an earlier in-process benchmark set: results must not depend on the order tests run in."""
+    torch.set_num_threads(TEST_THREADS)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
+    torch.set_num_threads(TEST_THREADS)
     torch.manual_seed(0)
     yield
 
