@@ -7,11 +7,14 @@ wide) while the encoders keep their 1 m grid, ``--iters`` iterations of batch 2 
 ``--self-aligned-iters`` self-aligned for DDP heads; the conv head has no sampler), evaluation on
 the held-out scenes at the end.  Every run is ``bev-ddp train CONFIG <recipe overrides> <run
 overrides> train.seed=S`` in ``OUT/runs/<name>/seed<S>/``; a run whose evaluation is already there
-with the same config is reused, so an interrupted study resumes where it stopped.
+with the same config and the same town (``world.json``) is reused, so an interrupted study resumes
+where it stopped.
 
 A run is ``NAME BASE [key=value ...]`` (``--run``, repeatable): ``BASE`` is ``baseline`` (the tiny
 fusion model with BEVFusion's conv head) or ``ddp`` (with the DDP head, the project's defaults).
-Default runs: ``baseline`` and ``ddp``.
+Default runs: ``baseline`` and ``ddp``.  A rescoring (``--rescore NAME RUN key=value ...``) is a row
+without training: the final checkpoint of each seed of ``RUN`` scored again with inference-only
+overrides (the evaluation protocol, the re-encoding), in ``OUT/runs/RUN/seed<S>/rescore/NAME/``.
 
 Output: ``OUT/summary.json`` and ``OUT/summary.md`` (``--summary NAME``: ``OUT/NAME.*``): per run and step count, per-class IoU at
 threshold 0.50 and at the best threshold, mIoU@0.50 and mIoU, each as the mean over seeds and the
@@ -36,12 +39,12 @@ BASE_CONFIGS = {"baseline": ROOT / "configs" / "bev" / "synth_tiny_fusion_baseli
 class Recipe:
     """Settings shared by every run of a study (the world, the label grid and the training budget)."""
 
-    scenes: int = 8  # the last quarter held out
+    scenes: int = 12  # the last quarter held out
     samples_per_scene: int = 16
     world_seed: int = 0
     label_resolution: float = 0.5  # m per map-label cell; the encoders keep the config's 1 m grid
-    iters: int = 600
-    self_aligned_iters: int = 100  # DDP heads only
+    iters: int = 1200
+    self_aligned_iters: int = 200  # DDP heads only
     steps: tuple[int, ...] = (1, 2, 3)  # DDP heads only; the conv head has one prediction
 
     def overrides(self, world: Path, *, ddp: bool) -> list[str]:
@@ -76,6 +79,16 @@ class RunResult:
     iou_best: dict[str, dict[str, float]] = field(default_factory=dict)  # step -> class -> IoU at the best threshold
 
 
+@dataclass(frozen=True)
+class RescoreSpec:
+    """A row without training: the final checkpoints of run ``run`` scored again with inference-only
+    overrides (``model.head.ddp.eval_protocol``, ``reencode``, ``eval_draws``...)."""
+
+    name: str
+    run: str
+    overrides: tuple[str, ...] = ()
+
+
 def parse_runs(raw: Sequence[Sequence[str]] | None) -> list[RunSpec]:
     """``--run NAME BASE [key=value ...]`` values -> run specs (default: baseline and ddp)."""
     from bev_ddp.errors import InputError
@@ -92,6 +105,22 @@ def parse_runs(raw: Sequence[Sequence[str]] | None) -> list[RunSpec]:
     if len(set(names)) != len(names) or any(not n.replace("_", "").replace("-", "").isalnum() for n in names):
         raise InputError(f"--run names must be unique words (letters, digits, - and _), got {names}")
     return specs
+
+
+def parse_rescores(raw: Sequence[Sequence[str]] | None, specs: Sequence[RunSpec]) -> list[RescoreSpec]:
+    """``--rescore NAME RUN key=value [...]`` values -> rescore specs; RUN names one of ``specs``."""
+    from bev_ddp.errors import InputError
+
+    out, runs = [], {s.name for s in specs}
+    for item in raw or ():
+        if len(item) < 3 or item[1] not in runs or any("=" not in o for o in item[2:]):
+            raise InputError(f"--rescore takes NAME RUN key=value [...] with RUN one of {', '.join(sorted(runs))}, "
+                             f"got {' '.join(item)!r}")
+        out.append(RescoreSpec(item[0], item[1], tuple(item[2:])))
+    names = [s.name for s in specs] + [s.name for s in out]
+    if len(set(names)) != len(names) or any(not n.replace("_", "").replace("-", "").isalnum() for n in names):
+        raise InputError(f"--run and --rescore names must be unique words (letters, digits, - and _), got {names}")
+    return out
 
 
 def ensure_world(world: Path, recipe: Recipe, *, log=print) -> None:
@@ -112,6 +141,23 @@ def ensure_world(world: Path, recipe: Recipe, *, log=print) -> None:
                        seed=wanted.seed, image_size=wanted.image_size)
     if not (world / "infos" / "bev_ddp_infos_val.json").exists() or have != wanted:
         create_infos(world, wanted.version, world / "infos", max_sweeps=2)
+
+
+WORLD_FILE = "world.json"  # beside a finished run or rescoring: the town it was trained / scored on
+
+
+def _world_of(recipe: Recipe) -> dict[str, int]:
+    return {"scenes": recipe.scenes, "samples_per_scene": recipe.samples_per_scene, "world_seed": recipe.world_seed}
+
+
+def _finished(folder: Path, metrics_path: Path, cfg: Any, recipe: Recipe) -> bool:
+    """A finished run or rescoring with this config on this recipe's town (the config names the
+    world's folder, not what it holds: a town rewritten under the same path is another world)."""
+    from omegaconf import OmegaConf
+
+    saved, world = folder / "config.yaml", folder / WORLD_FILE
+    return (metrics_path.exists() and saved.exists() and world.exists()
+            and json.loads(world.read_text()) == _world_of(recipe) and _plain(OmegaConf.load(saved)) == _plain(cfg))
 
 
 def run_config(spec: RunSpec, seed: int, recipe: Recipe, world: Path) -> Any:
@@ -144,16 +190,14 @@ def read_result(spec: RunSpec, seed: int, metrics: dict[str, Any], seconds: floa
 
 def train_run(spec: RunSpec, seed: int, recipe: Recipe, world: Path, run_dir: Path, *, log=print) -> RunResult:
     """Train and evaluate one (run, seed) in ``run_dir``, or reuse the evaluation found there."""
-    from omegaconf import OmegaConf
-
     from bev_ddp.bev.task import TASK
     from bev_ddp.engine.interrupt import Interrupted
     from bev_ddp.engine.trainer import train
+    from bev_ddp.output_files import write_text_atomic
 
     cfg = run_config(spec, seed, recipe, world)
     metrics_path = run_dir / "eval" / f"iter_{recipe.iters:07d}" / "metrics.json"
-    saved = run_dir / "config.yaml"
-    if metrics_path.exists() and saved.exists() and _plain(OmegaConf.load(saved)) == _plain(cfg):
+    if _finished(run_dir, metrics_path, cfg, recipe):
         log(f"{spec.name} seed {seed}: reusing {metrics_path}")
         return read_result(spec, seed, json.loads(metrics_path.read_text()), None)
     log(f"{spec.name} seed {seed}: training {recipe.iters} iterations in {run_dir}")
@@ -162,7 +206,36 @@ def train_run(spec: RunSpec, seed: int, recipe: Recipe, world: Path, run_dir: Pa
     if result.signum is not None:
         raise Interrupted(result.signum)
     seconds = time.perf_counter() - start
+    write_text_atomic(run_dir / WORLD_FILE, json.dumps(_world_of(recipe)))
     return read_result(spec, seed, result.evals[recipe.iters].metrics, seconds)
+
+
+def rescore_run(spec: RescoreSpec, trained: RunSpec, seed: int, recipe: Recipe, world: Path, run_dir: Path, *,
+                log=print) -> RunResult:
+    """Score the final checkpoint of ``trained`` (in ``run_dir``) again with ``spec``'s overrides, in
+    ``run_dir/rescore/<name>/``; a finished rescoring with the same config is reused."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from bev_ddp.bev.task import TASK
+    from bev_ddp.engine.checkpoint import load_model_weights
+    from bev_ddp.engine.evaluation import evaluate_task
+    from bev_ddp.output_files import write_text_atomic
+
+    cfg = run_config(RunSpec(spec.name, trained.base, (*trained.overrides, *spec.overrides)), seed, recipe, world)
+    out = run_dir / "rescore" / spec.name
+    saved, metrics_path = out / "config.yaml", out / "metrics.json"
+    if _finished(out, metrics_path, cfg, recipe):
+        log(f"{spec.name} seed {seed}: reusing {metrics_path}")
+        return read_result(RunSpec(spec.name, trained.base), seed, json.loads(metrics_path.read_text()), None)
+    log(f"{spec.name} seed {seed}: scoring {run_dir.name} of {trained.name} with {' '.join(spec.overrides)}")
+    start = time.perf_counter()
+    model = TASK.build_model(cfg)
+    load_model_weights(model, run_dir / "checkpoints" / f"iter_{recipe.iters:07d}.pth")
+    result = evaluate_task(cfg, TASK, model, device=torch.device("cpu"), out_dir=out, progress=False)
+    write_text_atomic(out / WORLD_FILE, json.dumps(_world_of(recipe)))
+    write_text_atomic(saved, OmegaConf.to_yaml(cfg))  # last: marks the rescoring finished
+    return read_result(RunSpec(spec.name, trained.base), seed, result.metrics, time.perf_counter() - start)
 
 
 def coarse_grid_counts(gt: "torch.Tensor", coarse: tuple[int, int]) -> dict[str, "torch.Tensor"]:
@@ -180,12 +253,10 @@ def coarse_grid_counts(gt: "torch.Tensor", coarse: tuple[int, int]) -> dict[str,
     import torch
     import torch.nn.functional as F
 
+    from bev_ddp.diffusion.encoding import resize_nearest  # the encoders' target shrinking
+
     size = tuple(gt.shape[-2:])
-
-    def nearest(x: torch.Tensor, to: tuple[int, int]) -> torch.Tensor:  # as the encoders shrink targets
-        return F.interpolate(x.float(), size=to, mode="nearest-exact") > 0.5
-
-    back = nearest(nearest(gt, coarse), size)  # each label cell reads its coarse cell
+    back = resize_nearest(resize_nearest(gt, coarse), size)  # each label cell reads its coarse cell
     frac = F.adaptive_avg_pool2d(gt.float(), coarse)  # [B, K, x, y] covered fraction
     pred = F.interpolate(frac, size=size, mode="bilinear", align_corners=False) >= 0.5
 
@@ -278,6 +349,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", nargs="+", action="append", metavar="NAME BASE [key=value]",
                         help="a run: NAME, BASE (baseline | ddp) and config overrides; repeatable "
                              "(default: baseline and ddp)")
+    parser.add_argument("--rescore", nargs="+", action="append", metavar="NAME RUN key=value",
+                        help="a row without training: the final checkpoints of run RUN scored again with "
+                             "inference-only overrides (e.g. model.head.ddp.eval_protocol=mean_draws_steps); repeatable")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
     parser.add_argument("--iters", type=int, default=d.iters, help=f"training iterations (default {d.iters})")
     parser.add_argument("--self-aligned-iters", type=int, default=d.self_aligned_iters,
@@ -316,9 +390,16 @@ def run(args: argparse.Namespace) -> int:
                     label_resolution=args.label_resolution, iters=args.iters,
                     self_aligned_iters=args.self_aligned_iters, steps=steps)
     specs = parse_runs(args.run)
+    rescores = parse_rescores(args.rescore, specs)
     out = probe_output_dir(args.out, what="--out folder")
     for spec in specs:  # every config is checked before the first training
         run_config(spec, seeds[0], recipe, out / "world")
+    trained_of = {s.name: s for s in specs}
+    for r in rescores:
+        t = trained_of[r.run]
+        run_config(RunSpec(r.name, t.base, (*t.overrides, *r.overrides)), seeds[0], recipe, out / "world")
+    rows = [*specs, *(RunSpec(r.name, trained_of[r.run].base, (*trained_of[r.run].overrides, *r.overrides))
+                      for r in rescores)]
     ensure_world(out / "world", recipe)
     if args.grid_oracle:
         oracle = grid_oracle(run_config(RunSpec("ddp", "ddp"), seeds[0], recipe, out / "world"))
@@ -331,11 +412,13 @@ def run(args: argparse.Namespace) -> int:
     results: list[RunResult] = []
     for seed in seeds:  # seed-major: the first seed of every run comes first
         for spec in specs:
-            results.append(train_run(spec, seed, recipe, out / "world", out / "runs" / spec.name / f"seed{seed}"))
-            summary = summarize(specs, results)
+            run_dir = out / "runs" / spec.name / f"seed{seed}"
+            results.append(train_run(spec, seed, recipe, out / "world", run_dir))
+            results += [rescore_run(r, spec, seed, recipe, out / "world", run_dir) for r in rescores if r.run == spec.name]
+            summary = summarize(rows, results)
             write_text_atomic(out / f"{args.summary}.json", json.dumps(
                 {"recipe": asdict(recipe), "command": "bev-ddp " + " ".join(sys.argv[1:]),
                  "runs": summary, "results": [asdict(r) for r in results]}, indent=2))
             write_text_atomic(out / f"{args.summary}.md", markdown_summary(summary, recipe))
-    print(markdown_summary(summarize(specs, results), recipe))
+    print(markdown_summary(summarize(rows, results), recipe))
     return 0

@@ -91,7 +91,7 @@ def build_head(cfg: Any, *, in_channels: int, classes: Sequence[str], xbound: Se
     if cfg.type == "baseline":
         return BEVSegmentationHead(grid_transform=grid_transform, in_channels=in_channels, classes=classes, loss=loss)
     if cfg.type == "ddp":
-        from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder
+        from bev_ddp.diffusion.encoding import build_multi_label_encoder
         from bev_ddp.nn.ddp_head_schema import build_ddp_head, build_map_decoder
 
         d, key = cfg.ddp, "model.head.ddp"
@@ -106,8 +106,12 @@ def build_head(cfg: Any, *, in_channels: int, classes: Sequence[str], xbound: Se
                                               output_scope=[list(xbound), list(ybound)])
         decoder = build_map_decoder(d, cond_channels=in_channels, out_channels=len(classes), key=key,
                                     fuse_transform=fuse_transform)
-        encoder = ClassEmbeddingEncoder(num_classes=len(classes), dims=d.map_channels, scale=d.label_scale, multi_label=True,
-                                        target_pooling=str(getattr(d, "target_pooling", "nearest")))
+        try:
+            encoder = build_multi_label_encoder(str(getattr(d, "label_encoding", "class_embedding")),
+                                                num_classes=len(classes), dims=d.map_channels, scale=d.label_scale,
+                                                target_pooling=str(getattr(d, "target_pooling", "nearest")))
+        except InputError as exc:
+            raise ConfigError(f"{key}.{exc}") from exc
         ddp = build_ddp_head(d, decoder=decoder, label_encoder=encoder, objective=loss, key=key)
         return DDPBEVHead(grid_transform=grid_transform, ddp=ddp, classes=classes, noise_grid=d.noise_grid,
                           decoder_grid=d.decoder_grid, eval_protocol=d.eval_protocol, eval_draws=d.eval_draws)

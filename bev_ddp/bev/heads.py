@@ -130,9 +130,10 @@ def protocol_label(eval_protocol: str, draws: int = 1) -> str:
     figures of the same protocol)."""
     if eval_protocol == "last_step":
         return "DDP: last step of 1 draw"
+    of = f"{draws} draw" if draws == 1 else f"{draws} draws"
     if eval_protocol == "mean_draws":
-        return f"DDP: mean sigmoid of {draws} draws, last step"
-    return f"DDP: mean sigmoid of {draws} draws x all steps"
+        return f"DDP: mean sigmoid of {of}, last step"
+    return f"DDP: mean sigmoid of {of} x all steps"
 
 
 class DDPBEVHead(nn.Module):

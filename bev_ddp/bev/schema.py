@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from bev_ddp.config import constrained
 from bev_ddp.data.nuscenes import AugConfig
-from bev_ddp.diffusion.encoding import TARGET_POOLINGS
+from bev_ddp.diffusion.encoding import MULTI_LABEL_ENCODINGS, TARGET_POOLINGS
 from bev_ddp.nn.ddp_head_schema import DDPHeadSchema
 from bev_ddp.schema import EvalSchema, OptimSchema, TrainSchema
 
@@ -110,6 +110,8 @@ class BEVDDPSchema(DDPHeadSchema):
     eval_draws: int = 1  # noise draws K of mean_draws_steps (authors: 4 fusion, 5 camera)
     target_pooling: str = constrained("nearest", choices=TARGET_POOLINGS)  # how the ground truth is shrunk to
     #   the noise grid: nearest (authors) | max (a coarse cell holds every class of its fine cells)
+    label_encoding: str = constrained("class_embedding", choices=MULTI_LABEL_ENCODINGS)  # class_embedding
+    #   (authors: mean over the K classes' embeddings) | one_hot (a channel per class; map_channels = K)
 
 
 @dataclass

@@ -51,9 +51,10 @@ def _check_logits(logits: torch.Tensor, channels: int, who: str) -> None:
 
 TARGET_POOLINGS = ("nearest", "max")
 REENCODINGS = ("threshold", "soft")
+MULTI_LABEL_ENCODINGS = ("class_embedding", "one_hot")  # BEV: model.head.ddp.label_encoding
 
 
-def _resize_nearest(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+def resize_nearest(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     """Nearest-neighbour resize of a [B, C, H, W] label tensor (pixel-centre sampling)."""
     if size is None or tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -66,7 +67,7 @@ def _resize_max(mask: torch.Tensor, size: tuple[int, int] | None) -> torch.Tenso
     if size is None or tuple(mask.shape[-2:]) == tuple(size):
         return mask
     if size[0] > mask.shape[-2] or size[1] > mask.shape[-1]:
-        return _resize_nearest(mask, size)
+        return resize_nearest(mask, size)
     return F.adaptive_max_pool2d(mask.float(), tuple(size)) > 0.5
 
 
@@ -122,7 +123,7 @@ class LabelEncoder(nn.Module):
             if target.dim() != 4 or target.shape[1] != k:
                 raise InputError(f"multi-label target must have shape [B, {k}, H, W], got {tuple(target.shape)}")
             check_finite("multi-label target", target)
-            resize = _resize_max if self.target_pooling == "max" else _resize_nearest
+            resize = _resize_max if self.target_pooling == "max" else resize_nearest
             return resize(target > 0.5, size)
         if target.dim() != 3:
             raise InputError(f"single-label target must have shape [B, H, W], got {tuple(target.shape)}")
@@ -136,7 +137,7 @@ class LabelEncoder(nn.Module):
                 f"single-label target holds {bad}, outside classes 0..{k - 1} and ignore {self.ignore_index}"
             )
         idx = torch.where(target == self.ignore_index, torch.full_like(target, k), target)
-        return _resize_nearest(idx[:, None], size)[:, 0]  # [B, h, w]
+        return resize_nearest(idx[:, None], size)[:, 0]  # [B, h, w]
 
     def discretize(self, logits: torch.Tensor) -> torch.Tensor:
         """Decoder logits [B, K, H, W] -> bool [B, K, H, W] (prob >= 0.5) or int64 [B, H, W] (argmax)."""
@@ -318,3 +319,22 @@ class ContinuousEncoder(nn.Module):
 
 
 MapEncoder = LabelEncoder | ContinuousEncoder
+
+
+def build_multi_label_encoder(kind: str, *, num_classes: int, dims: int, scale: float,
+                              target_pooling: str = "nearest") -> LabelEncoder:
+    """The multi-label (BEV) map encoder named by ``kind`` (one of :data:`MULTI_LABEL_ENCODINGS`).
+
+    ``class_embedding``: :class:`ClassEmbeddingEncoder`, ``dims`` wide; a cell's code is the mean
+    over the K classes, so one class moves it by 1/K of its embedding (the authors').
+    ``one_hot``: :class:`OneHotEncoder`, one channel per class at ±scale; ``dims`` must be K.
+    """
+    if kind not in MULTI_LABEL_ENCODINGS:
+        raise InputError(f"label_encoding must be one of {', '.join(MULTI_LABEL_ENCODINGS)}, got {kind!r}")
+    if kind == "one_hot":
+        if dims != num_classes:
+            raise InputError(f"map_channels must equal the number of classes ({num_classes}) with label_encoding "
+                             f"one_hot, got {dims}")
+        return OneHotEncoder(num_classes=num_classes, scale=scale, multi_label=True, target_pooling=target_pooling)
+    return ClassEmbeddingEncoder(num_classes=num_classes, dims=dims, scale=scale, multi_label=True,
+                                 target_pooling=target_pooling)

@@ -44,7 +44,7 @@ def test_recipe_overrides_give_the_half_metre_label_grid_and_head_specific_train
     base = lb.run_config(lb.RunSpec("b", "baseline"), 3, lb.Recipe(), tmp_path)
     assert list(ddp.data.xbound) == [-32.0, 32.0, 0.5] and list(base.data.ybound) == [-32.0, 32.0, 0.5]
     assert list(ddp.model.head.input_scope[0]) == [-32.0, 32.0, 1.0]  # the encoders keep their 1 m grid
-    assert ddp.train.self_aligned_iters == 100 and list(ddp.eval.steps) == [1, 2, 3]
+    assert ddp.train.iters == 1200 and ddp.train.self_aligned_iters == 200 and list(ddp.eval.steps) == [1, 2, 3]
     assert base.train.self_aligned_iters == 0 and list(base.eval.steps) == [1]
     assert ddp.train.seed == 3 and ddp.model.head.ddp.reencode == "soft"
 
@@ -94,6 +94,11 @@ def test_finished_runs_are_reused_and_changed_configs_retrained(tmp_path, monkey
     lb.train_run(lb.RunSpec("d", "ddp", ("model.head.ddp.reencode=soft",)), 1, recipe, world, tmp_path / "run",
                  log=lambda m: None)
     assert calls == [1, 1]  # another config in the same folder is not taken for the old one
+    lb.train_run(spec, 1, recipe, world, tmp_path / "run2", log=lambda m: None)
+    lb.train_run(spec, 1, lb.Recipe(iters=4, self_aligned_iters=1, scenes=8), world, tmp_path / "run2", log=lambda m: None)
+    assert calls == [1, 1, 1, 1]  # same config, but a town of another size under the same path: retrained
+    lb.train_run(spec, 1, lb.Recipe(iters=4, self_aligned_iters=1, scenes=8), world, tmp_path / "run2", log=lambda m: None)
+    assert calls == [1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("argv", [["--seeds", "a"], ["--iters", "5", "--self-aligned-iters", "5"],
@@ -116,3 +121,40 @@ def test_coarse_grid_counts_of_one_cell_and_two_cell_lines():
     assert c["tp"].tolist()[0] == 0 and c["fp"].tolist()[0] == 0 and c["fn"].tolist()[0] == 8
     # two-cell line: fraction 1 -> 0.75 at fine columns 2 and 3 (kept), 0.25 beside them (dropped)
     assert c["tp"].tolist()[1] == 16 and c["fp"].tolist()[1] == 0 and c["fn"].tolist()[1] == 0
+
+
+def test_rescore_specs_name_a_trained_run_and_give_overrides():
+    specs = lb.parse_runs([["ddp", "ddp", "model.head.ddp.label_scale=0.05"]])
+    got = lb.parse_rescores([["steps_mean", "ddp", "model.head.ddp.eval_protocol=mean_draws_steps"]], specs)
+    assert got == [lb.RescoreSpec("steps_mean", "ddp", ("model.head.ddp.eval_protocol=mean_draws_steps",))]
+    for bad in (["x", "nope", "a=1"], ["x", "ddp"], ["x", "ddp", "novalue"], ["ddp", "ddp", "a=1"]):
+        with pytest.raises(InputError, match="--rescore|unique"):
+            lb.parse_rescores([bad], specs)
+
+
+def test_rescoring_loads_the_final_checkpoint_into_the_overridden_config_and_is_reused(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_evaluate(cfg, task, model, *, device, out_dir, progress):
+        seen.append((cfg.model.head.ddp.eval_protocol, cfg.model.head.ddp.label_scale, cfg.train.seed))
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        metrics = evaluated(cfg.train.seed)
+        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics))
+        return SimpleNamespace(metrics=metrics)
+
+    loaded = []
+    monkeypatch.setattr("bev_ddp.engine.evaluation.evaluate_task", fake_evaluate)
+    monkeypatch.setattr("bev_ddp.engine.checkpoint.load_model_weights", lambda model, path: loaded.append(Path(path)))
+    monkeypatch.setattr("bev_ddp.bev.task.TASK.build_model", lambda cfg: torch.nn.Identity())
+    recipe, world = lb.Recipe(iters=4, self_aligned_iters=1), tmp_path / "world"
+    trained = lb.RunSpec("ddp", "ddp", ("model.head.ddp.label_scale=0.05",))
+    spec = lb.RescoreSpec("mean", "ddp", ("model.head.ddp.eval_protocol=mean_draws_steps",))
+    first = lb.rescore_run(spec, trained, 2, recipe, world, tmp_path / "run", log=lambda m: None)
+    again = lb.rescore_run(spec, trained, 2, recipe, world, tmp_path / "run", log=lambda m: None)
+    assert seen == [("mean_draws_steps", 0.05, 2)]  # the trained run's overrides, then the rescoring's; once
+    assert loaded == [tmp_path / "run" / "checkpoints" / "iter_0000004.pth"]
+    assert first.name == "mean" and first.seconds is not None and again.seconds is None and again.iou50 == first.iou50
+    assert (tmp_path / "run" / "rescore" / "mean" / "config.yaml").exists()
+    lb.rescore_run(spec, trained, 2, lb.Recipe(iters=4, self_aligned_iters=1, world_seed=1), world, tmp_path / "run",
+                   log=lambda m: None)
+    assert len(seen) == 2  # another town under the same path is scored again

@@ -121,3 +121,36 @@ def test_reencode_rejects_unknown_names_and_analog_bits():
         _head("probabilities")
     with pytest.raises(InputError, match="analog bits"):
         _head("soft", AnalogBitsEncoder(num_classes=3))
+
+
+def _bev_head(**ddp):
+    from omegaconf import OmegaConf
+
+    from bev_ddp.bev.build import build_head
+    from bev_ddp.bev.schema import HeadSchema
+
+    cfg = OmegaConf.merge(OmegaConf.structured(HeadSchema), {
+        "input_scope": [[-4.0, 4.0, 1.0], [-4.0, 4.0, 1.0]],
+        "ddp": {"map_channels": 8, "embed_dims": 16, "depth": 1, "num_heads": 2, "num_points": 2, "ffn_dims": 32, **ddp}})
+    torch.manual_seed(0)
+    return build_head(cfg, in_channels=12, classes=["a", "b", "c"], xbound=[-4.0, 4.0, 1.0], ybound=[-4.0, 4.0, 1.0])
+
+
+def test_one_hot_label_encoding_gives_every_class_its_own_channel_of_the_noised_map():
+    from bev_ddp.errors import ConfigError
+
+    head = _bev_head(label_encoding="one_hot", map_channels=3, label_scale=0.1)
+    enc = head.ddp.label_encoder
+    assert isinstance(enc, OneHotEncoder) and enc.channels == 3 and enc.multi_label
+    target = line_mask(k=3, size=8, column=3)  # class 1 one column wide
+    code = enc.encode_labels(target)  # [1, 3, 8, 8]
+    # the line moves its own channel by the full 2 x scale, whatever K is; the class embedding moves by 1/K
+    assert torch.equal(code[0, 1, :, 3], torch.full((8,), 0.1)) and torch.equal(code[0, 0], torch.full((8, 8), -0.1))
+    head.train()
+    _, losses = head(torch.randn(2, 12, 8, 8), line_mask(k=3, size=8, column=3).float().repeat(2, 1, 1, 1))
+    sum(losses.values()).backward()  # trains through the 3-channel map
+    assert isinstance(_bev_head().ddp.label_encoder, ClassEmbeddingEncoder)  # the default
+    with pytest.raises(ConfigError, match=r"model\.head\.ddp\.map_channels must equal the number of classes \(3\)"):
+        _bev_head(label_encoding="one_hot", map_channels=8)
+    with pytest.raises(ConfigError, match="label_encoding"):
+        _bev_head(label_encoding="bits")

@@ -5,6 +5,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bev_ddp.bev.build import build_head
+from bev_ddp.diffusion.encoding import ClassEmbeddingEncoder
 from bev_ddp.nn import MapDecoder
 
 SMALL = dict(cond_channels=12, map_channels=8, out_channels=3, embed_dims=16, depth=2, num_heads=2, num_points=2,
@@ -104,6 +105,8 @@ def test_reference_configs_keep_the_authors_reencoding_and_target_shrinking():
     configs = Path(__file__).resolve().parents[3] / "configs" / "bev"
     for name in ("reference/ddp_fusion", "reference/ddp_camera"):
         cfg = load_config(configs / f"{name}.yaml", schema=BEVConfig)
-        assert (cfg.model.head.ddp.reencode, cfg.model.head.ddp.target_pooling) == ("threshold", "nearest"), name
+        d = cfg.model.head.ddp
+        assert (d.reencode, d.target_pooling, d.label_encoding) == ("threshold", "nearest", "class_embedding"), name
     head = _authors_head()  # a section built without the schema (no such keys) gets the authors' behaviour
     assert head.ddp.reencode == "threshold" and head.ddp.label_encoder.target_pooling == "nearest"
+    assert isinstance(head.ddp.label_encoder, ClassEmbeddingEncoder)
