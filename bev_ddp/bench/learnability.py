@@ -28,7 +28,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from bev_ddp.data.synthetic import WorldSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_CONFIGS = {"baseline": ROOT / "configs" / "bev" / "synth_tiny_fusion_baseline.yaml",
@@ -46,6 +49,13 @@ class Recipe:
     iters: int = 1200
     self_aligned_iters: int = 200  # DDP heads only
     steps: tuple[int, ...] = (1, 2, 3)  # DDP heads only; the conv head has one prediction
+
+    def world_settings(self) -> WorldSettings:
+        """The synthetic town of the study (written once by :func:`ensure_world`)."""
+        from bev_ddp.data.synthetic import WorldSettings
+
+        return WorldSettings(seed=self.world_seed, num_scenes=self.scenes, samples_per_scene=self.samples_per_scene,
+                             image_size=(96, 176))
 
     def overrides(self, world: Path, *, ddp: bool) -> list[str]:
         """Config overrides of the recipe for one head (the run's own come after them)."""
@@ -88,6 +98,10 @@ class RescoreSpec:
     run: str
     overrides: tuple[str, ...] = ()
 
+    def on(self, trained: RunSpec) -> RunSpec:
+        """The row as a run spec: ``trained``'s base and overrides, then the rescoring's."""
+        return RunSpec(self.name, trained.base, (*trained.overrides, *self.overrides))
+
 
 def parse_runs(raw: Sequence[Sequence[str]] | None) -> list[RunSpec]:
     """``--run NAME BASE [key=value ...]`` values -> run specs (default: baseline and ddp)."""
@@ -126,11 +140,10 @@ def parse_rescores(raw: Sequence[Sequence[str]] | None, specs: Sequence[RunSpec]
 def ensure_world(world: Path, recipe: Recipe, *, log=print) -> None:
     """Write the recipe's synthetic town and its info files into ``world`` unless they are there."""
     from bev_ddp.data.create_infos import create_infos
-    from bev_ddp.data.synthetic import WorldSettings, generate_world, load_settings
+    from bev_ddp.data.synthetic import generate_world, load_settings
     from bev_ddp.errors import InputError
 
-    wanted = WorldSettings(seed=recipe.world_seed, num_scenes=recipe.scenes,
-                           samples_per_scene=recipe.samples_per_scene, image_size=(96, 176))
+    wanted = recipe.world_settings()
     try:
         have = load_settings(world)
     except InputError:  # no world, or a malformed world file: write it
@@ -146,8 +159,8 @@ def ensure_world(world: Path, recipe: Recipe, *, log=print) -> None:
 WORLD_FILE = "world.json"  # beside a finished run or rescoring: the town it was trained / scored on
 
 
-def _world_of(recipe: Recipe) -> dict[str, int]:
-    return {"scenes": recipe.scenes, "samples_per_scene": recipe.samples_per_scene, "world_seed": recipe.world_seed}
+def _world_of(recipe: Recipe) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(recipe.world_settings())))  # tuples -> lists, as read back
 
 
 def _finished(folder: Path, metrics_path: Path, cfg: Any, recipe: Recipe) -> bool:
@@ -222,12 +235,13 @@ def rescore_run(spec: RescoreSpec, trained: RunSpec, seed: int, recipe: Recipe, 
     from bev_ddp.engine.evaluation import evaluate_task
     from bev_ddp.output_files import write_text_atomic
 
-    cfg = run_config(RunSpec(spec.name, trained.base, (*trained.overrides, *spec.overrides)), seed, recipe, world)
+    row = spec.on(trained)
+    cfg = run_config(row, seed, recipe, world)
     out = run_dir / "rescore" / spec.name
     saved, metrics_path = out / "config.yaml", out / "metrics.json"
     if _finished(out, metrics_path, cfg, recipe):
         log(f"{spec.name} seed {seed}: reusing {metrics_path}")
-        return read_result(RunSpec(spec.name, trained.base), seed, json.loads(metrics_path.read_text()), None)
+        return read_result(row, seed, json.loads(metrics_path.read_text()), None)
     log(f"{spec.name} seed {seed}: scoring {run_dir.name} of {trained.name} with {' '.join(spec.overrides)}")
     start = time.perf_counter()
     model = TASK.build_model(cfg)
@@ -235,7 +249,7 @@ def rescore_run(spec: RescoreSpec, trained: RunSpec, seed: int, recipe: Recipe, 
     result = evaluate_task(cfg, TASK, model, device=torch.device("cpu"), out_dir=out, progress=False)
     write_text_atomic(out / WORLD_FILE, json.dumps(_world_of(recipe)))
     write_text_atomic(saved, OmegaConf.to_yaml(cfg))  # last: marks the rescoring finished
-    return read_result(RunSpec(spec.name, trained.base), seed, result.metrics, time.perf_counter() - start)
+    return read_result(row, seed, result.metrics, time.perf_counter() - start)
 
 
 def coarse_grid_counts(gt: "torch.Tensor", coarse: tuple[int, int]) -> dict[str, "torch.Tensor"]:
@@ -392,14 +406,10 @@ def run(args: argparse.Namespace) -> int:
     specs = parse_runs(args.run)
     rescores = parse_rescores(args.rescore, specs)
     out = probe_output_dir(args.out, what="--out folder")
-    for spec in specs:  # every config is checked before the first training
-        run_config(spec, seeds[0], recipe, out / "world")
     trained_of = {s.name: s for s in specs}
-    for r in rescores:
-        t = trained_of[r.run]
-        run_config(RunSpec(r.name, t.base, (*t.overrides, *r.overrides)), seeds[0], recipe, out / "world")
-    rows = [*specs, *(RunSpec(r.name, trained_of[r.run].base, (*trained_of[r.run].overrides, *r.overrides))
-                      for r in rescores)]
+    rows = [*specs, *(r.on(trained_of[r.run]) for r in rescores)]
+    for row in rows:  # every config is checked before the first training
+        run_config(row, seeds[0], recipe, out / "world")
     ensure_world(out / "world", recipe)
     if args.grid_oracle:
         oracle = grid_oracle(run_config(RunSpec("ddp", "ddp"), seeds[0], recipe, out / "world"))
