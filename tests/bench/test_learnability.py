@@ -102,7 +102,7 @@ def test_finished_runs_are_reused_and_changed_configs_retrained(tmp_path, monkey
 
 
 @pytest.mark.parametrize("argv", [["--seeds", "a"], ["--iters", "5", "--self-aligned-iters", "5"],
-                                  ["--summary", "../x"], ["--run", "x", "conv"]])
+                                  ["--summary", "../x"], ["--run", "x", "conv"], ["--rescore", "x", "nope", "a=1"]])
 def test_bad_options_exit_2_before_any_work(tmp_path, argv, capsys):
     assert main(["bench", "learnability", "--out", str(tmp_path / "study"), *argv]) == 2
     assert not (tmp_path / "study" / "world").exists()
