@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -233,6 +234,7 @@ def rescore_run(spec: RescoreSpec, trained: RunSpec, seed: int, recipe: Recipe, 
     from bev_ddp.bev.task import TASK
     from bev_ddp.engine.checkpoint import load_model_weights
     from bev_ddp.engine.evaluation import evaluate_task
+    from bev_ddp.engine.interrupt import Interrupted, StopRequest
     from bev_ddp.output_files import write_text_atomic
 
     row = spec.on(trained)
@@ -246,7 +248,10 @@ def rescore_run(spec: RescoreSpec, trained: RunSpec, seed: int, recipe: Recipe, 
     start = time.perf_counter()
     model = TASK.build_model(cfg)
     load_model_weights(model, run_dir / "checkpoints" / f"iter_{recipe.iters:07d}.pth")
-    result = evaluate_task(cfg, TASK, model, device=torch.device("cpu"), out_dir=out, progress=False)
+    with StopRequest() as stop:  # SIGINT / SIGTERM: stop between batches, write no report, mark nothing finished
+        result = evaluate_task(cfg, TASK, model, device=torch.device("cpu"), out_dir=out, progress=False, stop=stop)
+    if result.interrupted:
+        raise Interrupted(stop.signum or signal.SIGTERM)
     write_text_atomic(out / WORLD_FILE, json.dumps(_world_of(recipe)))
     write_text_atomic(saved, OmegaConf.to_yaml(cfg))  # last: marks the rescoring finished
     return read_result(row, seed, result.metrics, time.perf_counter() - start)

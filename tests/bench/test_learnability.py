@@ -135,12 +135,13 @@ def test_rescore_specs_name_a_trained_run_and_give_overrides():
 def test_rescoring_loads_the_final_checkpoint_into_the_overridden_config_and_is_reused(tmp_path, monkeypatch):
     seen = []
 
-    def fake_evaluate(cfg, task, model, *, device, out_dir, progress):
+    def fake_evaluate(cfg, task, model, *, device, out_dir, progress, stop):
+        assert stop is not None  # a signal stops the pass between batches
         seen.append((cfg.model.head.ddp.eval_protocol, cfg.model.head.ddp.label_scale, cfg.train.seed))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         metrics = evaluated(cfg.train.seed)
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics))
-        return SimpleNamespace(metrics=metrics)
+        return SimpleNamespace(metrics=metrics, interrupted=False)
 
     loaded = []
     monkeypatch.setattr("bev_ddp.engine.evaluation.evaluate_task", fake_evaluate)
@@ -158,3 +159,24 @@ def test_rescoring_loads_the_final_checkpoint_into_the_overridden_config_and_is_
     lb.rescore_run(spec, trained, 2, lb.Recipe(iters=4, self_aligned_iters=1, world_seed=1), world, tmp_path / "run",
                    log=lambda m: None)
     assert len(seen) == 2  # another town under the same path is scored again
+
+
+def test_an_interrupted_rescoring_raises_and_is_not_taken_for_finished(tmp_path, monkeypatch):
+    import signal
+
+    from bev_ddp.engine.interrupt import Interrupted
+
+    def stopped(cfg, task, model, *, device, out_dir, progress, stop):
+        stop._handle(signal.SIGTERM, None)  # as if the signal arrived during the pass
+        return SimpleNamespace(metrics={}, interrupted=True)
+
+    monkeypatch.setattr("bev_ddp.engine.evaluation.evaluate_task", stopped)
+    monkeypatch.setattr("bev_ddp.engine.checkpoint.load_model_weights", lambda model, path: None)
+    monkeypatch.setattr("bev_ddp.bev.task.TASK.build_model", lambda cfg: torch.nn.Identity())
+    spec, trained = lb.RescoreSpec("mean", "ddp", ("model.head.ddp.eval_protocol=mean_draws_steps",)), lb.RunSpec("ddp", "ddp")
+    with pytest.raises(Interrupted) as info:
+        lb.rescore_run(spec, trained, 0, lb.Recipe(iters=4, self_aligned_iters=1), tmp_path / "world", tmp_path / "run",
+                       log=lambda m: None)
+    assert info.value.signum == signal.SIGTERM
+    assert not (tmp_path / "run" / "rescore" / "mean" / "config.yaml").exists()
+    assert not (tmp_path / "run" / "rescore" / "mean" / lb.WORLD_FILE).exists()
